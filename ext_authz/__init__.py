@@ -1,0 +1,3 @@
+"""Sealgate authorizer and trust core: Envoy ext_authz -> identity -> on-chain policy -> SAE."""
+
+__version__ = "0.1.0"

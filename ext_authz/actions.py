@@ -1,0 +1,140 @@
+"""Pure mapping from an Envoy check request to a structured action.
+
+Everything here is untrusted input: every failure raises InputRejected with a
+stable reason code, and nothing is taken from a claim the agent makes about itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+from . import reasons
+from .config import DATA_CLASSES, AuthorizerConfig, RouteRule
+from .errors import InputRejected
+
+_METHOD = re.compile(r"[A-Z]{1,16}")
+_AUTHORITY = re.compile(r"[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?")
+# RFC 3986 path characters; percent-encoding allowed but not of '/', '\' or '.'
+_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
+_ENCODED_SEPARATOR = re.compile(r"%(2[fFeE]|5[cC])")
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """The fields of a CheckRequest the authorizer reads (extracted at the gRPC edge)."""
+
+    method: str
+    authority: str
+    path: str  # includes the query string, as Envoy reports it
+    headers: Mapping[str, str]
+    body: bytes
+    principal: str  # mTLS peer identity (URI SAN) as Envoy reports it
+    request_size: int = 0
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    agent_spiffe_id: str
+    action_type: str
+    target: str
+    method: str
+    authority: str
+    path: str
+    amount: int
+    data_class: str
+    session_id: str | None
+    parent_sae: str | None
+
+    @property
+    def data_class_level(self) -> int:
+        return DATA_CLASSES.index(self.data_class)
+
+
+def _reject(reason: str, message: str) -> InputRejected:
+    return InputRejected(reason, message)
+
+
+def parse_spiffe_id(principal: str, trust_domain: str) -> str:
+    """Returns the SPIFFE ID if it belongs to the trust domain, else raises."""
+    if not principal:
+        raise _reject(reasons.IDENTITY_MISSING, "no mTLS peer principal in the check request")
+    prefix = f"spiffe://{trust_domain}/"
+    if not principal.startswith(prefix) or len(principal) > 2048:
+        raise _reject(reasons.IDENTITY_INVALID, f"expected a SPIFFE ID under {prefix!r}, found {principal[:80]!r}")
+    rest = principal[len(prefix):]
+    if not rest or any(seg in ("", ".", "..") for seg in rest.split("/")) or not re.fullmatch(r"[A-Za-z0-9.\-_/]+", rest):
+        raise _reject(reasons.IDENTITY_INVALID, f"malformed SPIFFE ID path {rest[:80]!r}")
+    return principal
+
+
+def _check_path(path: str, limit: int) -> str:
+    if len(path) > limit:
+        raise _reject(reasons.INPUT_OVERSIZED, f"path is {len(path)} bytes, limit {limit}")
+    path_only = path.split("?", 1)[0]
+    if not _PATH.fullmatch(path_only):
+        raise _reject(reasons.INPUT_MALFORMED, "path is not an absolute RFC 3986 path")
+    if _ENCODED_SEPARATOR.search(path_only):
+        raise _reject(reasons.INPUT_MALFORMED, "path contains an encoded '/', '\\' or '.'")
+    segments = path_only.split("/")[1:]
+    if any(s in (".", "..") for s in segments) or "//" in path_only:
+        raise _reject(reasons.INPUT_MALFORMED, "path is not normalised (dot segments or empty segments)")
+    return path_only
+
+
+def _amount(rule: RouteRule, body: bytes) -> int:
+    if rule.amount_field is None:
+        return 0
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _reject(reasons.BODY_INVALID, f"route {rule.action_type} needs a JSON body: {e}") from e
+    if not isinstance(doc, dict):
+        raise _reject(reasons.BODY_INVALID, f"route {rule.action_type} needs a JSON object body")
+    value = doc.get(rule.amount_field)
+    # bool is an int subclass in Python: reject it explicitly
+    if type(value) is not int or value < 0 or value >= 2**256:
+        raise _reject(reasons.AMOUNT_INVALID, f"body field {rule.amount_field!r} must be a non-negative integer, found {value!r}")
+    return value
+
+
+def map_request(view: RequestView, config: AuthorizerConfig) -> ActionRequest:
+    """Maps an untrusted request to an action, or raises InputRejected."""
+    limits = config.limits
+    if len(view.body) > limits.max_body_bytes or view.request_size > limits.max_body_bytes:
+        raise _reject(reasons.INPUT_OVERSIZED, f"body exceeds {limits.max_body_bytes} bytes")
+    if sum(len(k) + len(v) for k, v in view.headers.items()) > limits.max_headers_bytes:
+        raise _reject(reasons.INPUT_OVERSIZED, f"headers exceed {limits.max_headers_bytes} bytes")
+    if not _METHOD.fullmatch(view.method):
+        raise _reject(reasons.INPUT_MALFORMED, f"method {view.method[:20]!r} is not an HTTP method token")
+    if not _AUTHORITY.fullmatch(view.authority):
+        raise _reject(reasons.INPUT_MALFORMED, f"authority {view.authority[:80]!r} is not a host[:port]")
+    path = _check_path(view.path, limits.max_path_bytes)
+    agent = parse_spiffe_id(view.principal, config.trust_domain)
+
+    authority = view.authority.lower()
+    rule = next((r for r in config.routes if r.matches(view.method, authority, path)), None)
+    if rule is None:
+        raise _reject(reasons.ROUTE_UNKNOWN, f"no route for {view.method} {authority}{path}")
+
+    parent = view.headers.get("x-sae-parent") or None
+    if parent is not None and len(parent) > limits.max_parent_sae_bytes:
+        raise _reject(reasons.INPUT_OVERSIZED, f"x-sae-parent exceeds {limits.max_parent_sae_bytes} bytes")
+    session = view.headers.get("x-sealgate-session") or None
+    if session is not None and not re.fullmatch(r"[A-Za-z0-9\-_.]{1,128}", session):
+        raise _reject(reasons.INPUT_MALFORMED, "x-sealgate-session must be 1-128 URL-safe characters")
+
+    return ActionRequest(
+        agent_spiffe_id=agent,
+        action_type=rule.action_type,
+        target=rule.target,
+        method=view.method,
+        authority=authority,
+        path=view.path,
+        amount=_amount(rule, view.body),
+        data_class=rule.data_class,
+        session_id=session,
+        parent_sae=parent,
+    )

@@ -1,0 +1,73 @@
+"""Wires the authorizer process: pinned policy, signer, decision maker, anchoring, gRPC and admin."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+
+from .anchoring import AnchorStore, Anchorer
+from .chain import ChainClient, Manifest, PinnedPolicy
+from .config import AuthorizerConfig
+from .decision import DecisionMaker
+from .sae import EnvelopeEncoder
+from .server import AuthorizationService, serve_admin, serve_grpc
+from .signing import Signer, jwks_of
+
+log = logging.getLogger("sealgate")
+
+
+@dataclass
+class Authorizer:
+    config: AuthorizerConfig
+    manifest: Manifest
+    signer: Signer
+    anchorer_key: str
+    allow_all: bool = False
+
+    def start(self, grpc_address: str, admin_address: tuple[str, int], workers: int = 4) -> int:
+        self.jwks = jwks_of(self.signer)
+        self.policy = PinnedPolicy(self.manifest.rpc_url, self.manifest.policy,
+                                   poll_seconds=self.config.state_poll_seconds,
+                                   max_age_seconds=self.config.max_state_age_seconds)
+        self.policy.start()
+        client = ChainClient(self.manifest.rpc_url)
+        self.anchorer = Anchorer(AnchorStore(self.config.anchor.db_path), client, self.manifest.anchor,
+                                 Account.from_key(self.anchorer_key),
+                                 interval_seconds=self.config.anchor.interval_seconds,
+                                 batch_max_leaves=self.config.anchor.batch_max_leaves)
+        self.anchorer.start()
+        decider = DecisionMaker(self.config, EnvelopeEncoder(self.signer), self.policy, self.manifest.chain_id,
+                                self.manifest.anchor, self.jwks)
+        self.service = AuthorizationService(self.config, decider, self.anchorer.enqueue, allow_all=self.allow_all)
+        self.grpc_server, port = serve_grpc(self.service, grpc_address, workers)
+        self.admin = serve_admin(admin_address, self.status, self.jwks)
+        self._started = time.time()
+        return port
+
+    def status(self) -> dict[str, Any]:
+        pinned_block = self.policy.block
+        fresh = pinned_block is not None and self.policy.age_seconds() <= self.config.max_state_age_seconds
+        return {
+            "healthy": fresh,
+            "pinned_block": pinned_block,
+            "policy": self.manifest.policy,
+            "anchor": self.manifest.anchor,
+            "chain_id": self.manifest.chain_id,
+            "kid": self.signer.kid,
+            "decisions": dict(self.service.counters),
+            "anchor_queue": self.anchorer.queued,
+            "anchor_store": self.anchorer.store.counts(),
+            "anchor_last_error": self.anchorer.last_error,
+            "allow_all": self.allow_all,
+        }
+
+    def stop(self) -> None:
+        self.grpc_server.stop(grace=2).wait()
+        self.admin.shutdown()
+        self.policy.stop()
+        self.anchorer.stop()

@@ -1,0 +1,134 @@
+"""`sealgate` command line: serve, deploy, verify, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+from .errors import InputRejected, SealgateError
+
+
+def _hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected host:port, found {value!r}")
+    return host, int(port)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .app import Authorizer
+    from .chain import Manifest
+    from .config import load_config
+    from .signing import Ed25519Signer
+
+    key = os.environ.get("SEALGATE_ANCHORER_KEY")
+    if not key:
+        raise SealgateError("SEALGATE_ANCHORER_KEY (hex secp256k1 key of the anchoring wallet) is not set")
+    authorizer = Authorizer(load_config(args.config), Manifest.load(args.manifest), Ed25519Signer.from_file(args.key),
+                            key, allow_all=args.allow_all)
+    port = authorizer.start(args.grpc, _hostport(args.admin), workers=args.workers)
+    logging.getLogger("sealgate").info("authorizer listening: grpc %s, admin %s", port, args.admin)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    authorizer.stop()  # flushes the anchor queue to disk
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from .chain import deploy_all
+
+    manifest = deploy_all(args.rpc, args.manifest)
+    print(manifest.to_json(), end="")
+    return 0
+
+
+def _load_jwks(source: str) -> dict:
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=5) as r:
+            return json.loads(r.read())
+    return json.loads(Path(source).read_text())
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .anchoring import AnchorStore
+    from .chain import Manifest
+    from .sae import DENIAL_TYP, SAE_TYP
+    from .verify import verify_anchored
+
+    token = sys.stdin.read().strip() if args.sae == "-" else args.sae.strip()
+    typ = DENIAL_TYP if args.denial else SAE_TYP
+    try:
+        result = verify_anchored(token, _load_jwks(args.jwks), Manifest.load(args.manifest), AnchorStore(args.anchor_db), typ)
+    except InputRejected as e:
+        print(f"INVALID {e.reason}: {e.message}")
+        return 1
+    c = result.claims
+    print("VALID")
+    print(f"  agent     {c['iss']}")
+    print(f"  action    {json.dumps(c['act'], sort_keys=True)}")
+    print(f"  policy    {c['pol']['addr']} at block {c['pol']['block']}")
+    print(f"  sae hash  0x{result.sae_hash}")
+    print(f"  anchored  root 0x{result.root} in block {result.block}, tx {result.tx_hash}")
+    if typ == SAE_TYP:
+        print(f"  expiry    {c['exp']} ({'expired' if result.expired else 'still valid'})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.workdir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sealgate", description="Sealgate: signed, policy-bound AI agent actions")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the ext_authz gRPC authorizer")
+    p.add_argument("--config", required=True)
+    p.add_argument("--manifest", required=True, help="address manifest written by `sealgate deploy`")
+    p.add_argument("--key", required=True, help="Ed25519 seed file for SAE signing")
+    p.add_argument("--grpc", default="127.0.0.1:9001")
+    p.add_argument("--admin", default="127.0.0.1:9002")
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--allow-all", action="store_true", help="benchmark baseline: answer OK without deciding")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("deploy", help="deploy the contracts (idempotent) and write the address manifest")
+    p.add_argument("--rpc", default="http://127.0.0.1:8545")
+    p.add_argument("--manifest", default="addresses.json")
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("verify", help="verify an SAE: signature, claims, and on-chain anchoring")
+    p.add_argument("sae", help="the JWS compact SAE, or - for stdin")
+    p.add_argument("--jwks", required=True, help="JWKS file or URL (the authorizer serves /jwks.json)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--anchor-db", required=True, help="the authorizer's anchor store (holds the Merkle batches)")
+    p.add_argument("--denial", action="store_true", help="the token is a signed denial record")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("demo", help="start the local stack, run the scripted scenario, shut down")
+    p.add_argument("--workdir", default=".sealgate/demo")
+    p.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except SealgateError as e:
+        print(f"sealgate: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

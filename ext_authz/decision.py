@@ -1,0 +1,133 @@
+"""The decision: action -> policy verdict -> signed SAE or signed denial.
+
+Pure apart from the two injected edges (policy evaluator, clock); the gRPC
+server and the anchoring queue sit outside.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from . import reasons
+from .actions import ActionRequest
+from .chain import PolicyAction, Verdict, text_id
+from .config import AuthorizerConfig
+from .errors import InputRejected
+from .sae import DENIAL_TYP, SAE_TYP, EnvelopeEncoder, sae_hash, verify
+
+PARENT_MAX_AGE_SECONDS = 3600
+
+
+class PolicyEvaluator(Protocol):
+    policy_address: str
+
+    def evaluate(self, action: PolicyAction) -> Verdict: ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    decision_id: str
+    reason: str
+    message: str
+    token: str  # SAE on allow, signed denial record on deny
+    token_hash: bytes
+
+
+def new_decision_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+class DecisionMaker:
+    def __init__(self, config: AuthorizerConfig, encoder: EnvelopeEncoder, policy: PolicyEvaluator,
+                 chain_id: int, anchor_address: str, jwks: dict[str, Any], clock: Callable[[], float] = time.time):
+        self._config = config
+        self._encoder = encoder
+        self._policy = policy
+        self._chain = {"id": chain_id, "anchor": anchor_address}
+        self._jwks = jwks
+        self._clock = clock
+        self._issuer_fallback = "urn:sealgate:unidentified"
+
+    def _parent_hash(self, parent: str | None) -> str | None:
+        if parent is None:
+            return None
+        try:
+            verify(parent, self._jwks, now=self._clock(), leeway=PARENT_MAX_AGE_SECONDS)
+        except InputRejected as e:
+            raise InputRejected(reasons.PARENT_SAE_INVALID, f"x-sae-parent: {e.message}") from e
+        return sae_hash(parent).hex()
+
+    def allow(self, action: ActionRequest, verdict: Verdict, parent_hash: str | None) -> Decision:
+        now = int(self._clock())
+        jti = new_decision_id()
+        claims = {
+            "iss": action.agent_spiffe_id,
+            "sub": action.target,
+            "aud": action.target,
+            "act": {
+                "type": action.action_type,
+                "m": action.method,
+                "h": action.authority,
+                "p": action.path,
+                "amt": action.amount,
+                "dc": action.data_class,
+            },
+            "pol": {"addr": self._policy.policy_address, "block": verdict.block},
+            "mod": "sha256:" + verdict.model_hash.hex(),
+            "iat": now,
+            "nbf": now,
+            "exp": now + self._config.sae_ttl_seconds,
+            "jti": jti,
+            "ctx": {"sid": action.session_id, "parent": parent_hash, "dc": action.data_class},
+            "chain": self._chain,
+        }
+        token = self._encoder.encode(claims, SAE_TYP)
+        return Decision(True, jti, reasons.OK, "allowed", token, sae_hash(token))
+
+    def deny(self, reason: str, message: str, action: ActionRequest | None = None, block: int | None = None,
+             principal: str = "") -> Decision:
+        now = int(self._clock())
+        decision_id = new_decision_id()
+        claims = {
+            "iss": action.agent_spiffe_id if action else (principal or self._issuer_fallback),
+            "sub": action.target if action else None,
+            "act": (
+                {"type": action.action_type, "m": action.method, "h": action.authority, "p": action.path,
+                 "amt": action.amount, "dc": action.data_class}
+                if action else None
+            ),
+            "pol": {"addr": self._policy.policy_address, "block": block},
+            "iat": now,
+            "jti": decision_id,
+            "dec": "DENY",
+            "reason": reason,
+            "msg": message[:256],
+            "chain": self._chain,
+        }
+        token = self._encoder.encode(claims, DENIAL_TYP)
+        return Decision(False, decision_id, reason, message, token, sae_hash(token))
+
+    def decide(self, action: ActionRequest) -> Decision:
+        """Evaluates the policy; chain errors propagate to the caller, which fails closed."""
+        parent_hash = self._parent_hash(action.parent_sae)  # a bad parent is rejected before any chain read
+        verdict = self._policy.evaluate(
+            PolicyAction(
+                agent_id=text_id(action.agent_spiffe_id),
+                action_type=text_id(action.action_type),
+                target=text_id(action.target),
+                amount=action.amount,
+                data_class=action.data_class_level,
+            )
+        )
+        if verdict.reason not in reasons.POLICY_CONTRACT_CODES:
+            return self.deny(reasons.POLICY_EVALUATION_FAILED, f"policy returned unknown reason {verdict.reason}",
+                             action, verdict.block)
+        if verdict.decision == "ALLOW":
+            return self.allow(action, verdict, parent_hash)
+        # REQUIRE_APPROVAL is a denial until the human-approval flow exists
+        return self.deny(verdict.reason, reasons.MESSAGES.get(verdict.reason, verdict.reason), action, verdict.block)
+

@@ -1,0 +1,77 @@
+"""Stable reason codes: used in signed denials, 403 bodies, logs and metric labels.
+
+Never rename a code; add new ones. Codes returned by the policy contract are
+mirrored here so that an unknown code from a contract is caught.
+"""
+
+from __future__ import annotations
+
+OK = "OK"
+
+# request mapping (authorizer, before any chain read)
+INPUT_MALFORMED = "INPUT_MALFORMED"
+INPUT_OVERSIZED = "INPUT_OVERSIZED"
+ROUTE_UNKNOWN = "ROUTE_UNKNOWN"
+AMOUNT_INVALID = "AMOUNT_INVALID"
+BODY_INVALID = "BODY_INVALID"
+PARENT_SAE_INVALID = "PARENT_SAE_INVALID"
+
+# identity
+IDENTITY_MISSING = "IDENTITY_MISSING"
+IDENTITY_INVALID = "IDENTITY_INVALID"
+
+# policy contract (RuleBasedPolicy.evaluate)
+AGENT_UNKNOWN = "AGENT_UNKNOWN"
+AGENT_REVOKED = "AGENT_REVOKED"
+POLICY_PAUSED = "POLICY_PAUSED"
+ACTION_NOT_PERMITTED = "ACTION_NOT_PERMITTED"
+DATA_CLASS_NOT_PERMITTED = "DATA_CLASS_NOT_PERMITTED"
+AMOUNT_OVER_LIMIT = "AMOUNT_OVER_LIMIT"
+HUMAN_APPROVAL_REQUIRED = "HUMAN_APPROVAL_REQUIRED"
+
+# chain / internal (fail closed)
+POLICY_STATE_STALE = "POLICY_STATE_STALE"
+POLICY_EVALUATION_FAILED = "POLICY_EVALUATION_FAILED"
+INTERNAL_ERROR = "INTERNAL_ERROR"
+
+# enforcement point (envoy/pep.lua); listed here so every code has one home
+SAE_MISSING = "SAE_MISSING"
+SAE_INVALID = "SAE_INVALID"
+SAE_TYPE_INVALID = "SAE_TYPE_INVALID"
+SAE_BINDING_MISMATCH = "SAE_BINDING_MISMATCH"
+SAE_REPLAYED = "SAE_REPLAYED"
+PEP_ERROR = "PEP_ERROR"
+
+POLICY_CONTRACT_CODES = frozenset(
+    {
+        OK,
+        AGENT_UNKNOWN,
+        AGENT_REVOKED,
+        POLICY_PAUSED,
+        ACTION_NOT_PERMITTED,
+        DATA_CLASS_NOT_PERMITTED,
+        AMOUNT_OVER_LIMIT,
+        HUMAN_APPROVAL_REQUIRED,
+    }
+)
+
+MESSAGES = {
+    INPUT_MALFORMED: "the request could not be mapped to an action",
+    INPUT_OVERSIZED: "the request exceeds a configured size limit",
+    ROUTE_UNKNOWN: "no route-to-action rule matches this request",
+    AMOUNT_INVALID: "the amount field is missing or not a non-negative integer",
+    BODY_INVALID: "the request body is not the JSON object this route requires",
+    PARENT_SAE_INVALID: "the parent SAE did not verify",
+    IDENTITY_MISSING: "no mTLS peer identity was presented",
+    IDENTITY_INVALID: "the peer identity is not a SPIFFE ID of this trust domain",
+    AGENT_UNKNOWN: "the agent is not in the on-chain registry",
+    AGENT_REVOKED: "the agent has been revoked in the on-chain registry",
+    POLICY_PAUSED: "the policy is paused",
+    ACTION_NOT_PERMITTED: "the agent's role may not perform this action on this target",
+    DATA_CLASS_NOT_PERMITTED: "the data classification exceeds what the policy allows",
+    AMOUNT_OVER_LIMIT: "the amount exceeds the policy limit",
+    HUMAN_APPROVAL_REQUIRED: "the amount needs human approval",
+    POLICY_STATE_STALE: "the pinned policy state is older than allowed",
+    POLICY_EVALUATION_FAILED: "the policy contract could not be evaluated",
+    INTERNAL_ERROR: "the authorizer failed; denied to fail closed",
+}

@@ -1,0 +1,164 @@
+"""gRPC edge: envoy.service.auth.v3.Authorization/Check, plus a small admin HTTP endpoint."""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
+from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+
+from . import reasons
+from .actions import ActionRequest, RequestView, map_request
+from .config import AuthorizerConfig
+from .decision import Decision, DecisionMaker
+from .errors import ChainError, InputRejected, StateStale
+
+log = logging.getLogger("sealgate.authz")
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_ALLOW_ALL = auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
+
+
+def request_view(request: auth_pb2.CheckRequest) -> RequestView:
+    http = request.attributes.request.http
+    return RequestView(
+        method=http.method,
+        authority=http.host,
+        path=http.path,
+        headers=http.headers,
+        body=http.raw_body or http.body.encode("utf-8", "surrogatepass"),
+        principal=request.attributes.source.principal,
+        request_size=max(http.size, 0),
+    )
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE)
+
+
+def to_check_response(decision: Decision) -> auth_pb2.CheckResponse:
+    if decision.allowed:
+        return auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.OK),
+            ok_response=auth_pb2.OkHttpResponse(
+                headers=[_header("x-sae", decision.token), _header("x-sealgate-decision-id", decision.decision_id)],
+                headers_to_remove=["x-sae-parent"],
+            ),
+        )
+    body = json.dumps({"decision_id": decision.decision_id, "reason_code": decision.reason, "message": decision.message})
+    return auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED, message=decision.reason),
+        denied_response=auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=http_status_pb2.Forbidden),
+            headers=[
+                _header("content-type", "application/json"),
+                _header("x-sae-denial", decision.token),
+                _header("x-sealgate-reason", decision.reason),
+                _header("x-sealgate-decision-id", decision.decision_id),
+            ],
+            body=body,
+        ),
+    )
+
+
+# last-resort answer when even a signed denial cannot be produced: still a denial
+_UNSIGNED_DENIAL = auth_pb2.CheckResponse(
+    status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED, message=reasons.INTERNAL_ERROR),
+    denied_response=auth_pb2.DeniedHttpResponse(
+        status=http_status_pb2.HttpStatus(code=http_status_pb2.Forbidden),
+        headers=[_header("content-type", "application/json"), _header("x-sealgate-reason", reasons.INTERNAL_ERROR)],
+        body=json.dumps({"decision_id": None, "reason_code": reasons.INTERNAL_ERROR, "message": reasons.MESSAGES[reasons.INTERNAL_ERROR]}),
+    ),
+)
+
+
+class AuthorizationService(auth_grpc.AuthorizationServicer):
+    def __init__(self, config: AuthorizerConfig, decider: DecisionMaker,
+                 enqueue: Callable[[bytes, str, str], None], allow_all: bool = False):
+        self._config = config
+        self._decider = decider
+        self._enqueue = enqueue
+        self._allow_all = allow_all
+        self.counters: collections.Counter[str] = collections.Counter()
+
+    def decide(self, request: auth_pb2.CheckRequest) -> Decision:
+        action: ActionRequest | None = None
+        principal = ""
+        try:
+            view = request_view(request)
+            principal = view.principal[:512]
+            action = map_request(view, self._config)
+            return self._decider.decide(action)
+        except InputRejected as e:
+            return self._decider.deny(e.reason, e.message, action, principal=principal)
+        except StateStale as e:
+            return self._decider.deny(reasons.POLICY_STATE_STALE, str(e), action, principal=principal)
+        except ChainError as e:
+            return self._decider.deny(reasons.POLICY_EVALUATION_FAILED, str(e), action, principal=principal)
+        except Exception as e:  # fail closed on anything unforeseen, with its own code
+            log.exception("decision failed")
+            return self._decider.deny(reasons.INTERNAL_ERROR, f"{type(e).__name__}", action, principal=principal)
+
+    def Check(self, request: auth_pb2.CheckRequest, context: Any) -> auth_pb2.CheckResponse:
+        if self._allow_all:
+            return _ALLOW_ALL
+        try:
+            decision = self.decide(request)
+            self._enqueue(decision.token_hash, "sae" if decision.allowed else "denial", decision.decision_id)
+        except Exception:
+            log.exception("could not sign a denial")
+            self.counters[reasons.INTERNAL_ERROR] += 1
+            return _UNSIGNED_DENIAL
+        self.counters[decision.reason] += 1
+        return to_check_response(decision)
+
+
+def serve_grpc(service: AuthorizationService, address: str, workers: int = 4) -> tuple[grpc.Server, int]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sealgate-grpc"))
+    auth_grpc.add_AuthorizationServicer_to_server(service, server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind gRPC address {address}")
+    server.start()
+    return server, port
+
+
+def serve_admin(address: tuple[str, int], status: Callable[[], dict[str, Any]], jwks: dict[str, Any]) -> ThreadingHTTPServer:
+    """GET /status (JSON), /jwks.json, /healthz (200 only while the pinned state is fresh)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            if self.path == "/jwks.json":
+                self._send(200, jwks)
+            elif self.path == "/status":
+                self._send(200, status())
+            elif self.path == "/healthz":
+                st = status()
+                self._send(200 if st.get("healthy") else 503, {"healthy": st.get("healthy")})
+            else:
+                self._send(404, {"error": "not found"})
+
+        def _send(self, code: int, doc: Any) -> None:
+            body = json.dumps(doc, sort_keys=True).encode()
+            self.send_response(code)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(address, Handler)
+    threading.Thread(target=httpd.serve_forever, name="sealgate-admin", daemon=True).start()
+    return httpd

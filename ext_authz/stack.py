@@ -1,0 +1,298 @@
+"""The local stack: anvil + contracts + authorizer + agent sidecar Envoy + PEP Envoy + target.
+
+Used by `make demo` and by the integration tests, so both run the same real parts.
+Every process runs in its own session and is stopped (process group) on exit.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from eth_account import Account
+
+from .chain import DEV_KEYS, ChainClient, Manifest, deploy_all, text_id
+from .config import DATA_CLASSES, config_from_dict
+from .envoyconf import PepPorts, SidecarPorts, envoy_binary, pep_config, sidecar_config
+from .errors import ConfigError, SealgateError
+from .pki import LocalCA
+from .signing import Ed25519Signer, jwks_of
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SPEC = ROOT / "deploy" / "local-stack.yaml"
+AUTHORITY = "payments.internal"
+AUDIENCE = "payments-api"
+
+
+def anvil_binary() -> str:
+    path = Path(os.environ.get("ANVIL_BIN", ROOT / "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"))
+    if not path.is_file():
+        raise ConfigError(f"anvil not found at {path}: run `make install` (npm ci)")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # the thing waited for is not up yet
+            last = e
+        time.sleep(interval)
+    raise SealgateError(f"timed out after {timeout}s waiting for {what}" + (f": {last}" if last else ""))
+
+
+def http_get_json(url: str, timeout: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class StackPorts:
+    anvil: int = field(default_factory=free_port)
+    authz_grpc: int = field(default_factory=free_port)
+    authz_admin: int = field(default_factory=free_port)
+    target: int = field(default_factory=free_port)
+    pep: int = field(default_factory=free_port)
+    pep_admin: int = field(default_factory=free_port)
+    sidecar: int = field(default_factory=free_port)
+    sidecar_admin: int = field(default_factory=free_port)
+
+
+class LocalStack:
+    def __init__(self, workdir: str | Path, spec_path: str | Path = DEFAULT_SPEC, allow_all: bool = False,
+                 authorizer_overrides: dict[str, Any] | None = None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.spec = yaml.safe_load(Path(spec_path).read_text())
+        self.allow_all = allow_all
+        self.ports = StackPorts()
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.rpc_url = f"http://127.0.0.1:{self.ports.anvil}"
+        raw = dict(self.spec["authorizer"])
+        raw.update(authorizer_overrides or {})
+        raw["anchor"] = {**raw.get("anchor", {}), "db_path": str(self.workdir / "anchor.sqlite3")}
+        self.config_raw = raw
+        self.config = config_from_dict(raw, "local-stack.authorizer")
+        self.trust_domain = self.config.trust_domain
+        self.governor = Account.from_key(DEV_KEYS["governor"])
+
+    # ------------------------------------------------------------ processes
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={**os.environ, **(env or {})}, cwd=ROOT)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def stop_process(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=5)
+
+    def stop(self) -> None:
+        for name in ("sidecar", "pep", "target", "authorizer", "anvil"):
+            self.stop_process(name)
+
+    def __enter__(self) -> "LocalStack":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _check_alive(self, name: str) -> bool:
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            log = (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise SealgateError(f"{name} exited with {proc.returncode}:\n{log}")
+        return True
+
+    # ------------------------------------------------------------ start
+
+    def start(self) -> None:
+        self.start_chain()
+        self.start_authorizer()
+        self.start_target_and_pep()
+        self.start_sidecar()
+
+    def start_chain(self) -> None:
+        self._spawn("anvil", [anvil_binary(), "--host", "127.0.0.1", "--port", str(self.ports.anvil)])
+        wait_until(lambda: self._check_alive("anvil") and ChainClient(self.rpc_url, timeout=1).w3.is_connected(), 30, "anvil")
+        self.manifest = deploy_all(self.rpc_url, self.workdir / "addresses.json")
+        self.chain = ChainClient(self.rpc_url)
+        self.registry = self.chain.contract("AgentRegistry", self.manifest.registry)
+        self.policy = self.chain.contract("RuleBasedPolicy", self.manifest.policy)
+        self.anchor = self.chain.contract("SaeAnchor", self.manifest.anchor)
+        for agent in self.spec["agents"]:
+            if agent.get("register", True):
+                self.register_agent(agent["name"], agent["role"], agent["org"], agent["model"])
+        for rule in self.spec["rules"]:
+            self.set_rule(**rule)
+
+    def spiffe_id(self, agent_name: str) -> str:
+        return f"spiffe://{self.trust_domain}/agent/{agent_name}"
+
+    def register_agent(self, name: str, role: str, org: str, model: str) -> Any:
+        fn = self.registry.functions.register(text_id(self.spiffe_id(name)), text_id(org), text_id(role),
+                                              text_id(model))
+        return self.chain.transact(self.governor, fn)
+
+    def set_rule(self, role: str, action_type: str, target: str, max_amount: int, approval_threshold: int,
+                 max_data_class: int, enabled: bool = True) -> Any:
+        rule = (enabled, max_data_class, max_amount, approval_threshold)
+        fn = self.policy.functions.setRule(text_id(role), text_id(action_type), text_id(target), rule)
+        return self.chain.transact(self.governor, fn)
+
+    def revoke(self, name: str) -> int:
+        return self.chain.transact(self.governor, self.registry.functions.revoke(text_id(self.spiffe_id(name)))).blockNumber
+
+    def reactivate(self, name: str) -> int:
+        return self.chain.transact(self.governor, self.registry.functions.reactivate(text_id(self.spiffe_id(name)))).blockNumber
+
+    def pause_policy(self) -> int:
+        return self.chain.transact(self.governor, self.policy.functions.pause()).blockNumber
+
+    def unpause_policy(self) -> int:
+        return self.chain.transact(self.governor, self.policy.functions.unpause()).blockNumber
+
+    def start_authorizer(self) -> None:
+        keys = self.workdir / "keys"
+        self.signer = Ed25519Signer.from_file(keys / "sae-ed25519.seed", create=True)
+        self.jwks = jwks_of(self.signer)
+        config_path = self.workdir / "authorizer.json"
+        config_path.write_text(json.dumps(self.config_raw, indent=2))
+        argv = [sys.executable, "-m", "ext_authz.cli", "serve", "--config", str(config_path),
+                "--manifest", str(self.workdir / "addresses.json"), "--key", str(keys / "sae-ed25519.seed"),
+                "--grpc", f"127.0.0.1:{self.ports.authz_grpc}", "--admin", f"127.0.0.1:{self.ports.authz_admin}"]
+        if self.allow_all:
+            argv.append("--allow-all")
+        self._spawn("authorizer", argv, env={"SEALGATE_ANCHORER_KEY": DEV_KEYS["anchorer"]})
+        wait_until(lambda: self._check_alive("authorizer") and self.status()["healthy"], 60, "authorizer /status healthy")
+
+    def status(self) -> dict[str, Any]:
+        return http_get_json(f"http://127.0.0.1:{self.ports.authz_admin}/status")
+
+    def wait_pinned(self, block: int, timeout: float = 15) -> None:
+        wait_until(lambda: (self.status()["pinned_block"] or 0) >= block, timeout, f"authorizer to pin block {block}")
+
+    def _start_envoy(self, name: str, config: dict[str, Any], admin_port: int) -> None:
+        path = self.workdir / f"{name}.envoy.json"
+        path.write_text(json.dumps(config, indent=1))
+        self._spawn(name, [envoy_binary(), "-c", str(path), "--disable-hot-restart", "--concurrency", "1",
+                           "-l", "warning"])
+        wait_until(lambda: self._check_alive(name) and _ready(admin_port), 30, f"{name} envoy /ready")
+
+    def start_target_and_pep(self) -> None:
+        self._spawn("target", [sys.executable, "-m", "ext_authz.target", "--port", str(self.ports.target)])
+        wait_until(lambda: self._check_alive("target") and _tcp_open(self.ports.target), 20, "target")
+        self.pep_conf = pep_config(PepPorts(self.ports.pep, self.ports.pep_admin, self.ports.target), self.jwks, AUDIENCE)
+        self._start_envoy("pep", self.pep_conf, self.ports.pep_admin)
+
+    def start_sidecar(self) -> None:
+        pki = self.workdir / "pki"
+        self.ca = LocalCA()
+        (pki).mkdir(parents=True, exist_ok=True)
+        (pki / "ca.crt").write_text(self.ca.cert_pem)
+        server = self.ca.issue_server()
+        self.agent_certs: dict[str, tuple[Path, Path]] = {}
+        for agent in self.spec["agents"]:
+            self.agent_certs[agent["name"]] = self.ca.issue_agent(self.spiffe_id(agent["name"])).write(pki, agent["name"])
+        ports = SidecarPorts(self.ports.sidecar, self.ports.sidecar_admin, self.ports.authz_grpc, self.ports.pep)
+        self.sidecar_conf = sidecar_config(ports, self.ca.cert_pem, server.cert_pem, server.key_pem, self.trust_domain,
+                                           max_body_bytes=self.config.limits.max_body_bytes)
+        self._start_envoy("sidecar", self.sidecar_conf, self.ports.sidecar_admin)
+
+    # ------------------------------------------------------------ clients
+
+    def tls_context(self, agent: str | None) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.workdir / "pki" / "ca.crt"))
+        if agent is not None:
+            cert, key = self.agent_certs[agent]
+            ctx.load_cert_chain(str(cert), str(key))
+        return ctx
+
+    def agent_call(self, agent: str | None, method: str, path: str, body: Any = None,
+                   headers: dict[str, str] | None = None, authority: str = AUTHORITY,
+                   context: ssl.SSLContext | None = None) -> Response:
+        """A request as the agent sends it: HTTPS with its client certificate to its sidecar."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.ports.sidecar, context=context or self.tls_context(agent), timeout=10)
+        return _request(conn, method, path, body, headers, authority)
+
+    def pep_call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+                 authority: str = AUTHORITY) -> Response:
+        """A request straight to the target's PEP, skipping the agent sidecar."""
+        return _request(http.client.HTTPConnection("127.0.0.1", self.ports.pep, timeout=10), method, path, body, headers, authority)
+
+
+def _request(conn: http.client.HTTPConnection, method: str, path: str, body: Any, headers: dict[str, str] | None,
+             authority: str) -> Response:
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    hdrs = {"host": authority, **({"content-type": "application/json"} if data is not None else {}), **(headers or {})}
+    try:
+        conn.request(method, path, body=data, headers=hdrs)
+        r = conn.getresponse()
+        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        conn.close()
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _ready(admin_port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
+        return r.status == 200
+
+
+def data_class_level(name: str) -> int:
+    return DATA_CLASSES.index(name)

@@ -1,0 +1,55 @@
+"""Demo target service: answers every request with what it received (behind the PEP)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # else ~40 ms stalls
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        doc = {
+            "executed": True,
+            "method": self.command,
+            "path": self.path,
+            "host": self.headers.get("host"),
+            "sae": self.headers.get("x-sae"),  # the target keeps the SAE as its receipt
+            "body_bytes": len(body),
+        }
+        out = json.dumps(doc).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class TargetServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Sealgate demo target service")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    TargetServer(("127.0.0.1", args.port), _Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
