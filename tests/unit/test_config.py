@@ -1,0 +1,45 @@
+import pytest
+
+from ext_authz.config import config_from_dict, load_config
+from ext_authz.errors import ConfigError
+
+ROUTE = {"method": "GET", "authority": "a", "path": "/x", "action_type": "t", "target": "s"}
+
+
+@pytest.mark.parametrize(
+    "raw,needle",
+    [
+        ({"sae_ttl_seconds": 10}, "sae_ttl_seconds"),
+        ({"sae_ttl_seconds": 301}, "sae_ttl_seconds"),
+        ({"trust_domain": "Bad Domain"}, "trust_domain"),
+        ({"max_state_age_seconds": 0.1, "state_poll_seconds": 0.2}, "max_state_age_seconds"),
+        ({"routes": [{**ROUTE, "data_class": "secret"}]}, "data_class"),
+        ({"routes": [{**ROUTE, "method": "get"}]}, "upper case"),
+        ({"routes": [ROUTE, ROUTE]}, "duplicate"),
+        ({"routes": [{**ROUTE, "colour": "red"}]}, "unknown keys"),
+        ({"limits": {"max_body": 1}}, "unknown keys"),
+        ({"routes": [{"method": "GET"}]}, "routes[0]"),
+    ],
+)
+def test_invalid_config_is_rejected_with_a_clear_message(raw, needle):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw)
+    assert needle in str(err.value)
+
+
+def test_local_stack_defaults_load(tmp_path):
+    import yaml
+
+    from ext_authz.stack import DEFAULT_SPEC
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(yaml.safe_load(DEFAULT_SPEC.read_text())["authorizer"]))
+    cfg = load_config(path)
+    assert cfg.routes and cfg.sae_ttl_seconds == 60
+
+
+def test_unparseable_file(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text("{nope")
+    with pytest.raises(ConfigError):
+        load_config(path)

@@ -1,0 +1,101 @@
+"""Decision logic with an in-memory policy evaluator (the real one runs in tests/integration)."""
+
+import pytest
+
+from ext_authz import reasons
+from ext_authz.actions import ActionRequest
+from ext_authz.chain import Verdict
+from ext_authz.config import AuthorizerConfig
+from ext_authz.decision import DecisionMaker
+from ext_authz.errors import InputRejected
+from ext_authz.sae import DENIAL_TYP, EnvelopeEncoder, sae_hash, verify
+from ext_authz.signing import Ed25519Signer, jwks_of
+
+SIGNER = Ed25519Signer(bytes(range(32)))
+JWKS = jwks_of(SIGNER)
+NOW = 1_800_000_000
+
+
+class FixedPolicy:
+    policy_address = "0x00000000000000000000000000000000000000Aa"
+
+    def __init__(self, decision="ALLOW", reason="OK"):
+        self.verdict = Verdict(decision, reason, b"\x11" * 32, 42)
+        self.calls = []
+
+    def evaluate(self, action):
+        self.calls.append(action)
+        return self.verdict
+
+
+def action(**kw):
+    base = dict(agent_spiffe_id="spiffe://sealgate.local/agent/a", action_type="payment.transfer", target="payments-api",
+                method="POST", authority="payments.internal", path="/v1/transfers", amount=500, data_class="internal",
+                session_id="s-1", parent_sae=None)
+    base.update(kw)
+    return ActionRequest(**base)
+
+
+def maker(policy):
+    return DecisionMaker(AuthorizerConfig(sae_ttl_seconds=45), EnvelopeEncoder(SIGNER), policy, 31337, "0xAnchor", JWKS,
+                         clock=lambda: NOW)
+
+
+def test_allow_carries_every_seed_claim_bound_to_the_request():
+    d = maker(FixedPolicy()).decide(action())
+    assert d.allowed and d.reason == "OK"
+    c = verify(d.token, JWKS, now=NOW)
+    assert c["iss"] == "spiffe://sealgate.local/agent/a"
+    assert c["act"] == {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers", "amt": 500, "dc": "internal"}
+    assert c["pol"] == {"addr": FixedPolicy.policy_address, "block": 42}
+    assert c["mod"] == "sha256:" + "11" * 32
+    assert (c["iat"], c["nbf"], c["exp"]) == (NOW, NOW, NOW + 45)
+    assert c["jti"] == d.decision_id
+    assert c["ctx"] == {"sid": "s-1", "parent": None, "dc": "internal"}
+    assert c["chain"] == {"id": 31337, "anchor": "0xAnchor"}
+    assert d.token_hash == sae_hash(d.token)
+
+
+def test_policy_input_uses_hashed_names_and_class_level():
+    policy = FixedPolicy()
+    maker(policy).decide(action(data_class="confidential"))
+    from ext_authz.chain import text_id
+
+    sent = policy.calls[0]
+    assert sent.agent_id == text_id("spiffe://sealgate.local/agent/a") and sent.data_class == 2 and sent.amount == 500
+
+
+@pytest.mark.parametrize("decision,reason", [("DENY", "AMOUNT_OVER_LIMIT"), ("DENY", "AGENT_REVOKED"),
+                                             ("REQUIRE_APPROVAL", "HUMAN_APPROVAL_REQUIRED")])
+def test_deny_is_a_signed_record_with_the_reason(decision, reason):
+    d = maker(FixedPolicy(decision, reason)).decide(action())
+    assert not d.allowed and d.reason == reason
+    c = verify(d.token, JWKS, typ=DENIAL_TYP)
+    assert c["reason"] == reason and c["dec"] == "DENY" and c["pol"]["block"] == 42 and c["jti"] == d.decision_id
+
+
+def test_unknown_contract_reason_fails_closed():
+    d = maker(FixedPolicy("ALLOW", "SOMETHING_NEW")).decide(action())
+    assert not d.allowed and d.reason == reasons.POLICY_EVALUATION_FAILED
+
+
+def test_parent_sae_is_verified_and_hashed():
+    m = maker(FixedPolicy())
+    parent = m.decide(action()).token
+    child = verify(m.decide(action(parent_sae=parent)).token, JWKS, now=NOW)
+    assert child["ctx"]["parent"] == sae_hash(parent).hex()
+
+
+def test_forged_parent_is_rejected_before_the_policy_is_read():
+    other = EnvelopeEncoder(Ed25519Signer(bytes(32)))
+    policy = FixedPolicy()
+    forged = other.encode({"iss": "x"})
+    with pytest.raises(InputRejected) as err:
+        maker(policy).decide(action(parent_sae=forged))
+    assert err.value.reason == reasons.PARENT_SAE_INVALID and policy.calls == []
+
+
+def test_denial_without_action_names_the_peer():
+    d = maker(FixedPolicy()).deny(reasons.ROUTE_UNKNOWN, "no route", principal="spiffe://sealgate.local/agent/b")
+    c = verify(d.token, JWKS, typ=DENIAL_TYP)
+    assert c["iss"] == "spiffe://sealgate.local/agent/b" and c["act"] is None and c["reason"] == "ROUTE_UNKNOWN"

@@ -1,0 +1,55 @@
+import pytest
+from joserfc import jws
+from joserfc.jwk import KeySet
+
+from ext_authz.errors import SaeInvalid
+from ext_authz.sae import DENIAL_TYP, SAE_TYP, EnvelopeEncoder, sae_hash, verify
+from ext_authz.signing import Ed25519Signer, jwks_of
+
+SIGNER = Ed25519Signer(bytes(32))
+JWKS = jwks_of(SIGNER)
+CLAIMS = {"iss": "spiffe://t/agent/a", "sub": "s", "aud": "s", "act": {}, "pol": {}, "mod": "m", "iat": 100,
+          "nbf": 100, "exp": 160, "jti": "j", "ctx": {}, "chain": {}}
+
+
+def test_kid_is_rfc7638_thumbprint():
+    # RFC 7638 thumbprint over the required OKP members, independently via joserfc
+    key = KeySet.import_key_set(JWKS).keys[0]
+    assert SIGNER.kid == key.thumbprint()
+    assert JWKS["keys"][0]["kid"] == SIGNER.kid
+
+
+def test_encoded_sae_verifies_with_joserfc_and_header_is_exact():
+    token = EnvelopeEncoder(SIGNER).encode(CLAIMS)
+    obj = jws.deserialize_compact(token, KeySet.import_key_set(JWKS), algorithms=["EdDSA"])
+    assert obj.headers() == {"alg": "EdDSA", "kid": SIGNER.kid, "typ": SAE_TYP}
+    assert verify(token, JWKS, now=120) == CLAIMS
+
+
+def test_expiry_boundary_is_exclusive():
+    token = EnvelopeEncoder(SIGNER).encode(CLAIMS)
+    verify(token, JWKS, now=159)
+    with pytest.raises(SaeInvalid):
+        verify(token, JWKS, now=160)
+
+
+def test_denial_record_needs_denial_typ():
+    record = {"iss": "x", "sub": None, "act": None, "pol": {}, "iat": 1, "jti": "d", "reason": "AGENT_REVOKED"}
+    token = EnvelopeEncoder(SIGNER).encode(record, DENIAL_TYP)
+    assert verify(token, JWKS, typ=DENIAL_TYP)["reason"] == "AGENT_REVOKED"
+    with pytest.raises(SaeInvalid) as err:
+        verify(token, JWKS)
+    assert err.value.reason == "SAE_TYPE_INVALID"
+
+
+def test_non_integer_time_claims_rejected():
+    token = EnvelopeEncoder(SIGNER).encode({**CLAIMS, "exp": "160"})
+    with pytest.raises(SaeInvalid):
+        verify(token, JWKS, now=120)
+
+
+def test_sae_hash_is_sha256_of_compact_form():
+    import hashlib
+
+    token = EnvelopeEncoder(SIGNER).encode(CLAIMS)
+    assert sae_hash(token) == hashlib.sha256(token.encode()).digest()
