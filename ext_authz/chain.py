@@ -55,6 +55,23 @@ def artifact(name: str) -> dict[str, Any]:
         raise ConfigError(f"contract artifact {path} unreadable: {e}") from e
 
 
+def _error_selectors() -> dict[str, str]:
+    names = {}
+    for path in BUILD_DIR.glob("*.json"):
+        for item in json.loads(path.read_text())["abi"]:
+            if item["type"] == "error":
+                sig = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
+                names["0x" + keccak(text=sig)[:4].hex()] = sig
+    return names
+
+
+def describe_revert(error: Exception) -> str:
+    """Names the contract's custom error behind a web3 revert, when it is one of ours."""
+    data = str(getattr(error, "data", "") or "")
+    sig = _error_selectors().get(data[:10]) if data.startswith("0x") else None
+    return f"reverted with {sig}" if sig else str(error)
+
+
 def role_id(name: str) -> bytes:
     return keccak(name.encode("ascii"))
 
@@ -110,7 +127,7 @@ class ChainClient:
         except ChainError:
             raise
         except Exception as e:  # web3 raises many unrelated types; one boundary here
-            raise ChainError(f"transaction from {account.address} failed: {e}") from e
+            raise ChainError(f"transaction from {account.address} failed: {describe_revert(e)}") from e
         if receipt.status != 1:
             raise ChainError(f"transaction {tx_hash.hex()} reverted in block {receipt.blockNumber}")
         return receipt

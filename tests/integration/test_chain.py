@@ -1,0 +1,178 @@
+"""Contracts on anvil, evaluated by pyrevm against pinned state; anchoring with real transactions."""
+
+import time
+
+import pytest
+from eth_account import Account
+from web3.exceptions import ContractCustomError
+
+from ext_authz.anchoring import AnchorStore, Anchorer
+from ext_authz.chain import DEV_KEYS, PinnedPolicy, PolicyAction, text_id
+from ext_authz.errors import ChainError, StateStale
+from ext_authz.merkle import MerkleTree, leaf_hash
+
+pytestmark = pytest.mark.slow
+
+
+def act(stack, agent, action_type="payment.transfer", amount=100, data_class=1, target="payments-api"):
+    return PolicyAction(text_id(stack.spiffe_id(agent)), text_id(action_type), text_id(target), amount, data_class)
+
+
+@pytest.fixture
+def pinned(chain_stack):
+    p = PinnedPolicy(chain_stack.rpc_url, chain_stack.manifest.policy, max_age_seconds=30)
+    p.refresh()
+    return p
+
+
+@pytest.mark.parametrize(
+    "agent,kw,decision,reason",
+    [
+        ("procurement-01", {}, "ALLOW", "OK"),
+        ("procurement-01", {"amount": 1_000_000}, "ALLOW", "OK"),
+        ("procurement-01", {"amount": 1_000_001}, "DENY", "AMOUNT_OVER_LIMIT"),
+        ("procurement-01", {"data_class": 2}, "DENY", "DATA_CLASS_NOT_PERMITTED"),
+        ("procurement-01", {"action_type": "data.export"}, "DENY", "ACTION_NOT_PERMITTED"),
+        ("procurement-01", {"target": "hr-api"}, "DENY", "ACTION_NOT_PERMITTED"),
+        ("finance-03", {"amount": 1_000_001}, "REQUIRE_APPROVAL", "HUMAN_APPROVAL_REQUIRED"),
+        ("finance-03", {"amount": 1_000_000}, "ALLOW", "OK"),
+        ("rogue-07", {}, "DENY", "AGENT_UNKNOWN"),
+    ],
+)
+def test_rule_based_policy_verdicts(chain_stack, pinned, agent, kw, decision, reason):
+    v = pinned.evaluate(act(chain_stack, agent, **kw))
+    assert (v.decision, v.reason) == (decision, reason)
+    assert v.block == pinned.block
+    if reason != "AGENT_UNKNOWN":
+        assert v.model_hash == text_id("demo-model-v1")
+
+
+def test_state_is_pinned_until_refresh_then_revocation_applies(chain_stack, pinned):
+    before = pinned.block
+    block = chain_stack.revoke("procurement-01")
+    try:
+        assert pinned.evaluate(act(chain_stack, "procurement-01")).reason == "OK"  # still block `before`
+        assert pinned.refresh() == block > before
+        assert pinned.evaluate(act(chain_stack, "procurement-01")).reason == "AGENT_REVOKED"
+    finally:
+        chain_stack.reactivate("procurement-01")
+    pinned.refresh()
+    assert pinned.evaluate(act(chain_stack, "procurement-01")).reason == "OK"
+
+
+def test_paused_policy_denies_everything(chain_stack, pinned):
+    chain_stack.pause_policy()
+    try:
+        pinned.refresh()
+        assert pinned.evaluate(act(chain_stack, "procurement-01")).reason == "POLICY_PAUSED"
+    finally:
+        chain_stack.unpause_policy()
+
+
+def test_unconfirmed_state_goes_stale(chain_stack):
+    p = PinnedPolicy(chain_stack.rpc_url, chain_stack.manifest.policy, poll_seconds=0.05, max_age_seconds=0.3)
+    p.refresh()  # no follower thread: nothing confirms the head again
+    p.evaluate(act(chain_stack, "procurement-01"))
+    time.sleep(0.4)
+    with pytest.raises(StateStale):
+        p.evaluate(act(chain_stack, "procurement-01"))
+
+
+def test_unreachable_node_is_a_chain_error():
+    p = PinnedPolicy("http://127.0.0.1:9", "0x" + "00" * 20)
+    with pytest.raises(ChainError):
+        p.refresh()
+    with pytest.raises(StateStale):
+        p.evaluate(PolicyAction(bytes(32), bytes(32), bytes(32), 0, 0))
+
+
+def test_registry_access_control_uses_openzeppelin_custom_error(chain_stack):
+    outsider = Account.create()
+    fn = chain_stack.registry.functions.register(text_id("spiffe://sealgate.local/agent/x"), bytes(32), bytes(32), bytes(32))
+    with pytest.raises(ContractCustomError) as err:
+        fn.call({"from": outsider.address})
+    selector = chain_stack.chain.w3.keccak(text="AccessControlUnauthorizedAccount(address,bytes32)")[:4]
+    assert str(err.value.data).startswith("0x" + selector.hex())
+
+
+def test_registry_rejects_double_registration_and_bad_transitions(chain_stack):
+    gov = chain_stack.governor.address
+    agent = text_id(chain_stack.spiffe_id("procurement-01"))
+    for fn, error in (
+        (chain_stack.registry.functions.register(agent, bytes(32), bytes(32), bytes(32)), "AgentAlreadyRegistered(bytes32)"),
+        (chain_stack.registry.functions.reactivate(agent), "InvalidStatusTransition(bytes32,uint8)"),
+        (chain_stack.registry.functions.revoke(text_id("nobody")), "AgentNotRegistered(bytes32)"),
+    ):
+        with pytest.raises(ContractCustomError) as err:
+            fn.call({"from": gov})
+        assert str(err.value.data).startswith("0x" + chain_stack.chain.w3.keccak(text=error)[:4].hex())
+
+
+def _anchorer(chain_stack, tmp_path, key=DEV_KEYS["anchorer"]):
+    return Anchorer(AnchorStore(tmp_path / "a.sqlite3"), chain_stack.chain, chain_stack.manifest.anchor,
+                    Account.from_key(key), interval_seconds=0.1, batch_max_leaves=4)
+
+
+def test_anchoring_batches_and_on_chain_inclusion(chain_stack, tmp_path):
+    anchorer = _anchorer(chain_stack, tmp_path)
+    hashes = [bytes([i]) * 32 for i in range(1, 10)]
+    for i, h in enumerate(hashes):
+        anchorer.enqueue(h, "sae", f"d{i}")
+    assert anchorer.flush() == 9
+    assert anchorer.anchor_pending() == 3  # 4 + 4 + 1 leaves
+    anchor = chain_stack.anchor
+    for h in hashes:
+        proof = anchorer.store.proof_for(h)
+        assert proof.status == "anchored" and proof.block and proof.tx_hash.startswith("0x")
+        assert anchor.functions.verifyInclusion(proof.root, leaf_hash(h), proof.proof).call()
+        assert not anchor.functions.verifyInclusion(proof.root, leaf_hash(bytes(32)), proof.proof).call()
+    assert anchorer.store.counts() == {"leaves": 9, "unbatched": 0, "batches_pending": 0, "batches_anchored": 3}
+
+
+def test_restart_after_send_does_not_anchor_twice(chain_stack, tmp_path):
+    anchorer = _anchorer(chain_stack, tmp_path)
+    anchorer.enqueue(b"\x42" * 32, "sae", "d")
+    anchorer.flush()
+    root, first, last, values = anchorer.store.cut_batch(4)
+    # crash after the transaction was mined but before the store recorded it
+    receipt = chain_stack.chain.transact(Account.from_key(DEV_KEYS["anchorer"]),
+                                         chain_stack.anchor.functions.anchor(root, len(values), first, last))
+    count = chain_stack.anchor.functions.batchCount().call()
+    restarted = _anchorer(chain_stack, tmp_path)
+    assert restarted.anchor_pending() == 1
+    assert chain_stack.anchor.functions.batchCount().call() == count
+    proof = restarted.store.proof_for(b"\x42" * 32)
+    assert proof.status == "anchored" and proof.tx_hash == "0x" + receipt.transactionHash.hex().removeprefix("0x")
+
+
+def test_anchor_failure_keeps_leaves_pending(chain_stack, tmp_path):
+    anchorer = _anchorer(chain_stack, tmp_path, key=Account.create().key.hex())  # no ANCHORER_ROLE, no funds
+    anchorer.enqueue(b"\x07" * 32, "denial", "d")
+    anchorer.flush()
+    with pytest.raises(ChainError):
+        anchorer.anchor_pending()
+    assert anchorer.store.proof_for(b"\x07" * 32).status == "pending"
+    assert anchorer.store.counts()["batches_pending"] == 1
+
+
+@pytest.mark.parametrize(
+    "args,error",
+    [
+        ((b"\x01" * 32, 0, 1, 0), "EmptyBatch()"),
+        ((b"\x01" * 32, 2, 5, 5), "InvalidSequenceRange(uint64,uint64,uint64)"),
+    ],
+)
+def test_anchor_contract_rejects_bad_batches(chain_stack, args, error):
+    anchorer = Account.from_key(DEV_KEYS["anchorer"])
+    with pytest.raises(ContractCustomError) as err:
+        chain_stack.anchor.functions.anchor(*args).call({"from": anchorer.address})
+    assert str(err.value.data).startswith("0x" + chain_stack.chain.w3.keccak(text=error)[:4].hex())
+
+
+def test_anchor_contract_rejects_duplicate_root(chain_stack):
+    anchorer = Account.from_key(DEV_KEYS["anchorer"])
+    root = MerkleTree.build([b"\xd0" * 32]).root
+    chain_stack.chain.transact(anchorer, chain_stack.anchor.functions.anchor(root, 1, 1000, 1000))
+    with pytest.raises(ContractCustomError) as err:
+        chain_stack.anchor.functions.anchor(root, 1, 1001, 1001).call({"from": anchorer.address})
+    assert str(err.value.data).startswith("0x" + chain_stack.chain.w3.keccak(text="RootAlreadyAnchored(bytes32)")[:4].hex())

@@ -1,0 +1,23 @@
+"""`make demo` end to end: the README's first command, as a user runs it."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_every_step_and_leaves_no_process(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ext_authz.cli", "demo", "--workdir", str(tmp_path / "demo")],
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    for step in ("pays $500", "pays $50,000", "direct call without SAE", "replay", "not registered", "revoked on-chain",
+                 "verify SAE", "verify denial"):
+        assert any(step in line and "[PASS]" in line for line in out.splitlines()), f"{step!r} missing:\n{out}"
+    assert "[FAIL]" not in out and "all processes stopped" in out
+    # nothing the demo started is still running
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path) not in ps

@@ -1,0 +1,294 @@
+"""The whole path with real parts: agent mTLS -> sidecar Envoy -> authorizer (pyrevm on anvil
+state) -> PEP Envoy (jwt_authn + Lua) -> target; anchoring and `sealgate verify`.
+
+Tests run in file order; the last ones stop anvil and the authorizer.
+"""
+
+import ssl
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
+from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
+
+from ext_authz.chain import text_id
+from ext_authz.pki import LocalCA
+from ext_authz.sae import DENIAL_TYP, EnvelopeEncoder, sae_hash, verify
+from ext_authz.signing import Ed25519Signer
+from ext_authz.stack import wait_until
+
+pytestmark = pytest.mark.slow
+
+TRANSFER = {"amount_cents": 50_000, "to": "vendor-42"}
+
+
+def transfer(stack, agent="procurement-01", amount=50_000, **kw):
+    return stack.agent_call(agent, "POST", "/v1/transfers", {"amount_cents": amount, "to": "vendor-42"}, **kw)
+
+
+def reason(resp):
+    return resp.headers.get("x-sealgate-reason")
+
+
+def sae_claims(stack, token):
+    return verify(token, stack.jwks)
+
+
+def test_allowed_action_executes_with_a_bound_sae(stack):
+    r = transfer(stack)
+    assert r.status == 200, r.body
+    doc = r.json()
+    assert doc["executed"] is True
+    c = sae_claims(stack, doc["sae"])
+    assert c["iss"] == stack.spiffe_id("procurement-01")
+    assert c["act"] == {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers",
+                        "amt": 50_000, "dc": "internal"}
+    assert c["pol"]["addr"] == stack.manifest.policy and c["pol"]["block"] >= stack.manifest.deploy_block
+    assert c["chain"] == {"id": 31337, "anchor": stack.manifest.anchor}
+    assert 30 <= c["exp"] - c["iat"] <= 300
+
+
+def test_agent_forged_sae_header_is_overwritten(stack):
+    forged = EnvelopeEncoder(Ed25519Signer(bytes(32))).encode({"iss": "me", "act": {"amt": 10**12}})
+    r = transfer(stack, headers={"x-sae": forged})
+    assert r.status == 200
+    received = r.json()["sae"]
+    assert received != forged and "," not in received  # not appended either
+    assert sae_claims(stack, received)["act"]["amt"] == 50_000
+
+
+def test_over_limit_is_denied_with_json_body_and_signed_denial(stack):
+    r = transfer(stack, amount=5_000_000)
+    assert r.status == 403 and r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert body["reason_code"] == "AMOUNT_OVER_LIMIT" and body["message"]
+    denial = verify(r.headers["x-sae-denial"], stack.jwks, typ=DENIAL_TYP)
+    assert denial["reason"] == "AMOUNT_OVER_LIMIT" and denial["jti"] == body["decision_id"]
+    assert denial["act"]["amt"] == 5_000_000 and denial["iss"] == stack.spiffe_id("procurement-01")
+
+
+@pytest.mark.parametrize("method,path,body,expected", [
+    ("POST", "/v1/unknown", TRANSFER, "ROUTE_UNKNOWN"),
+    ("POST", "/v1/transfers", b"amount=5", "BODY_INVALID"),
+    ("POST", "/v1/transfers", {"amount_cents": "lots"}, "AMOUNT_INVALID"),
+    ("POST", "/v1/exports", {}, "ACTION_NOT_PERMITTED"),
+])
+def test_request_mapping_denials(stack, method, path, body, expected):
+    r = stack.agent_call("procurement-01", method, path, body)
+    assert (r.status, reason(r), r.json()["reason_code"]) == (403, expected, expected)
+    assert verify(r.headers["x-sae-denial"], stack.jwks, typ=DENIAL_TYP)["reason"] == expected
+
+
+def test_data_class_and_human_approval_rules(stack):
+    block = stack.set_rule("procurement", "data.export", "payments-api", 0, 0, 1).blockNumber
+    stack.wait_pinned(block)
+    r = stack.agent_call("procurement-01", "POST", "/v1/exports", {})
+    assert reason(r) == "DATA_CLASS_NOT_PERMITTED"
+    r = transfer(stack, agent="finance-03", amount=2_000_000)
+    assert reason(r) == "HUMAN_APPROVAL_REQUIRED"
+    assert transfer(stack, agent="finance-03", amount=900_000).status == 200
+
+
+def test_unregistered_agent_is_denied(stack):
+    r = transfer(stack, agent="rogue-07")
+    assert (r.status, reason(r)) == (403, "AGENT_UNKNOWN")
+
+
+def test_revocation_applies_end_to_end_and_reactivation_restores(stack):
+    stack.wait_pinned(stack.revoke("finance-03"))
+    r = stack.agent_call("finance-03", "GET", "/v1/balance")
+    assert (r.status, reason(r)) == (403, "AGENT_REVOKED")
+    stack.wait_pinned(stack.reactivate("finance-03"))
+    assert stack.agent_call("finance-03", "GET", "/v1/balance").status == 200
+
+
+def test_paused_policy_denies_end_to_end(stack):
+    stack.wait_pinned(stack.pause_policy())
+    try:
+        assert reason(transfer(stack)) == "POLICY_PAUSED"
+    finally:
+        stack.wait_pinned(stack.unpause_policy())
+    assert transfer(stack).status == 200
+
+
+def test_parent_sae_is_chained(stack):
+    parent = transfer(stack).json()["sae"]
+    child = stack.agent_call("procurement-01", "GET", "/v1/balance", headers={"x-sae-parent": parent}).json()["sae"]
+    assert sae_claims(stack, child)["ctx"]["parent"] == sae_hash(parent).hex()
+    r = stack.agent_call("procurement-01", "GET", "/v1/balance", headers={"x-sae-parent": parent[:-4] + "AAAA"})
+    assert reason(r) == "PARENT_SAE_INVALID"
+
+
+# ------------------------------------------------------------------ mTLS at the sidecar
+
+def test_no_client_certificate_is_refused(stack):
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        stack.agent_call(None, "GET", "/v1/balance")
+
+
+def test_certificate_from_another_ca_is_refused(stack, tmp_path):
+    other = LocalCA("Attacker CA").issue_agent(stack.spiffe_id("procurement-01"))
+    cert, key = other.write(tmp_path, "forged")
+    ctx = stack.tls_context(None)
+    ctx.load_cert_chain(str(cert), str(key))
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        stack.agent_call(None, "GET", "/v1/balance", context=ctx)
+
+
+def test_spiffe_id_outside_the_trust_domain_is_refused(stack, tmp_path):
+    cert, key = stack.ca.issue_agent("spiffe://evil.example/agent/procurement-01").write(tmp_path, "foreign")
+    ctx = stack.tls_context(None)
+    ctx.load_cert_chain(str(cert), str(key))
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        stack.agent_call(None, "GET", "/v1/balance", context=ctx)
+
+
+# ------------------------------------------------------------------ the PEP at the target
+
+def craft(stack, **overrides):
+    """A correctly signed SAE for POST /v1/transfers, with claims overridden (tests own the key)."""
+    now = int(time.time())
+    claims = {"iss": stack.spiffe_id("procurement-01"), "sub": "payments-api", "aud": "payments-api",
+              "act": {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers", "amt": 1, "dc": "internal"},
+              "pol": {"addr": stack.manifest.policy, "block": 1}, "mod": "sha256:00", "iat": now, "nbf": now,
+              "exp": now + 60, "jti": f"crafted-{time.monotonic_ns()}", "ctx": {}, "chain": {"id": 31337, "anchor": stack.manifest.anchor}}
+    claims.update(overrides)
+    return EnvelopeEncoder(stack.signer).encode(claims)
+
+
+@pytest.mark.parametrize("name,token,expected", [
+    ("missing", None, "SAE_MISSING"),
+    ("garbage", lambda s: "not-a-jws", "SAE_INVALID"),
+    ("other_key", lambda s: EnvelopeEncoder(Ed25519Signer(bytes(32))).encode({"act": {}}), "SAE_INVALID"),
+    ("expired", lambda s: craft(s, iat=int(time.time()) - 120, nbf=int(time.time()) - 120, exp=int(time.time()) - 60), "SAE_INVALID"),
+    ("wrong_audience", lambda s: craft(s, aud="hr-api"), "SAE_INVALID"),
+    ("denial_as_sae", lambda s: EnvelopeEncoder(s.signer).encode({"aud": "payments-api", "exp": int(time.time()) + 60, "act": {}}, DENIAL_TYP), "SAE_TYPE_INVALID"),
+    ("other_path", lambda s: craft(s, act={"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/other", "amt": 1, "dc": "internal"}), "SAE_BINDING_MISMATCH"),
+    ("other_method", lambda s: craft(s, act={"type": "payment.transfer", "m": "GET", "h": "payments.internal", "p": "/v1/transfers", "amt": 1, "dc": "internal"}), "SAE_BINDING_MISMATCH"),
+    ("other_authority", lambda s: craft(s, act={"type": "payment.transfer", "m": "POST", "h": "hr.internal", "p": "/v1/transfers", "amt": 1, "dc": "internal"}), "SAE_BINDING_MISMATCH"),
+    ("no_act", lambda s: craft(s, act="POST /v1/transfers"), "SAE_INVALID"),
+])
+def test_pep_rejections(stack, name, token, expected):
+    headers = {} if token is None else {"x-sae": token(stack)}
+    r = stack.pep_call("POST", "/v1/transfers", TRANSFER, headers=headers)
+    assert (r.status, reason(r)) == (403, expected), r.body
+    assert r.json()["reason_code"] == expected
+
+
+def test_pep_accepts_a_valid_sae_once(stack):
+    token = craft(stack)
+    first = stack.pep_call("POST", "/v1/transfers", TRANSFER, headers={"x-sae": token})
+    assert first.status == 200 and first.json()["sae"] == token
+    second = stack.pep_call("POST", "/v1/transfers", TRANSFER, headers={"x-sae": token})
+    assert (second.status, reason(second)) == (403, "SAE_REPLAYED")
+
+
+# ------------------------------------------------------------------ malformed CheckRequests
+
+def check(stack, principal="spiffe://sealgate.local/agent/procurement-01", **http):
+    req = auth_pb2.CheckRequest()
+    req.attributes.source.principal = principal
+    h = req.attributes.request.http
+    h.method, h.host, h.path = http.get("method", "GET"), http.get("host", "payments.internal"), http.get("path", "/v1/balance")
+    if "body" in http:
+        h.raw_body = http["body"]
+    for k, v in http.get("headers", {}).items():
+        h.headers[k] = v
+    with grpc.insecure_channel(f"127.0.0.1:{stack.ports.authz_grpc}") as ch:
+        return auth_grpc.AuthorizationStub(ch).Check(req, timeout=5)
+
+
+@pytest.mark.parametrize("kw,expected", [
+    ({"principal": ""}, "IDENTITY_MISSING"),
+    ({"principal": "spiffe://sealgate.local/agent/../x"}, "IDENTITY_INVALID"),
+    ({"method": ""}, "INPUT_MALFORMED"),
+    ({"method": "G\x00T"}, "INPUT_MALFORMED"),
+    ({"host": ""}, "INPUT_MALFORMED"),
+    ({"path": ""}, "INPUT_MALFORMED"),
+    ({"path": "/v1/balance/%2e%2e/admin"}, "INPUT_MALFORMED"),
+    ({"path": "/" + "a" * 5000}, "INPUT_OVERSIZED"),
+    ({"method": "POST", "path": "/v1/transfers", "body": b"x" * 70_000}, "INPUT_OVERSIZED"),
+    ({"headers": {"x-pad": "y" * 20_000}}, "INPUT_OVERSIZED"),
+])
+def test_malformed_check_requests_are_denied_with_a_reason(stack, kw, expected):
+    resp = check(stack, **kw)
+    assert resp.status.code == 7  # PERMISSION_DENIED
+    assert resp.denied_response.status.code == 403
+    headers = {h.header.key: h.header.value for h in resp.denied_response.headers}
+    assert headers["x-sealgate-reason"] == expected
+    assert verify(headers["x-sae-denial"], stack.jwks, typ=DENIAL_TYP)["reason"] == expected
+
+
+def test_undecodable_grpc_payload_is_an_error_and_the_server_survives(stack):
+    with grpc.insecure_channel(f"127.0.0.1:{stack.ports.authz_grpc}") as ch:
+        raw = ch.unary_unary("/envoy.service.auth.v3.Authorization/Check")
+        with pytest.raises(grpc.RpcError) as err:
+            raw(b"\xff\xff\xff\xff", timeout=5)
+        assert err.value.code() != grpc.StatusCode.OK
+    assert check(stack).status.code == 0
+
+
+# ------------------------------------------------------------------ anchoring and `sealgate verify`
+
+def sealgate_verify(stack, token, *extra):
+    return subprocess.run(
+        [sys.executable, "-m", "ext_authz.cli", "verify", token, "--jwks", f"http://127.0.0.1:{stack.ports.authz_admin}/jwks.json",
+         "--manifest", str(stack.workdir / "addresses.json"), "--anchor-db", str(stack.workdir / "anchor.sqlite3"), *extra],
+        capture_output=True, text=True, timeout=60)
+
+
+def anchored(stack):
+    s = stack.status()
+    return s["anchor_queue"] == 0 and s["anchor_store"]["unbatched"] == 0 and s["anchor_store"]["batches_pending"] == 0
+
+
+def test_sealgate_verify_accepts_an_anchored_sae(stack):
+    token = transfer(stack).json()["sae"]
+    wait_until(lambda: anchored(stack), 30, "anchoring")
+    out = sealgate_verify(stack, token)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "VALID" in out.stdout and "anchored  root 0x" in out.stdout and "tx 0x" in out.stdout
+
+
+def test_sealgate_verify_accepts_an_anchored_denial(stack):
+    token = transfer(stack, amount=9_000_000).headers["x-sae-denial"]
+    wait_until(lambda: anchored(stack), 30, "anchoring")
+    out = sealgate_verify(stack, token, "--denial")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_sealgate_verify_rejects_a_tampered_sae(stack):
+    token = transfer(stack).json()["sae"]
+    head, payload, sig = token.split(".")
+    tampered = f"{head}.{payload[:-3]}{'A' if payload[-3] != 'A' else 'B'}{payload[-2:]}.{sig}"
+    out = sealgate_verify(stack, tampered)
+    assert out.returncode == 1 and "INVALID SAE_INVALID" in out.stdout
+
+
+def test_sealgate_verify_rejects_a_never_anchored_sae(stack):
+    out = sealgate_verify(stack, craft(stack))
+    assert out.returncode == 1 and "INVALID NOT_ANCHORED" in out.stdout
+
+
+def test_anchored_roots_are_on_chain(stack):
+    wait_until(lambda: anchored(stack), 30, "anchoring")
+    status = stack.status()
+    assert stack.anchor.functions.batchCount().call() == status["anchor_store"]["batches_anchored"] > 0
+
+
+# ------------------------------------------------------------------ failure modes (destructive: last)
+
+def test_stale_chain_state_fails_closed(stack):
+    stack.stop_process("anvil")
+    wait_until(lambda: reason(transfer(stack)) == "POLICY_STATE_STALE", 15, "POLICY_STATE_STALE denials")
+    assert stack.status()["healthy"] is False
+
+
+def test_authorizer_down_means_envoy_denies(stack):
+    stack.stop_process("authorizer")
+    r = transfer(stack)
+    assert r.status == 403
+    assert b"executed" not in r.body
