@@ -1,9 +1,11 @@
 """Asynchronous anchoring: durable SQLite queue -> Merkle batch -> SaeAnchor transaction.
 
-The decision path only appends to an in-memory deque (~0.1 us). A worker thread
-persists the deque every `FLUSH_SECONDS` and anchors batches; a batch is written
-to the store *before* its transaction is sent, so a restart resumes it (and
-recognises a root already anchored on-chain instead of sending it twice).
+The decision path only appends to an in-memory deque (~0.1 us); a writer thread in
+the authorizer persists it every `LeafQueue.FLUSH_SECONDS`. A separate process
+(`sealgate anchor`, holding the anchoring wallet key) cuts batches and anchors them;
+a batch is written to the store *before* its transaction is sent, so a restart
+resumes it (and recognises a root already anchored on-chain instead of sending
+it twice).
 """
 
 from __future__ import annotations
@@ -139,19 +141,17 @@ class AnchorStore:
         }
 
 
-class Anchorer:
-    """Owns the in-memory queue and the worker that persists and anchors it."""
+class LeafQueue:
+    """Decision-path side: an in-memory deque persisted to the store by a writer thread.
+
+    Lives in the authorizer process, which holds no wallet key; the separate
+    anchoring process (`sealgate anchor`) reads the same store.
+    """
 
     FLUSH_SECONDS = 0.05
 
-    def __init__(self, store: AnchorStore, client: ChainClient, anchor_address: str, account: LocalAccount,
-                 *, interval_seconds: float = 1.0, batch_max_leaves: int = 512):
+    def __init__(self, store: AnchorStore):
         self.store = store
-        self._client = client
-        self._anchor = client.contract("SaeAnchor", anchor_address)
-        self._account = account
-        self._interval = interval_seconds
-        self._batch_max = batch_max_leaves
         self._queue: collections.deque[tuple[bytes, str, str, float]] = collections.deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -165,24 +165,50 @@ class Anchorer:
     def queued(self) -> int:
         return len(self._queue)
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="sealgate-anchor", daemon=True)
-        self._thread.start()
-
-    def stop(self, drain_timeout: float = 10.0) -> None:
-        """Flushes the queue to disk and tries to anchor what is left before returning."""
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=drain_timeout)
-        self.flush()
-
     def flush(self) -> int:
         rows = []
         while self._queue:
             rows.append(self._queue.popleft())
         if rows:
-            self.store.add_leaves(rows)
+            try:
+                self.store.add_leaves(rows)
+            except sqlite3.Error:
+                self._queue.extendleft(reversed(rows))  # keep them for the next attempt
+                raise
         return len(rows)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sealgate-leaves", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.FLUSH_SECONDS):
+            try:
+                self.flush()
+                self.last_error = None
+            except sqlite3.Error as e:
+                self.last_error = str(e)
+                log.warning("persisting anchor leaves failed, will retry: %s", e)
+
+
+class Anchorer:
+    """Anchoring side: cuts batches of persisted leaves and sends them to SaeAnchor."""
+
+    def __init__(self, store: AnchorStore, client: ChainClient, anchor_address: str, account: LocalAccount,
+                 *, interval_seconds: float = 1.0, batch_max_leaves: int = 512):
+        self.store = store
+        self._client = client
+        self._anchor = client.contract("SaeAnchor", anchor_address)
+        self._account = account
+        self._interval = interval_seconds
+        self._batch_max = batch_max_leaves
+        self.last_error: str | None = None
 
     def anchor_pending(self) -> int:
         """Cuts batches of persisted leaves and anchors every pending batch. Returns batches anchored."""
@@ -203,21 +229,18 @@ class Anchorer:
             done += 1
         return done
 
-    def _run(self) -> None:
-        next_anchor = time.monotonic() + self._interval
+    def run(self, stop: threading.Event) -> None:
+        """Anchors every `interval_seconds` until `stop` is set, then once more."""
         while True:
-            stopping = self._stop.wait(self.FLUSH_SECONDS)
+            stopping = stop.wait(self._interval)
             try:
-                self.flush()
-                if stopping or time.monotonic() >= next_anchor:
-                    next_anchor = time.monotonic() + self._interval
-                    self.anchor_pending()
-                    self.last_error = None
+                self.anchor_pending()
+                self.last_error = None
             except (ChainError, AnchorError, sqlite3.Error) as e:
                 self.last_error = str(e)
                 log.warning("anchoring failed, will retry: %s", e)
-            except Exception as e:  # the worker must survive anything and keep the queue
+            except Exception as e:  # keep going: the leaves are safe in the store
                 self.last_error = f"unexpected: {e!r}"
-                log.exception("anchoring worker error")
+                log.exception("anchoring error")
             if stopping:
                 return

@@ -8,10 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_account import Account
-
-from .anchoring import AnchorStore, Anchorer
-from .chain import ChainClient, Manifest, PinnedPolicy
+from .anchoring import AnchorStore, LeafQueue
+from .chain import Manifest, PinnedPolicy
 from .config import AuthorizerConfig
 from .decision import DecisionMaker
 from .sae import EnvelopeEncoder
@@ -26,24 +24,19 @@ class Authorizer:
     config: AuthorizerConfig
     manifest: Manifest
     signer: Signer
-    anchorer_key: str
     allow_all: bool = False
 
     def start(self, grpc_address: str, admin_address: tuple[str, int], workers: int = 4) -> int:
         self.jwks = jwks_of(self.signer)
-        self.policy = PinnedPolicy(self.manifest.rpc_url, self.manifest.policy,
+        self.policy = PinnedPolicy(self.manifest.rpc_url, self.manifest.policy, watch=(self.manifest.registry,),
                                    poll_seconds=self.config.state_poll_seconds,
                                    max_age_seconds=self.config.max_state_age_seconds)
         self.policy.start()
-        client = ChainClient(self.manifest.rpc_url)
-        self.anchorer = Anchorer(AnchorStore(self.config.anchor.db_path), client, self.manifest.anchor,
-                                 Account.from_key(self.anchorer_key),
-                                 interval_seconds=self.config.anchor.interval_seconds,
-                                 batch_max_leaves=self.config.anchor.batch_max_leaves)
-        self.anchorer.start()
+        self.leaves = LeafQueue(AnchorStore(self.config.anchor.db_path))
+        self.leaves.start()
         decider = DecisionMaker(self.config, EnvelopeEncoder(self.signer), self.policy, self.manifest.chain_id,
                                 self.manifest.anchor, self.jwks)
-        self.service = AuthorizationService(self.config, decider, self.anchorer.enqueue, allow_all=self.allow_all)
+        self.service = AuthorizationService(self.config, decider, self.leaves.enqueue, allow_all=self.allow_all)
         self.grpc_server, port = serve_grpc(self.service, grpc_address, workers)
         self.admin = serve_admin(admin_address, self.status, self.jwks)
         self._started = time.time()
@@ -60,9 +53,9 @@ class Authorizer:
             "chain_id": self.manifest.chain_id,
             "kid": self.signer.kid,
             "decisions": dict(self.service.counters),
-            "anchor_queue": self.anchorer.queued,
-            "anchor_store": self.anchorer.store.counts(),
-            "anchor_last_error": self.anchorer.last_error,
+            "anchor_queue": self.leaves.queued,
+            "anchor_store": self.leaves.store.counts(),
+            "anchor_store_error": self.leaves.last_error,
             "allow_all": self.allow_all,
         }
 
@@ -70,4 +63,4 @@ class Authorizer:
         self.grpc_server.stop(grace=2).wait()
         self.admin.shutdown()
         self.policy.stop()
-        self.anchorer.stop()
+        self.leaves.stop()  # flushes the queue to disk

@@ -28,18 +28,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .config import load_config
     from .signing import Ed25519Signer
 
-    key = os.environ.get("SEALGATE_ANCHORER_KEY")
-    if not key:
-        raise SealgateError("SEALGATE_ANCHORER_KEY (hex secp256k1 key of the anchoring wallet) is not set")
     authorizer = Authorizer(load_config(args.config), Manifest.load(args.manifest), Ed25519Signer.from_file(args.key),
-                            key, allow_all=args.allow_all)
+                            allow_all=args.allow_all)
     port = authorizer.start(args.grpc, _hostport(args.admin), workers=args.workers)
     logging.getLogger("sealgate").info("authorizer listening: grpc %s, admin %s", port, args.admin)
+    _stop_on_signal().wait()
+    authorizer.stop()  # flushes the anchor queue to disk
+    return 0
+
+
+def _stop_on_signal() -> threading.Event:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    authorizer.stop()  # flushes the anchor queue to disk
+    return stop
+
+
+def cmd_anchor(args: argparse.Namespace) -> int:
+    from eth_account import Account
+
+    from .anchoring import Anchorer, AnchorStore
+    from .chain import ChainClient, Manifest
+    from .config import load_config
+
+    key = os.environ.get("SEALGATE_ANCHORER_KEY")
+    if not key:
+        raise SealgateError("SEALGATE_ANCHORER_KEY (hex secp256k1 key of the anchoring wallet) is not set")
+    config, manifest = load_config(args.config), Manifest.load(args.manifest)
+    anchorer = Anchorer(AnchorStore(config.anchor.db_path), ChainClient(manifest.rpc_url), manifest.anchor,
+                        Account.from_key(key), interval_seconds=config.anchor.interval_seconds,
+                        batch_max_leaves=config.anchor.batch_max_leaves)
+    logging.getLogger("sealgate").info("anchoring %s to %s", config.anchor.db_path, manifest.anchor)
+    anchorer.run(_stop_on_signal())
     return 0
 
 
@@ -103,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--allow-all", action="store_true", help="benchmark baseline: answer OK without deciding")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("anchor", help="anchor queued SAE / denial hashes in Merkle batches (holds the wallet key)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--manifest", required=True)
+    p.set_defaults(func=cmd_anchor)
 
     p = sub.add_parser("deploy", help="deploy the contracts (idempotent) and write the address manifest")
     p.add_argument("--rpc", default="http://127.0.0.1:8545")

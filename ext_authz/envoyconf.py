@@ -85,7 +85,7 @@ def _bootstrap(admin_port: int, listener: dict[str, Any], clusters: list[dict[st
 class SidecarPorts:
     listen: int
     admin: int
-    authorizer: int
+    authorizer: int | None  # None: no ext_authz (the benchmark's "Envoy direct" baseline)
     upstream: int  # the PEP in front of the target
 
 
@@ -110,7 +110,7 @@ def sidecar_config(ports: SidecarPorts, ca_pem: str, cert_pem: str, key_pem: str
         "enable_reuse_port": False,
         "filter_chains": [
             {
-                "filters": [_hcm("agent_sidecar", [ext_authz], "sealgate_pep")],
+                "filters": [_hcm("agent_sidecar", [ext_authz] if ports.authorizer else [], "sealgate_pep")],
                 "transport_socket": {
                     "name": "envoy.transport_sockets.tls",
                     "typed_config": {
@@ -131,7 +131,9 @@ def sidecar_config(ports: SidecarPorts, ca_pem: str, cert_pem: str, key_pem: str
             }
         ],
     }
-    clusters = [_cluster("sealgate_authorizer", ports.authorizer, http2=True), _cluster("sealgate_pep", ports.upstream)]
+    clusters = [_cluster("sealgate_pep", ports.upstream)]
+    if ports.authorizer:
+        clusters.append(_cluster("sealgate_authorizer", ports.authorizer, http2=True))
     return _bootstrap(ports.admin, listener, clusters)
 
 
@@ -173,13 +175,6 @@ def pep_config(ports: PepPorts, jwks: dict[str, Any], audience: str, lua_source:
     listener = {"name": "pep_ingress", "address": _address(ports.listen), "enable_reuse_port": False,
                 "filter_chains": [{"filters": [_hcm("pep", [jwt_authn, lua], "target")]}]}
     return _bootstrap(ports.admin, listener, [_cluster("target", ports.target)])
-
-
-def direct_config(listen: int, admin: int, target: int) -> dict[str, Any]:
-    """Plain proxy to the target: the benchmark's baseline."""
-    listener = {"name": "direct", "address": _address(listen), "enable_reuse_port": False,
-                "filter_chains": [{"filters": [_hcm("direct", [], "target")]}]}
-    return _bootstrap(admin, listener, [_cluster("target", target)])
 
 
 def validate(config: dict[str, Any], workdir: Path) -> None:

@@ -133,7 +133,8 @@ class LocalStack:
             proc.wait(timeout=5)
 
     def stop(self) -> None:
-        for name in ("sidecar", "pep", "target", "authorizer", "anvil"):
+        # front to back, so nothing is left waiting on a dead upstream; anvil last
+        for name in [n for n in reversed(list(self.procs)) if n != "anvil"] + ["anvil"]:
             self.stop_process(name)
 
     def __enter__(self) -> "LocalStack":
@@ -203,18 +204,27 @@ class LocalStack:
         return self.chain.transact(self.governor, self.policy.functions.unpause()).blockNumber
 
     def start_authorizer(self) -> None:
-        keys = self.workdir / "keys"
-        self.signer = Ed25519Signer.from_file(keys / "sae-ed25519.seed", create=True)
+        self.signer = Ed25519Signer.from_file(self.workdir / "keys" / "sae-ed25519.seed", create=True)
         self.jwks = jwks_of(self.signer)
-        config_path = self.workdir / "authorizer.json"
-        config_path.write_text(json.dumps(self.config_raw, indent=2))
+        self.spawn_authorizer("authorizer", self.ports.authz_grpc, self.ports.authz_admin, self.allow_all,
+                              self.workdir / "anchor.sqlite3")
+        self._spawn("anchorer", [sys.executable, "-m", "ext_authz.cli", "anchor", "--config", str(self.workdir / "authorizer.json"),
+                                 "--manifest", str(self.workdir / "addresses.json")],
+                    env={"SEALGATE_ANCHORER_KEY": DEV_KEYS["anchorer"]})
+
+    def spawn_authorizer(self, name: str, grpc_port: int, admin_port: int, allow_all: bool, anchor_db: Path) -> None:
+        """Starts an authorizer process on this stack's chain and key; waits until its state is fresh."""
+        raw = {**self.config_raw, "anchor": {**self.config_raw["anchor"], "db_path": str(anchor_db)}}
+        config_path = self.workdir / f"{name}.json"
+        config_path.write_text(json.dumps(raw, indent=2))
         argv = [sys.executable, "-m", "ext_authz.cli", "serve", "--config", str(config_path),
-                "--manifest", str(self.workdir / "addresses.json"), "--key", str(keys / "sae-ed25519.seed"),
-                "--grpc", f"127.0.0.1:{self.ports.authz_grpc}", "--admin", f"127.0.0.1:{self.ports.authz_admin}"]
-        if self.allow_all:
+                "--manifest", str(self.workdir / "addresses.json"), "--key", str(self.workdir / "keys" / "sae-ed25519.seed"),
+                "--grpc", f"127.0.0.1:{grpc_port}", "--admin", f"127.0.0.1:{admin_port}"]
+        if allow_all:
             argv.append("--allow-all")
-        self._spawn("authorizer", argv, env={"SEALGATE_ANCHORER_KEY": DEV_KEYS["anchorer"]})
-        wait_until(lambda: self._check_alive("authorizer") and self.status()["healthy"], 60, "authorizer /status healthy")
+        self._spawn(name, argv)
+        wait_until(lambda: self._check_alive(name) and http_get_json(f"http://127.0.0.1:{admin_port}/status")["healthy"],
+                   60, f"{name} /status healthy")
 
     def status(self) -> dict[str, Any]:
         return http_get_json(f"http://127.0.0.1:{self.ports.authz_admin}/status")
@@ -238,16 +248,21 @@ class LocalStack:
     def start_sidecar(self) -> None:
         pki = self.workdir / "pki"
         self.ca = LocalCA()
-        (pki).mkdir(parents=True, exist_ok=True)
+        pki.mkdir(parents=True, exist_ok=True)
         (pki / "ca.crt").write_text(self.ca.cert_pem)
-        server = self.ca.issue_server()
+        self.server_cert = self.ca.issue_server()
         self.agent_certs: dict[str, tuple[Path, Path]] = {}
         for agent in self.spec["agents"]:
             self.agent_certs[agent["name"]] = self.ca.issue_agent(self.spiffe_id(agent["name"])).write(pki, agent["name"])
         ports = SidecarPorts(self.ports.sidecar, self.ports.sidecar_admin, self.ports.authz_grpc, self.ports.pep)
-        self.sidecar_conf = sidecar_config(ports, self.ca.cert_pem, server.cert_pem, server.key_pem, self.trust_domain,
-                                           max_body_bytes=self.config.limits.max_body_bytes)
-        self._start_envoy("sidecar", self.sidecar_conf, self.ports.sidecar_admin)
+        self.sidecar_conf = self.spawn_sidecar("sidecar", ports)
+
+    def spawn_sidecar(self, name: str, ports: SidecarPorts) -> dict[str, Any]:
+        """Starts an agent-side Envoy (mTLS listener; ext_authz unless ports.authorizer is None)."""
+        conf = sidecar_config(ports, self.ca.cert_pem, self.server_cert.cert_pem, self.server_cert.key_pem,
+                              self.trust_domain, max_body_bytes=self.config.limits.max_body_bytes)
+        self._start_envoy(name, conf, ports.admin)
+        return conf
 
     # ------------------------------------------------------------ clients
 
@@ -262,8 +277,11 @@ class LocalStack:
                    headers: dict[str, str] | None = None, authority: str = AUTHORITY,
                    context: ssl.SSLContext | None = None) -> Response:
         """A request as the agent sends it: HTTPS with its client certificate to its sidecar."""
-        conn = http.client.HTTPSConnection("127.0.0.1", self.ports.sidecar, context=context or self.tls_context(agent), timeout=10)
+        conn = self.agent_connection(agent, self.ports.sidecar, context)
         return _request(conn, method, path, body, headers, authority)
+
+    def agent_connection(self, agent: str | None, port: int, context: ssl.SSLContext | None = None) -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection("127.0.0.1", port, context=context or self.tls_context(agent), timeout=10)
 
     def pep_call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
                  authority: str = AUTHORITY) -> Response:

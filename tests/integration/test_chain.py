@@ -6,7 +6,7 @@ import pytest
 from eth_account import Account
 from web3.exceptions import ContractCustomError
 
-from ext_authz.anchoring import AnchorStore, Anchorer
+from ext_authz.anchoring import AnchorStore, Anchorer, LeafQueue
 from ext_authz.chain import DEV_KEYS, PinnedPolicy, PolicyAction, text_id
 from ext_authz.errors import ChainError, StateStale
 from ext_authz.merkle import MerkleTree, leaf_hash
@@ -20,7 +20,7 @@ def act(stack, agent, action_type="payment.transfer", amount=100, data_class=1, 
 
 @pytest.fixture
 def pinned(chain_stack):
-    p = PinnedPolicy(chain_stack.rpc_url, chain_stack.manifest.policy, max_age_seconds=30)
+    p = PinnedPolicy(chain_stack.rpc_url, chain_stack.manifest.policy, watch=(chain_stack.manifest.registry,), max_age_seconds=30)
     p.refresh()
     return p
 
@@ -69,6 +69,24 @@ def test_paused_policy_denies_everything(chain_stack, pinned):
         chain_stack.unpause_policy()
 
 
+def test_blocks_without_watched_events_keep_the_evm_and_advance_the_pin(chain_stack, pinned):
+    evm_before, block_before = pinned._pinned.evm, pinned.block
+    anchorer = Account.from_key(DEV_KEYS["anchorer"])
+    root = MerkleTree.build([b"\xa1" * 32]).root
+    block = chain_stack.chain.transact(anchorer, chain_stack.anchor.functions.anchor(root, 1, 5000, 5000)).blockNumber
+    assert pinned.refresh() == block > block_before
+    assert pinned._pinned.evm is evm_before  # no re-fork for an unrelated contract's event
+    v = pinned.evaluate(act(chain_stack, "procurement-01"))
+    assert (v.reason, v.block) == ("OK", block)
+    block = chain_stack.set_rule("procurement", "payment.transfer", "payments-api", 10, 0, 1).blockNumber
+    try:
+        assert pinned.refresh() == block
+        assert pinned._pinned.evm is not evm_before  # the policy logged: state re-read at the new block
+        assert pinned.evaluate(act(chain_stack, "procurement-01")).reason == "AMOUNT_OVER_LIMIT"
+    finally:
+        chain_stack.set_rule("procurement", "payment.transfer", "payments-api", 1_000_000, 0, 1)
+
+
 def test_unconfirmed_state_goes_stale(chain_stack):
     p = PinnedPolicy(chain_stack.rpc_url, chain_stack.manifest.policy, poll_seconds=0.05, max_age_seconds=0.3)
     p.refresh()  # no follower thread: nothing confirms the head again
@@ -113,12 +131,17 @@ def _anchorer(chain_stack, tmp_path, key=DEV_KEYS["anchorer"]):
                     Account.from_key(key), interval_seconds=0.1, batch_max_leaves=4)
 
 
+def _queue(tmp_path, *hashes):
+    queue = LeafQueue(AnchorStore(tmp_path / "a.sqlite3"))
+    for i, h in enumerate(hashes):
+        queue.enqueue(h, "sae", f"d{i}")
+    return queue
+
+
 def test_anchoring_batches_and_on_chain_inclusion(chain_stack, tmp_path):
     anchorer = _anchorer(chain_stack, tmp_path)
     hashes = [bytes([i]) * 32 for i in range(1, 10)]
-    for i, h in enumerate(hashes):
-        anchorer.enqueue(h, "sae", f"d{i}")
-    assert anchorer.flush() == 9
+    assert _queue(tmp_path, *hashes).flush() == 9
     assert anchorer.anchor_pending() == 3  # 4 + 4 + 1 leaves
     anchor = chain_stack.anchor
     for h in hashes:
@@ -131,8 +154,7 @@ def test_anchoring_batches_and_on_chain_inclusion(chain_stack, tmp_path):
 
 def test_restart_after_send_does_not_anchor_twice(chain_stack, tmp_path):
     anchorer = _anchorer(chain_stack, tmp_path)
-    anchorer.enqueue(b"\x42" * 32, "sae", "d")
-    anchorer.flush()
+    _queue(tmp_path, b"\x42" * 32).flush()
     root, first, last, values = anchorer.store.cut_batch(4)
     # crash after the transaction was mined but before the store recorded it
     receipt = chain_stack.chain.transact(Account.from_key(DEV_KEYS["anchorer"]),
@@ -147,8 +169,7 @@ def test_restart_after_send_does_not_anchor_twice(chain_stack, tmp_path):
 
 def test_anchor_failure_keeps_leaves_pending(chain_stack, tmp_path):
     anchorer = _anchorer(chain_stack, tmp_path, key=Account.create().key.hex())  # no ANCHORER_ROLE, no funds
-    anchorer.enqueue(b"\x07" * 32, "denial", "d")
-    anchorer.flush()
+    _queue(tmp_path, b"\x07" * 32).flush()
     with pytest.raises(ChainError):
         anchorer.anchor_pending()
     assert anchorer.store.proof_for(b"\x07" * 32).status == "pending"

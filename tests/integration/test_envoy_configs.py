@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from ext_authz.envoyconf import PepPorts, SidecarPorts, direct_config, pep_config, sidecar_config, validate
+from ext_authz.envoyconf import PepPorts, SidecarPorts, pep_config, sidecar_config, validate
 from ext_authz.errors import ConfigError
 from ext_authz.pki import LocalCA
 from ext_authz.signing import Ed25519Signer, jwks_of
@@ -21,7 +21,7 @@ def sidecar():
 @pytest.mark.parametrize("name,build", [
     ("sidecar", sidecar),
     ("pep", lambda: pep_config(PepPorts(10004, 10005, 10006), JWKS, "payments-api")),
-    ("direct", lambda: direct_config(10007, 10008, 10009)),
+    ("direct", lambda: sidecar_config(SidecarPorts(10007, 10008, None, 10009), CA.cert_pem, SERVER.cert_pem, SERVER.key_pem, "sealgate.local")),
 ])
 def test_config_validates(tmp_path, name, build):
     validate(build(), tmp_path)
