@@ -148,7 +148,7 @@ class LeafQueue:
     anchoring process (`sealgate anchor`) reads the same store.
     """
 
-    FLUSH_SECONDS = 0.05
+    FLUSH_SECONDS = 0.2  # a crash loses at most this much of the queue; see README
 
     def __init__(self, store: AnchorStore):
         self.store = store

@@ -13,7 +13,7 @@ from .chain import Manifest, PinnedPolicy
 from .config import AuthorizerConfig
 from .decision import DecisionMaker
 from .sae import EnvelopeEncoder
-from .server import AuthorizationService, serve_admin, serve_grpc
+from .server import AuthorizationService, GrpcServer, serve_admin
 from .signing import Signer, jwks_of
 
 log = logging.getLogger("sealgate")
@@ -26,7 +26,7 @@ class Authorizer:
     signer: Signer
     allow_all: bool = False
 
-    def start(self, grpc_address: str, admin_address: tuple[str, int], workers: int = 4) -> int:
+    def start(self, grpc_address: str, admin_address: tuple[str, int]) -> int:
         self.jwks = jwks_of(self.signer)
         self.policy = PinnedPolicy(self.manifest.rpc_url, self.manifest.policy, watch=(self.manifest.registry,),
                                    poll_seconds=self.config.state_poll_seconds,
@@ -37,7 +37,8 @@ class Authorizer:
         decider = DecisionMaker(self.config, EnvelopeEncoder(self.signer), self.policy, self.manifest.chain_id,
                                 self.manifest.anchor, self.jwks)
         self.service = AuthorizationService(self.config, decider, self.leaves.enqueue, allow_all=self.allow_all)
-        self.grpc_server, port = serve_grpc(self.service, grpc_address, workers)
+        self.grpc_server = GrpcServer(self.service, grpc_address)
+        port = self.grpc_server.start()
         self.admin = serve_admin(admin_address, self.status, self.jwks)
         self._started = time.time()
         return port
@@ -60,7 +61,7 @@ class Authorizer:
         }
 
     def stop(self) -> None:
-        self.grpc_server.stop(grace=2).wait()
+        self.grpc_server.stop(grace=2)
         self.admin.shutdown()
         self.policy.stop()
         self.leaves.stop()  # flushes the queue to disk

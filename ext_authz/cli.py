@@ -30,7 +30,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     authorizer = Authorizer(load_config(args.config), Manifest.load(args.manifest), Ed25519Signer.from_file(args.key),
                             allow_all=args.allow_all)
-    port = authorizer.start(args.grpc, _hostport(args.admin), workers=args.workers)
+    port = authorizer.start(args.grpc, _hostport(args.admin))
     logging.getLogger("sealgate").info("authorizer listening: grpc %s, admin %s", port, args.admin)
     _stop_on_signal().wait()
     authorizer.stop()  # flushes the anchor queue to disk
@@ -120,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--key", required=True, help="Ed25519 seed file for SAE signing")
     p.add_argument("--grpc", default="127.0.0.1:9001")
     p.add_argument("--admin", default="127.0.0.1:9002")
-    p.add_argument("--workers", type=int, default=4)
     p.add_argument("--allow-all", action="store_true", help="benchmark baseline: answer OK without deciding")
     p.set_defaults(func=cmd_serve)
 

@@ -32,8 +32,11 @@ DENIAL_REQUIRED_CLAIMS = ("iss", "sub", "act", "pol", "iat", "jti", "reason")
 MAX_TOKEN_BYTES = 8192
 
 
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=True)
+
+
 def canonical_json(claims: dict[str, Any]) -> bytes:
-    return json.dumps(claims, separators=(",", ":"), sort_keys=True, ensure_ascii=True).encode("ascii")
+    return _CANONICAL.encode(claims).encode("ascii")
 
 
 def sae_hash(token: str) -> bytes:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import logging
 import threading
-from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
@@ -109,7 +109,11 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
             log.exception("decision failed")
             return self._decider.deny(reasons.INTERNAL_ERROR, f"{type(e).__name__}", action, principal=principal)
 
-    def Check(self, request: auth_pb2.CheckRequest, context: Any) -> auth_pb2.CheckResponse:
+    async def Check(self, request: auth_pb2.CheckRequest, context: Any) -> auth_pb2.CheckResponse:  # noqa: N802
+        # runs on the event loop thread: a decision is ~0.3 ms of CPU and never waits on I/O
+        return self.check(request)
+
+    def check(self, request: auth_pb2.CheckRequest) -> auth_pb2.CheckResponse:
         if self._allow_all:
             return _ALLOW_ALL
         try:
@@ -123,14 +127,38 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
         return to_check_response(decision)
 
 
-def serve_grpc(service: AuthorizationService, address: str, workers: int = 4) -> tuple[grpc.Server, int]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sealgate-grpc"))
-    auth_grpc.add_AuthorizationServicer_to_server(service, server)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot bind gRPC address {address}")
-    server.start()
-    return server, port
+class GrpcServer:
+    """grpc.aio server on its own event-loop thread.
+
+    One loop thread, no thread-pool handoff per RPC: under load the sync server's
+    handoffs and GIL convoys cost more CPU than the decision itself.
+    """
+
+    def __init__(self, service: AuthorizationService, address: str):
+        self._service = service
+        self._address = address
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="sealgate-grpc", daemon=True)
+        self._server: grpc.aio.Server | None = None
+
+    async def _start(self) -> int:
+        self._server = grpc.aio.server()
+        auth_grpc.add_AuthorizationServicer_to_server(self._service, self._server)
+        port = self._server.add_insecure_port(self._address)
+        if port == 0:
+            raise OSError(f"cannot bind gRPC address {self._address}")
+        await self._server.start()
+        return port
+
+    def start(self) -> int:
+        self._thread.start()
+        return asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
+
+    def stop(self, grace: float = 2.0) -> None:
+        if self._server is not None:
+            asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).result(timeout=grace + 5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
 
 
 def serve_admin(address: tuple[str, int], status: Callable[[], dict[str, Any]], jwks: dict[str, Any]) -> ThreadingHTTPServer:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+import nacl.bindings
 import nacl.signing
 from joserfc.jwk import OKPKey
 
@@ -36,15 +37,17 @@ class Ed25519Signer:
     def __init__(self, seed: bytes):
         if len(seed) != 32:
             raise ConfigError(f"Ed25519 seed must be 32 bytes, found {len(seed)}")
-        self._key = nacl.signing.SigningKey(seed)
-        self._raw_public = bytes(self._key.verify_key)
+        key = nacl.signing.SigningKey(seed)
+        self._secret = key._signing_key  # seed || public key, as libsodium's crypto_sign takes it
+        self._raw_public = bytes(key.verify_key)
         self.kid = OKPKey.import_key(self._public_jwk_no_kid()).thumbprint()
 
     def _public_jwk_no_kid(self) -> dict[str, str]:
         return {"kty": "OKP", "crv": "Ed25519", "x": b64url(self._raw_public)}
 
     def sign(self, message: bytes) -> bytes:
-        return self._key.sign(message).signature
+        # the binding directly: SigningKey.sign wraps the result in a SignedMessage we don't need
+        return nacl.bindings.crypto_sign(message, self._secret)[: nacl.bindings.crypto_sign_BYTES]
 
     def public_jwk(self) -> dict[str, str]:
         return {**self._public_jwk_no_kid(), "kid": self.kid, "alg": self.alg, "use": "sig"}
