@@ -6,8 +6,8 @@ same process set and interleaved round by round (this 2-core machine is noisy):
 
   direct     Envoy (mTLS) -> target                                   baseline
   allow_all  Envoy + ext_authz -> authorizer answering OK -> target   the same authorizer, no decision
-  full       Envoy + ext_authz -> authorizer deciding (pyrevm policy, Ed25519 SAE, anchoring)
-             -> PEP Envoy (jwt_authn + Lua) -> target
+  decision   Envoy + ext_authz -> authorizer deciding (pyrevm policy, Ed25519 SAE, anchor queue) -> target
+  full       as decision, then -> PEP Envoy (jwt_authn + Lua) -> target
 
 Open-loop load at a fixed rate; latency is measured from each request's scheduled
 start (so queueing behind a slow request counts). The load generator shares the
@@ -104,12 +104,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sealgate-bench-") as tmp, LocalStack(tmp) as stack:
         allow_grpc, allow_admin = free_port(), free_port()
         stack.spawn_authorizer("authorizer_allow_all", allow_grpc, allow_admin, True, Path(tmp) / "allow.sqlite3")
-        direct_port, allow_port = free_port(), free_port()
+        direct_port, allow_port, decision_port = free_port(), free_port(), free_port()
         stack.spawn_sidecar("envoy_direct", SidecarPorts(direct_port, free_port(), None, stack.ports.target))
         stack.spawn_sidecar("envoy_allow_all", SidecarPorts(allow_port, free_port(), allow_grpc, stack.ports.target))
+        stack.spawn_sidecar("envoy_decision", SidecarPorts(decision_port, free_port(), stack.ports.authz_grpc, stack.ports.target))
         scenarios = {
             "direct": (direct_port, None),
             "allow_all": (allow_port, stack.procs["authorizer_allow_all"].pid),
+            "decision": (decision_port, stack.procs["authorizer"].pid),
             "full": (stack.ports.sidecar, stack.procs["authorizer"].pid),
         }
         for name, (port, _) in scenarios.items():  # warm up connections, caches and the pinned EVM
@@ -142,7 +144,8 @@ def main() -> int:
     by = {r["scenario"]: r for r in rows}
     summary = {
         "full_minus_direct_p50_ms": round(by["full"]["p50_ms"] - by["direct"]["p50_ms"], 3),
-        "decision_cpu_ratio_vs_allow_all": round(by["full"]["authorizer_cpu_us_per_req"] / by["allow_all"]["authorizer_cpu_us_per_req"], 3),
+        "decision_cpu_ratio_vs_allow_all": round(by["decision"]["authorizer_cpu_us_per_req"] / by["allow_all"]["authorizer_cpu_us_per_req"], 3),
+        "pep_hop_p50_ms": round(by["full"]["p50_ms"] - by["decision"]["p50_ms"], 3),
         "budget": {"full_minus_direct_p50_ms": 1.5, "decision_cpu_ratio_vs_allow_all": 1.3},
     }
     print(f"\n| scenario | requests | ok | p50 ms | p99 ms | authorizer CPU us/req |")
@@ -151,7 +154,8 @@ def main() -> int:
         cpu = "-" if r["authorizer_cpu_us_per_req"] is None else r["authorizer_cpu_us_per_req"]
         print(f"| {r['scenario']} | {r['requests']} | {r['ok']} | {r['p50_ms']} | {r['p99_ms']} | {cpu} |")
     print(f"\nfull path adds {summary['full_minus_direct_p50_ms']} ms p50 over direct (budget 1.5); "
-          f"decision CPU {summary['decision_cpu_ratio_vs_allow_all']}x allow-all (budget 1.3)")
+          f"decision CPU {summary['decision_cpu_ratio_vs_allow_all']}x allow-all (budget 1.3); "
+          f"the PEP hop adds {summary['pep_hop_p50_ms']} ms p50")
     print(f"authorizer decisions during the run: {anchored}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows, "summary": summary,
