@@ -3,11 +3,11 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 PYBIN := $(VENV)/bin/python
-APT_PACKAGES := softhsm2 python3-bpfcc linux-headers-cloud-amd64
+APT_PACKAGES := softhsm2 python3-bpfcc bpftool linux-headers-cloud-amd64 iproute2
 
-.PHONY: install install-python install-node install-system contracts contracts-check demo test test-fast bench clean
+.PHONY: install install-python install-node install-system setup-ebpf contracts contracts-check demo test test-fast bench clean
 
-install: install-system install-python install-node
+install: install-system install-python install-node setup-ebpf
 
 # stamp files make install idempotent: redone only when the pins change
 install-python: $(VENV)/.installed
@@ -33,6 +33,10 @@ install-system:
 	      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; }; \
 	  fi; \
 	else echo "install-system: not root, skipping apt packages ($(APT_PACKAGES))"; fi
+
+# kernel headers link, bpffs, bcc visible in the venv (root only; idempotent)
+setup-ebpf: install-python
+	./deploy/setup-ebpf.sh "$$($(PYBIN) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 
 contracts: install-node
 	node contracts/compile.cjs

@@ -103,6 +103,63 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_egress_serve(args: argparse.Namespace) -> int:
+    from .egress import EgressConfig, EgressEnforcer
+
+    config = EgressConfig.load(args.config)
+    enforcer = EgressEnforcer(config, debug=args.debug)
+    if args.print_program:
+        print(enforcer.program_text())
+    enforcer.load()
+    enforcer.attach()
+    enforcer.sync_maps()
+    enforcer.start_reader()
+    log = logging.getLogger("sealgate.egress")
+    log.info("egress ready: %d agents, programs attached at %s", len(config.agents), enforcer.parent)
+    stop = _stop_on_signal()
+    reload = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    while not stop.wait(0.2):
+        if reload.is_set():
+            reload.clear()
+            try:
+                enforcer.config = EgressConfig.load(args.config)
+                enforcer.sync_maps()
+                log.info("egress maps synced from %s", args.config)
+            except SealgateError as e:  # keep enforcing the last good policy
+                log.error("egress reload rejected, keeping the current maps: %s", e)
+    enforcer.close(detach=False)  # programs and pinned maps stay: enforcement outlives the daemon
+    log.info("egress daemon stopped; programs remain attached (sealgate egress uninstall removes them)")
+    return 0
+
+
+def cmd_egress_uninstall(args: argparse.Namespace) -> int:
+    from .egress import EgressConfig, require, uninstall
+
+    require()
+    for line in uninstall(EgressConfig.load(args.config)):
+        print(line)
+    return 0
+
+
+def cmd_egress_probe(args: argparse.Namespace) -> int:
+    from .egress import probe
+
+    reason = probe()
+    print("eBPF egress enforcement: available" if reason is None else f"eBPF egress enforcement unavailable: {reason}")
+    return 0 if reason is None else 1
+
+
+def cmd_agent_run(args: argparse.Namespace) -> int:
+    from .egress import EgressConfig, spawn_agent
+
+    argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not argv:
+        raise SealgateError("agent run: give the command after --")
+    proc = spawn_agent(EgressConfig.load(args.config), args.agent, argv, user=args.user, proxy_url=args.proxy)
+    return proc.wait()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -140,6 +197,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--anchor-db", required=True, help="the authorizer's anchor store (holds the Merkle batches)")
     p.add_argument("--denial", action="store_true", help="the token is a signed denial record")
     p.set_defaults(func=cmd_verify)
+
+    egress = sub.add_parser("egress", help="kernel egress enforcement (bcc)").add_subparsers(dest="egress_cmd", required=True)
+    p = egress.add_parser("serve", help="load, attach and keep the programs in sync with the config (SIGHUP reloads)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--print-program", action="store_true", help="print the BPF C program before loading it")
+    p.add_argument("--debug", type=int, default=0, help="bcc debug flags (e.g. 4 prints the verifier log)")
+    p.set_defaults(func=cmd_egress_serve)
+    p = egress.add_parser("uninstall", help="detach every sealgate program and remove the pinned maps")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_egress_uninstall)
+    p = egress.add_parser("probe", help="say whether eBPF enforcement can run here, and why not")
+    p.set_defaults(func=cmd_egress_probe)
+
+    agent = sub.add_parser("agent", help="agent processes").add_subparsers(dest="agent_cmd", required=True)
+    p = agent.add_parser("run", help="run a command inside the agent's cgroup, egress only through the mesh")
+    p.add_argument("--agent", required=True)
+    p.add_argument("--config", required=True, help="the egress config (names the agent cgroups)")
+    p.add_argument("--user", help="run as this user (recommended: not root, so it cannot leave its cgroup)")
+    p.add_argument("--proxy", help="HTTP(S)_PROXY for the agent: its Envoy sidecar, e.g. http://127.0.0.1:15001")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_agent_run)
 
     p = sub.add_parser("demo", help="start the local stack, run the scripted scenario, shut down")
     p.add_argument("--workdir", default=".sealgate/demo")
