@@ -26,6 +26,13 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 
 static __always_inline struct agent_info *nearest_agent(u64 *agent_cgroup)
 {
+    /* common case first: the task sits directly in its agent cgroup */
+    u64 own = bpf_get_current_cgroup_id();
+    struct agent_info *direct = agents.lookup(&own);
+    if (direct) {
+        *agent_cgroup = own;
+        return direct;
+    }
 #pragma unroll
     for (int level = MAX_CGROUP_DEPTH; level >= 0; level--) {
         u64 id = bpf_get_current_ancestor_cgroup_id(level);
