@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +74,10 @@ def run_scenario(stack: LocalStack) -> tuple[list[Step], list[str]]:
     record("finance-03 revoked on-chain", "200 before, 403 AGENT_REVOKED after", f"{before.status} before, {r.status} {_reason(r)} after",
            before.status == 200 and r.status == 403 and _reason(r) == "AGENT_REVOKED")
 
-    # 7. verify the SAE and the denial on-chain once the anchor batch lands
+    # 7. a rogue agent process skips the mesh: the kernel refuses the connect
+    kernel_step(stack, record, details)
+
+    # 8. verify the SAE and the denial on-chain once the anchor batch lands
     wait_until(lambda: (s := stack.status())["anchor_queue"] == 0 and s["anchor_store"]["unbatched"] == 0
                and s["anchor_store"]["batches_pending"] == 0, 30, "anchoring to settle")
     store = AnchorStore(stack.workdir / "anchor.sqlite3")
@@ -84,6 +92,61 @@ def run_scenario(stack: LocalStack) -> tuple[list[Step], list[str]]:
         except InputRejected as e:
             record(f"verify {label}", "anchored on-chain", f"{e.reason}", False)
     return steps, details
+
+
+ROGUE_PROBE = (
+    "import json, socket, sys\n"
+    "out = []\n"
+    "for port in map(int, sys.argv[1:]):\n"
+    "    s = socket.socket()\n"
+    "    try:\n"
+    "        s.connect(('127.0.0.1', port)); out.append(0)\n"
+    "    except OSError as e:\n"
+    "        out.append(e.errno)\n"
+    "    finally:\n"
+    "        s.close()\n"
+    "print(json.dumps(out))\n"
+)
+
+
+def kernel_step(stack: LocalStack, record, details: list[str]) -> None:
+    """rogue-07 runs in its own cgroup, allowed to reach only its sidecar; it dials the PEP directly."""
+    from . import egress
+
+    reason = egress.probe()
+    if reason:
+        details.append(f"kernel egress step skipped: {reason}")
+        return
+    tag = f"sg-demo-{os.getpid()}"
+    config = egress.EgressConfig.from_dict({"pin_dir": f"/sys/fs/bpf/{tag}", "cgroup_parent": tag, "agents": [
+        {"id": "rogue-07", "allow": [{"addr": "127.0.0.1", "port": stack.ports.sidecar, "proto": "tcp"}]}]})
+    events: list[dict] = []
+    enforcer = egress.EgressEnforcer(config, sink=events.append)
+    try:
+        enforcer.load()
+        enforcer.attach()
+        enforcer.sync_maps()
+        enforcer.start_reader()
+        proc = egress.spawn_agent(config, "rogue-07", [sys.executable, "-c", ROGUE_PROBE, str(stack.ports.sidecar),
+                                                       str(stack.ports.pep)], stdout=subprocess.PIPE, text=True)
+        via_mesh, direct = json.loads(proc.communicate(timeout=30)[0])
+        wait_until(lambda: events, 5, "the kernel's block event")
+        ev = events[0]
+        record("rogue-07 dials the target directly", "EPERM from the kernel, event",
+               f"sidecar {'ok' if via_mesh == 0 else errno.errorcode.get(via_mesh)}, direct {errno.errorcode.get(direct, direct)}, "
+               f"{len(events)} event(s)", via_mesh == 0 and direct == errno.EPERM and ev["dst_endpoint"]["port"] == stack.ports.pep)
+        details.append(f"kernel block: {ev['message']} -> {ev['dst_endpoint']['ip']}:{ev['dst_endpoint']['port']} "
+                       f"pid {ev['actor']['process']['pid']} ({ev['actor']['process']['name']}), OCSF class {ev['class_uid']}")
+    except SealgateError as e:
+        record("rogue-07 dials the target directly", "EPERM from the kernel, event", f"error: {e}", False)
+    finally:
+        enforcer.close(detach=True)
+        egress.uninstall(config)
+        for cg in (egress.agent_cgroup(config, "rogue-07"), egress.parent_cgroup(config)):
+            try:
+                cg.rmdir()
+            except OSError:
+                pass
 
 
 def run_demo(workdir: Path) -> int:
@@ -105,7 +168,7 @@ def run_demo(workdir: Path) -> int:
     print("\nScenario")
     for s in steps:
         print(f"  [{'PASS' if s.ok else 'FAIL'}] {s.name:<{width}}  expected {s.expected}; got {s.observed}")
-    print("\nAnchoring")
+    print("\nAnchoring and kernel")
     for d in details:
         print(f"  {d}")
     print(f"\nAuthorizer decisions: {status['decisions']}; anchored batches: {status['anchor_store']['batches_anchored']}")

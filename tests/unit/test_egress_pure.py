@@ -1,0 +1,91 @@
+"""Pure parts of the egress module: config, OCSF mapping, header constants, probe reasons."""
+
+import ctypes
+import ipaddress
+import socket
+
+import pytest
+
+from ext_authz import egress
+from ext_authz.errors import ConfigError
+
+C = egress.C
+
+
+class Event(ctypes.Structure):  # mirrors struct egress_event in ebpf/egress.h
+    _fields_ = [("cgroup_id", ctypes.c_uint64), ("agent_cgroup_id", ctypes.c_uint64), ("pid", ctypes.c_uint32),
+                ("uid", ctypes.c_uint32), ("agent_idx", ctypes.c_uint32), ("port", ctypes.c_uint16),
+                ("hook", ctypes.c_uint8), ("verdict", ctypes.c_uint8), ("family", ctypes.c_uint8),
+                ("proto", ctypes.c_uint8), ("sock_type", ctypes.c_uint8), ("pad", ctypes.c_uint8),
+                ("addr", ctypes.c_uint8 * 16), ("comm", ctypes.c_char * 16)]
+
+
+def event(hook, addr: bytes, family, verdict=None, proto=socket.IPPROTO_TCP, agent_idx=7):
+    e = Event(cgroup_id=11, agent_cgroup_id=10, pid=42, uid=1000, agent_idx=agent_idx, port=8080, hook=hook,
+              verdict=verdict or C["VERDICT_BLOCKED"], family=family, proto=proto, sock_type=1, comm=b"curl")
+    ctypes.memmove(e.addr, addr, len(addr))
+    return e
+
+
+def test_header_constants_are_parsed():
+    assert C["MODE_AUDIT"] == 1 and C["HOOK_SOCK_CREATE"] == 5 and C["AGENT_UNREGISTERED"] == 0
+    assert set(egress.HOOKS.values()) == {"connect4", "connect6", "sendmsg4", "sendmsg6", "sock_create"}
+
+
+def test_blocked_v4_connect_maps_to_ocsf_refuse():
+    doc = egress.ocsf_event(event(C["HOOK_CONNECT4"], bytes([10, 0, 0, 2]), 4), {7: "worker"}, now_ms=5)
+    assert (doc["class_uid"], doc["activity_id"], doc["type_uid"], doc["disposition_id"]) == (4001, 5, 400105, 2)
+    assert doc["dst_endpoint"] == {"ip": "10.0.0.2", "port": 8080}
+    assert doc["actor"]["process"] == {"pid": 42, "name": "curl", "user": {"uid": "1000"}}
+    assert doc["unmapped"]["agent_id"] == "worker" and doc["unmapped"]["hook"] == "connect4"
+    assert doc["connection_info"]["protocol_name"] == "tcp" and doc["time"] == 5
+
+
+def test_v6_and_v4_mapped_addresses():
+    v6 = ipaddress.IPv6Address("fd00::2").packed
+    assert egress.ocsf_event(event(C["HOOK_CONNECT6"], v6, 6), {})["dst_endpoint"]["ip"] == "fd00::2"
+    # a v4-mapped destination is judged (and reported) by its IPv4 address
+    mapped = egress.ocsf_event(event(C["HOOK_CONNECT6"], bytes([10, 0, 0, 2]), 6), {})
+    assert mapped["dst_endpoint"]["ip"] == "10.0.0.2" and mapped["connection_info"]["protocol_ver_id"] == 6
+
+
+def test_audit_and_unregistered_and_sock_create():
+    audited = egress.ocsf_event(event(C["HOOK_SENDMSG4"], bytes(4), 4, verdict=C["VERDICT_AUDITED"]), {7: "a"})
+    assert (audited["activity_id"], audited["disposition_id"], audited["action_id"]) == (1, 1, 1)
+    stray = egress.ocsf_event(event(C["HOOK_CONNECT4"], bytes([1, 2, 3, 4]), 4, agent_idx=0), {})
+    assert stray["unmapped"]["agent_id"] == "unregistered"
+    raw = egress.ocsf_event(event(C["HOOK_SOCK_CREATE"], bytes(16), 4, proto=socket.IPPROTO_ICMP), {})
+    assert raw["dst_endpoint"]["ip"] is None and raw["connection_info"]["protocol_name"] == "icmp"
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ({"agents": [{"id": "Bad Name"}]}, "agent id"),
+    ({"agents": [{"id": "a", "mode": "permissive"}]}, "mode"),
+    ({"agents": [{"id": "a", "allow": [{"addr": "not-an-ip", "port": 1}]}]}, "allow rule"),
+    ({"agents": [{"id": "a", "allow": [{"addr": "10.0.0.1", "port": 0}]}]}, "port"),
+    ({"agents": [{"id": "a", "allow": [{"addr": "10.0.0.1", "port": 53, "proto": "sctp"}]}]}, "proto"),
+    ({"agents": [{"mode": "audit"}]}, "needs id"),
+    ({"agentz": []}, "unknown keys"),
+])
+def test_invalid_egress_config_is_rejected(raw, needle):
+    with pytest.raises(ConfigError) as err:
+        egress.EgressConfig.from_dict(raw)
+    assert needle in str(err.value)
+
+
+def test_agent_index_is_stable_and_nonzero():
+    a = egress.AgentEgress(id="procurement-01")
+    assert a.index == egress.AgentEgress(id="procurement-01").index != 0
+
+
+def test_cgroup2_and_bpffs_found_from_mounts():
+    mounts = "cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\nbpf /sys/fs/bpf bpf rw 0 0\n"
+    assert str(egress.cgroup2_mount(mounts)) == "/sys/fs/cgroup/unified"
+    assert egress.bpffs_mounted(mounts)
+    assert egress.cgroup2_mount("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n") is None
+    assert not egress.bpffs_mounted("")
+
+
+def test_probe_names_not_root(monkeypatch):
+    monkeypatch.setattr(egress.os, "geteuid", lambda: 1000)
+    assert egress.probe().startswith("not root")
