@@ -6,10 +6,16 @@ stable reason code, and nothing is taken from a claim the agent makes about itse
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Mapping
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from . import reasons
 from .config import DATA_CLASSES, AuthorizerConfig, RouteRule
@@ -33,11 +39,13 @@ class RequestView:
     body: bytes
     principal: str  # mTLS peer identity (URI SAN) as Envoy reports it
     request_size: int = 0
+    certificate: str = ""  # the peer certificate, URL-encoded PEM, as Envoy reports it
 
 
 @dataclass(frozen=True)
 class ActionRequest:
     agent_spiffe_id: str
+    key_fingerprint: bytes  # SHA-256 of the peer certificate's SPKI; 32 zero bytes when none was presented
     action_type: str
     target: str
     method: str
@@ -68,6 +76,22 @@ def parse_spiffe_id(principal: str, trust_domain: str) -> str:
     if not rest or any(seg in ("", ".", "..") for seg in rest.split("/")) or not re.fullmatch(r"[A-Za-z0-9.\-_/]+", rest):
         raise _reject(reasons.IDENTITY_INVALID, f"malformed SPIFFE ID path {rest[:80]!r}")
     return principal
+
+
+NO_KEY = bytes(32)
+
+
+@functools.lru_cache(maxsize=4096)
+def spki_fingerprint(certificate: str) -> bytes:
+    """SHA-256 of the certificate's SubjectPublicKeyInfo (cached: an agent keeps its cert for hours)."""
+    if not certificate:
+        return NO_KEY
+    try:
+        cert = x509.load_pem_x509_certificate(urllib.parse.unquote(certificate).encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as e:
+        raise _reject(reasons.IDENTITY_INVALID, f"peer certificate unreadable: {e}") from e
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).digest()
 
 
 def _check_path(path: str, limit: int) -> str:
@@ -128,6 +152,7 @@ def map_request(view: RequestView, config: AuthorizerConfig) -> ActionRequest:
 
     return ActionRequest(
         agent_spiffe_id=agent,
+        key_fingerprint=spki_fingerprint(view.certificate),
         action_type=rule.action_type,
         target=rule.target,
         method=view.method,

@@ -28,7 +28,9 @@ class Authorizer:
 
     def start(self, grpc_address: str, admin_address: tuple[str, int]) -> int:
         self.jwks = jwks_of(self.signer)
-        self.policy = PinnedPolicy(self.manifest.rpc_url, self.manifest.policy, watch=(self.manifest.registry,),
+        self.policy = PinnedPolicy(self.manifest.rpc_url, self.manifest.policy_registry,
+                                   bytes.fromhex(self.manifest.policy_id.removeprefix("0x")),
+                                   watch=(self.manifest.registry, self.manifest.models),
                                    poll_seconds=self.config.state_poll_seconds,
                                    max_age_seconds=self.config.max_state_age_seconds)
         self.policy.start()
@@ -49,7 +51,8 @@ class Authorizer:
         return {
             "healthy": fresh,
             "pinned_block": pinned_block,
-            "policy": self.manifest.policy,
+            "policy_registry": self.manifest.policy_registry,
+            "policy_id": self.manifest.policy_id,
             "anchor": self.manifest.anchor,
             "chain_id": self.manifest.chain_id,
             "kid": self.signer.kid,

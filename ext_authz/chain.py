@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyrevm
 from eth_account import Account
@@ -34,12 +34,25 @@ BUILD_DIR = ROOT / "contracts" / "build"
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 EVM_SPEC = "Cancun"  # case-sensitive in pyrevm; matches the compile script's evmVersion
 
-# anvil's well-known development keys (mnemonic "test test ... junk"): local stack only
-DEV_KEYS = {
-    "deployer": "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
-    "anchorer": "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
-    "governor": "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
-}
+# anvil's development accounts (mnemonic "test test ... junk"): the local stack only.
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+DEV_ROLES = {"deployer": 0, "anchorer": 1, "guardian": 2}  # owners of the Safe: accounts 3-7
+DEV_OWNER_ACCOUNTS = (3, 4, 5, 6, 7)
+SAFE_THRESHOLD = 3
+DEFAULT_TIMELOCK_DELAY = 24 * 3600
+
+
+@functools.lru_cache(maxsize=16)
+def dev_account(index: int) -> LocalAccount:
+    Account.enable_unaudited_hdwallet_features()
+    return Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+
+
+def dev_key(role: str) -> str:
+    return dev_account(DEV_ROLES[role]).key.to_0x_hex()
+
+
+DEV_KEYS = {role: dev_key(role) for role in DEV_ROLES}
 
 DECISIONS = ("DENY", "ALLOW", "REQUIRE_APPROVAL")
 
@@ -53,8 +66,14 @@ def text_id(text: str) -> bytes:
     return keccak(text.encode("utf-8"))
 
 
+SAFE_ARTIFACTS = {
+    "Safe": ROOT / "node_modules/@safe-global/safe-contracts/build/artifacts/contracts/Safe.sol/Safe.json",
+    "SafeProxyFactory": ROOT / "node_modules/@safe-global/safe-contracts/build/artifacts/contracts/proxies/SafeProxyFactory.sol/SafeProxyFactory.json",
+}
+
+
 def artifact(name: str) -> dict[str, Any]:
-    path = BUILD_DIR / f"{name}.json"
+    path = SAFE_ARTIFACTS.get(name, BUILD_DIR / f"{name}.json")
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -90,18 +109,28 @@ class Manifest:
     chain_id: int
     rpc_url: str
     deploy_block: int
-    registry: str
-    policy: str
+    registry: str  # AgentRegistry
+    models: str  # ModelRegistry
+    policy: str  # first RuleBasedPolicy implementation
+    policy_registry: str
+    policy_id: str  # 0x-hex bytes32 the authorizer evaluates
     anchor: str
+    timelock: str
+    safe: str
+    owners: tuple[str, ...]
+    threshold: int
+    delay_seconds: int
+    guardian: str
+    anchorer: str
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2, sort_keys=True) + "\n"
+        return json.dumps({**self.__dict__, "owners": list(self.owners)}, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def load(cls, path: str | Path) -> "Manifest":
         try:
             raw = json.loads(Path(path).read_text())
-            return cls(**raw)
+            return cls(**{**raw, "owners": tuple(raw["owners"])})
         except (OSError, ValueError, TypeError) as e:
             raise ConfigError(f"address manifest {path} unreadable: {e}") from e
 
@@ -144,43 +173,104 @@ class ChainClient:
         return self.transact(account, factory.constructor(*args)).contractAddress
 
 
-def deploy_all(rpc_url: str, manifest_path: str | Path, keys: dict[str, str] = DEV_KEYS) -> Manifest:
-    """Deploys registry, policy and anchor, grants roles; reuses a manifest whose code is live."""
+POLICY_NAME = "sealgate.default"
+
+
+@dataclass
+class Bootstrap:
+    """What a bootstrap hook may use before the deployer hands everything to the timelock."""
+
+    client: ChainClient
+    deployer: LocalAccount
+    registry: Any
+    models: Any
+    policy: Any
+
+
+def deploy_all(rpc_url: str, manifest_path: str | Path, *, delay_seconds: int = DEFAULT_TIMELOCK_DELAY,
+               owners: tuple[str, ...] | None = None, threshold: int = SAFE_THRESHOLD,
+               keys: dict[str, str] | None = None, bootstrap: Callable[[Bootstrap], None] | None = None) -> Manifest:
+    """Deploys registries, policy, anchor, a Safe (threshold-of-owners) and a TimelockController
+    proposed by that Safe; then hands every admin role to the timelock and renounces the
+    deployer's. Reuses a manifest whose contracts are live on the same chain."""
     client = ChainClient(rpc_url)
     path = Path(manifest_path)
     if path.exists():
-        existing = Manifest.load(path)
-        live = all(client.w3.eth.get_code(to_checksum_address(a)) for a in (existing.registry, existing.policy, existing.anchor))
-        if existing.chain_id == client.w3.eth.chain_id and live:
-            return existing
-    deployer = Account.from_key(keys["deployer"])
-    anchorer = Account.from_key(keys["anchorer"])
-    governor = Account.from_key(keys["governor"])
-    registry_addr = client.deploy(deployer, "AgentRegistry", deployer.address)
-    policy_addr = client.deploy(deployer, "RuleBasedPolicy", deployer.address, registry_addr)
-    anchor_addr = client.deploy(deployer, "SaeAnchor", deployer.address)
-    registry = client.contract("AgentRegistry", registry_addr)
-    policy = client.contract("RuleBasedPolicy", policy_addr)
-    anchor = client.contract("SaeAnchor", anchor_addr)
-    for contract, role in (
-        (registry, "REGISTRAR_ROLE"),
-        (registry, "GUARDIAN_ROLE"),
-        (policy, "POLICY_ADMIN_ROLE"),
-        (policy, "GUARDIAN_ROLE"),
-    ):
-        client.transact(deployer, contract.functions.grantRole(role_id(role), governor.address))
-    receipt = client.transact(deployer, anchor.functions.grantRole(role_id("ANCHORER_ROLE"), anchorer.address))
+        try:
+            existing = Manifest.load(path)
+            addresses = (existing.registry, existing.models, existing.policy_registry, existing.anchor, existing.timelock, existing.safe)
+            if existing.chain_id == client.w3.eth.chain_id and all(client.w3.eth.get_code(to_checksum_address(a)) for a in addresses):
+                return existing
+        except ConfigError:
+            pass  # an older or foreign manifest: deploy afresh
+    keys = keys or DEV_KEYS
+    deployer, anchorer, guardian = (Account.from_key(keys[r]) for r in ("deployer", "anchorer", "guardian"))
+    owners = owners or tuple(dev_account(i).address for i in DEV_OWNER_ACCOUNTS)
+    if not 1 <= threshold <= len(owners):
+        raise ConfigError(f"Safe threshold must be in 1..{len(owners)}, found {threshold}")
+
+    registry = client.contract("AgentRegistry", client.deploy(deployer, "AgentRegistry", deployer.address))
+    models = client.contract("ModelRegistry", client.deploy(deployer, "ModelRegistry", deployer.address))
+    policy = client.contract("RuleBasedPolicy", client.deploy(deployer, "RuleBasedPolicy", deployer.address,
+                                                               registry.address, models.address))
+    policy_registry = client.contract("PolicyRegistry", client.deploy(deployer, "PolicyRegistry", deployer.address))
+    anchor = client.contract("SaeAnchor", client.deploy(deployer, "SaeAnchor", deployer.address))
+    safe = deploy_safe(client, deployer, owners, threshold)
+    timelock = client.contract("SealgateTimelock", client.deploy(deployer, "SealgateTimelock", delay_seconds,
+                                                                  [safe.address], [ZERO_ADDRESS]))
+
+    grant = lambda contract, role, who: client.transact(deployer, contract.functions.grantRole(role_id(role), who))  # noqa: E731
+    # bootstrap window: the deployer seeds, then hands over
+    for contract, role in ((registry, "REGISTRAR_ROLE"), (models, "MODEL_ADMIN_ROLE"), (policy, "POLICY_ADMIN_ROLE"),
+                           (policy_registry, "POLICY_ADMIN_ROLE")):
+        grant(contract, role, deployer.address)
+    policy_id = keccak(text=POLICY_NAME)
+    client.transact(deployer, policy_registry.functions.deploy(policy_id, policy.address))
+    if bootstrap is not None:
+        bootstrap(Bootstrap(client, deployer, registry, models, policy))
+
+    handover = (
+        (registry, ("REGISTRAR_ROLE",), True),
+        (models, ("MODEL_ADMIN_ROLE",), True),
+        (policy, ("POLICY_ADMIN_ROLE",), True),
+        (policy_registry, ("POLICY_ADMIN_ROLE",), False),
+        (anchor, (), False),
+    )
+    for contract, roles, has_guardian in handover:
+        for role in roles:
+            grant(contract, role, timelock.address)
+        if has_guardian:
+            grant(contract, "GUARDIAN_ROLE", guardian.address)
+        grant(contract, "DEFAULT_ADMIN_ROLE", timelock.address)
+    grant(anchor, "ANCHORER_ROLE", anchorer.address)
+    for contract, roles, _ in handover:
+        for role in (*roles, "DEFAULT_ADMIN_ROLE"):
+            if contract.functions.hasRole(role_id(role), deployer.address).call():
+                receipt = client.transact(deployer, contract.functions.renounceRole(role_id(role), deployer.address))
+
     manifest = Manifest(
-        chain_id=client.w3.eth.chain_id,
-        rpc_url=rpc_url,
-        deploy_block=receipt.blockNumber,
-        registry=registry_addr,
-        policy=policy_addr,
-        anchor=anchor_addr,
+        chain_id=client.w3.eth.chain_id, rpc_url=rpc_url, deploy_block=receipt.blockNumber,
+        registry=registry.address, models=models.address, policy=policy.address,
+        policy_registry=policy_registry.address, policy_id="0x" + policy_id.hex(), anchor=anchor.address,
+        timelock=timelock.address, safe=safe.address, owners=tuple(owners), threshold=threshold,
+        delay_seconds=delay_seconds, guardian=guardian.address, anchorer=anchorer.address,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(manifest.to_json())
     return manifest
+
+
+def deploy_safe(client: ChainClient, deployer: LocalAccount, owners: tuple[str, ...], threshold: int) -> Any:
+    """A Safe 1.4.1 proxy (singleton and factory from the audited npm build) with the given owners."""
+    singleton = client.deploy(deployer, "Safe")
+    factory = client.contract("SafeProxyFactory", client.deploy(deployer, "SafeProxyFactory"))
+    setup = client.contract("Safe", singleton).encode_abi(
+        "setup", [list(owners), threshold, ZERO_ADDRESS, b"", ZERO_ADDRESS, ZERO_ADDRESS, 0, ZERO_ADDRESS])
+    receipt = client.transact(deployer, factory.functions.createProxyWithNonce(singleton, setup, 0))
+    created = factory.events.ProxyCreation().process_receipt(receipt)
+    if not created:
+        raise ChainError("SafeProxyFactory emitted no ProxyCreation")
+    return client.contract("Safe", created[0]["args"]["proxy"])
 
 
 # ---------------------------------------------------------------- pinned policy
@@ -189,10 +279,12 @@ def deploy_all(rpc_url: str, manifest_path: str | Path, keys: dict[str, str] = D
 @dataclass(frozen=True)
 class PolicyAction:
     agent_id: bytes
+    key_fingerprint: bytes
     action_type: bytes
     target: bytes
     amount: int
     data_class: int
+    risk_score: int = 0
 
 
 @dataclass(frozen=True)
@@ -201,37 +293,44 @@ class Verdict:
     reason: str
     model_hash: bytes
     block: int
+    implementation: str = ZERO_ADDRESS  # the policy contract that answered
+    version: int = 0  # its version in the PolicyRegistry
 
 
-_EVALUATE_SELECTOR = function_signature_to_4byte_selector("evaluate((bytes32,bytes32,bytes32,uint256,uint8))")
+EVALUATE_SIGNATURE = "evaluate(bytes32,(bytes32,bytes32,bytes32,bytes32,uint256,uint8,uint8))"
+_EVALUATE_SELECTOR = function_signature_to_4byte_selector(EVALUATE_SIGNATURE)
+_CURRENT_SELECTOR = function_signature_to_4byte_selector("current(bytes32)")
 
 
-def encode_evaluate(action: PolicyAction) -> bytes:
-    """ABI encoding of evaluate(Action): a static tuple is five 32-byte words in order.
+def encode_evaluate(policy_id: bytes, action: PolicyAction) -> bytes:
+    """ABI encoding of PolicyRegistry.evaluate(policyId, Action): static, so eight 32-byte words.
 
     Written out because eth_abi costs ~85 us per call on the decision path; the unit
     tests check it byte for byte against eth_abi.
     """
-    for word in (action.agent_id, action.action_type, action.target):
+    for word in (policy_id, action.agent_id, action.key_fingerprint, action.action_type, action.target):
         if len(word) != 32:
             raise ChainError(f"bytes32 field has {len(word)} bytes")
-    if not 0 <= action.amount < 2**256 or not 0 <= action.data_class < 256:
-        raise ChainError("amount or data class out of ABI range")
-    return b"".join((_EVALUATE_SELECTOR, action.agent_id, action.action_type, action.target,
-                     action.amount.to_bytes(32, "big"), action.data_class.to_bytes(32, "big")))
+    if not 0 <= action.amount < 2**256 or not 0 <= action.data_class < 256 or not 0 <= action.risk_score < 256:
+        raise ChainError("amount, data class or risk score out of ABI range")
+    return b"".join((_EVALUATE_SELECTOR, policy_id, action.agent_id, action.key_fingerprint, action.action_type,
+                     action.target, action.amount.to_bytes(32, "big"), action.data_class.to_bytes(32, "big"),
+                     action.risk_score.to_bytes(32, "big")))
 
 
 def decode_verdict(output: bytes, block: int) -> Verdict:
-    """Decodes (uint8 decision, bytes32 reason, bytes32 modelHash); rejects anything else."""
-    if len(output) != 96:
-        raise ChainError(f"evaluate returned {len(output)} bytes, expected 96")
+    """Decodes ((uint8 decision, bytes32 reason, bytes32 modelHash), address, uint256); rejects anything else."""
+    if len(output) != 160:
+        raise ChainError(f"evaluate returned {len(output)} bytes, expected 160")
     decision = int.from_bytes(output[:32], "big")
     if decision >= len(DECISIONS):
         raise ChainError(f"evaluate returned decision {decision}, expected 0..2")
     reason_raw = output[32:64].rstrip(b"\x00")
     if not reason_raw or not all(c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_" for c in reason_raw):
         raise ChainError(f"evaluate returned a reason that is not an upper-case code: {output[32:64].hex()}")
-    return Verdict(DECISIONS[decision], reason_raw.decode("ascii"), output[64:96], block)
+    implementation = to_checksum_address(output[108:128])
+    return Verdict(DECISIONS[decision], reason_raw.decode("ascii"), output[64:96], block, implementation,
+                   int.from_bytes(output[128:160], "big"))
 
 
 class _HeadReader:
@@ -285,7 +384,7 @@ class _Pinned:
 
 
 class PinnedPolicy:
-    """Runs `evaluate` in pyrevm against state pinned at a block; follows new blocks.
+    """Runs PolicyRegistry.evaluate in pyrevm against state pinned at a block; follows new blocks.
 
     A background thread polls the head; on a new block it forks a fresh EVM at
     that block, warms it with recent calls (so their storage is fetched off the
@@ -295,12 +394,15 @@ class PinnedPolicy:
 
     WARM_CALLS = 32
 
-    def __init__(self, rpc_url: str, policy_address: str, *, watch: tuple[str, ...] = (), poll_seconds: float = 0.2,
-                 max_age_seconds: float = 15.0):
+    def __init__(self, rpc_url: str, policy_registry: str, policy_id: bytes, *, watch: tuple[str, ...] = (),
+                 poll_seconds: float = 0.2, max_age_seconds: float = 15.0):
         self._rpc_url = rpc_url
-        self._policy = to_checksum_address(policy_address)
-        # contracts whose state the policy reads; each of their state changes emits an event
-        self._watched = [self._policy, *(to_checksum_address(a) for a in watch)]
+        self._registry = to_checksum_address(policy_registry)
+        self.policy_id = policy_id
+        # contracts whose state the verdict depends on; each of their state changes emits an
+        # event. The current implementation is added at every pin (an upgrade logs first).
+        self._static_watch = [self._registry, *(to_checksum_address(a) for a in watch)]
+        self._watched = list(self._static_watch)
         self._poll = poll_seconds
         self._max_age = max_age_seconds
         self._head = _HeadReader(rpc_url)
@@ -315,8 +417,8 @@ class PinnedPolicy:
         return self._pinned.block if self._pinned else None
 
     @property
-    def policy_address(self) -> str:
-        return self._policy
+    def policy_registry(self) -> str:
+        return self._registry
 
     def age_seconds(self) -> float:
         """Seconds since the chain head was last confirmed to equal the pinned block."""
@@ -337,6 +439,11 @@ class PinnedPolicy:
         evm = pyrevm.EVM(fork_url=self._rpc_url, fork_block=str(number), spec_id=EVM_SPEC)
         evm.set_block_env(pyrevm.BlockEnv(number=number, timestamp=timestamp))
         pinned = _Pinned(evm, number, threading.Lock(), time.monotonic())
+        try:
+            current = self._call(pinned, _CURRENT_SELECTOR + self.policy_id)
+            self._watched = [*self._static_watch, to_checksum_address(current[12:32])]
+        except ChainError:
+            self._watched = list(self._static_watch)  # unknown policy id: evaluate will fail closed
         with self._recent_lock:
             warm = list(self._recent)
         for calldata in warm:
@@ -380,7 +487,7 @@ class PinnedPolicy:
     def _call(self, pinned: _Pinned, calldata: bytes) -> bytes:
         with pinned.lock:
             try:
-                return bytes(pinned.evm.message_call(ZERO_ADDRESS, self._policy, calldata, is_static=True))
+                return bytes(pinned.evm.message_call(ZERO_ADDRESS, self._registry, calldata, is_static=True))
             except BaseException as e:
                 raise ChainError(f"evaluate failed at block {pinned.block}: {e}") from e
 
@@ -391,9 +498,9 @@ class PinnedPolicy:
         age = time.monotonic() - pinned.checked_at
         if age > self._max_age:
             raise StateStale(f"pinned block {pinned.block} unconfirmed for {age:.1f}s (limit {self._max_age}s)")
-        calldata = encode_evaluate(action)
+        calldata = encode_evaluate(self.policy_id, action)
         verdict = decode_verdict(self._call(pinned, calldata), pinned.block)
-        warm = calldata[:100] + bytes(32) + calldata[132:]  # storage read depends on who/what, not the amount
+        warm = calldata[:164] + bytes(32) + calldata[196:]  # storage read depends on who/what, not the amount
         with self._recent_lock:
             self._recent[warm] = None
             self._recent.move_to_end(warm)

@@ -64,6 +64,8 @@ class AuthorizerConfig:
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
     state_poll_seconds: float = 0.2
     max_state_age_seconds: float = 15.0
+    # operator's risk feed (UEBA/XDR), by SPIFFE ID; 0-100. Never taken from the agent.
+    risk_scores: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         lo, hi = SAE_TTL_RANGE
@@ -73,6 +75,9 @@ class AuthorizerConfig:
             raise ConfigError(f"trust_domain must be a SPIFFE trust domain name, found {self.trust_domain!r}")
         if self.max_state_age_seconds <= self.state_poll_seconds:
             raise ConfigError("max_state_age_seconds must exceed state_poll_seconds")
+        for agent, score in self.risk_scores.items():
+            if type(score) is not int or not 0 <= score <= 100:
+                raise ConfigError(f"risk_scores[{agent!r}] must be an integer 0-100, found {score!r}")
         seen = set()
         for r in self.routes:
             if r.data_class not in DATA_CLASSES:

@@ -22,7 +22,8 @@ PARENT_MAX_AGE_SECONDS = 3600
 
 
 class PolicyEvaluator(Protocol):
-    policy_address: str
+    policy_registry: str
+    policy_id: bytes
 
     def evaluate(self, action: PolicyAction) -> Verdict: ...
 
@@ -76,7 +77,7 @@ class DecisionMaker:
                 "amt": action.amount,
                 "dc": action.data_class,
             },
-            "pol": {"addr": self._policy.policy_address, "block": verdict.block},
+            "pol": self._pol(verdict),
             "mod": "sha256:" + verdict.model_hash.hex(),
             "iat": now,
             "nbf": now,
@@ -88,7 +89,17 @@ class DecisionMaker:
         token = self._encoder.encode(claims, SAE_TYP)
         return Decision(True, jti, reasons.OK, "allowed", token, sae_hash(token))
 
-    def deny(self, reason: str, message: str, action: ActionRequest | None = None, block: int | None = None,
+    def _pol(self, verdict: Verdict | None) -> dict[str, Any]:
+        """Which policy answered: registry + id, and the implementation, version and block evaluated."""
+        return {
+            "registry": self._policy.policy_registry,
+            "id": "0x" + self._policy.policy_id.hex(),
+            "addr": verdict.implementation if verdict else None,
+            "ver": verdict.version if verdict else None,
+            "block": verdict.block if verdict else None,
+        }
+
+    def deny(self, reason: str, message: str, action: ActionRequest | None = None, verdict: Verdict | None = None,
              principal: str = "") -> Decision:
         now = int(self._clock())
         decision_id = new_decision_id()
@@ -100,7 +111,7 @@ class DecisionMaker:
                  "amt": action.amount, "dc": action.data_class}
                 if action else None
             ),
-            "pol": {"addr": self._policy.policy_address, "block": block},
+            "pol": self._pol(verdict),
             "iat": now,
             "jti": decision_id,
             "dec": "DENY",
@@ -117,17 +128,19 @@ class DecisionMaker:
         verdict = self._policy.evaluate(
             PolicyAction(
                 agent_id=text_id(action.agent_spiffe_id),
+                key_fingerprint=action.key_fingerprint,
                 action_type=text_id(action.action_type),
                 target=text_id(action.target),
                 amount=action.amount,
                 data_class=action.data_class_level,
+                risk_score=self._config.risk_scores.get(action.agent_spiffe_id, 0),
             )
         )
         if verdict.reason not in reasons.POLICY_CONTRACT_CODES:
             return self.deny(reasons.POLICY_EVALUATION_FAILED, f"policy returned unknown reason {verdict.reason}",
-                             action, verdict.block)
+                             action, verdict)
         if verdict.decision == "ALLOW":
             return self.allow(action, verdict, parent_hash)
         # REQUIRE_APPROVAL is a denial until the human-approval flow exists
-        return self.deny(verdict.reason, reasons.MESSAGES.get(verdict.reason, verdict.reason), action, verdict.block)
+        return self.deny(verdict.reason, reasons.MESSAGES.get(verdict.reason, verdict.reason), action, verdict)
 

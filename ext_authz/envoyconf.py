@@ -100,6 +100,7 @@ def sidecar_config(ports: SidecarPorts, ca_pem: str, cert_pem: str, key_pem: str
             "grpc_service": {"envoy_grpc": {"cluster_name": "sealgate_authorizer"}, "timeout": authorizer_timeout},
             "failure_mode_allow": False,  # authorizer down or slow -> 403, never through
             "status_on_error": {"code": "Forbidden"},
+            "include_peer_certificate": True,  # the registry may bind the agent to its key
             # the amount comes from the body: the authorizer must see all of it
             "with_request_body": {"max_request_bytes": max_body_bytes, "allow_partial_message": False, "pack_as_bytes": True},
         },

@@ -28,6 +28,10 @@ ACTION_NOT_PERMITTED = "ACTION_NOT_PERMITTED"
 DATA_CLASS_NOT_PERMITTED = "DATA_CLASS_NOT_PERMITTED"
 AMOUNT_OVER_LIMIT = "AMOUNT_OVER_LIMIT"
 HUMAN_APPROVAL_REQUIRED = "HUMAN_APPROVAL_REQUIRED"
+KEY_NOT_BOUND = "KEY_NOT_BOUND"
+MODEL_NOT_APPROVED = "MODEL_NOT_APPROVED"
+RISK_TOO_HIGH = "RISK_TOO_HIGH"
+OUTSIDE_TIME_WINDOW = "OUTSIDE_TIME_WINDOW"
 
 # chain / internal (fail closed)
 POLICY_STATE_STALE = "POLICY_STATE_STALE"
@@ -52,6 +56,10 @@ POLICY_CONTRACT_CODES = frozenset(
         DATA_CLASS_NOT_PERMITTED,
         AMOUNT_OVER_LIMIT,
         HUMAN_APPROVAL_REQUIRED,
+        KEY_NOT_BOUND,
+        MODEL_NOT_APPROVED,
+        RISK_TOO_HIGH,
+        OUTSIDE_TIME_WINDOW,
     }
 )
 
@@ -71,6 +79,10 @@ MESSAGES = {
     DATA_CLASS_NOT_PERMITTED: "the data classification exceeds what the policy allows",
     AMOUNT_OVER_LIMIT: "the amount exceeds the policy limit",
     HUMAN_APPROVAL_REQUIRED: "the amount needs human approval",
+    KEY_NOT_BOUND: "the certificate key is not the one registered for this agent",
+    MODEL_NOT_APPROVED: "the agent's model is not registered, is deprecated, or is not the one this rule requires",
+    RISK_TOO_HIGH: "the agent's risk score exceeds what the policy allows",
+    OUTSIDE_TIME_WINDOW: "the action is outside the policy's allowed hours (UTC)",
     POLICY_STATE_STALE: "the pinned policy state is older than allowed",
     POLICY_EVALUATION_FAILED: "the policy contract could not be evaluated",
     INTERNAL_ERROR: "the authorizer failed; denied to fail closed",

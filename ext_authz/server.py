@@ -39,6 +39,7 @@ def request_view(request: auth_pb2.CheckRequest) -> RequestView:
         body=http.raw_body or http.body.encode("utf-8", "surrogatepass"),
         principal=request.attributes.source.principal,
         request_size=max(http.size, 0),
+        certificate=request.attributes.source.certificate,
     )
 
 

@@ -23,7 +23,9 @@ from typing import Any
 import yaml
 from eth_account import Account
 
-from .chain import DEV_KEYS, ChainClient, Manifest, deploy_all, text_id
+from .actions import spki_fingerprint
+from .chain import DEV_KEYS, DEV_OWNER_ACCOUNTS, Bootstrap, ChainClient, deploy_all, dev_account, text_id
+from .governance import Governance, rule_tuple
 from .config import DATA_CLASSES, config_from_dict
 from .envoyconf import PepPorts, SidecarPorts, envoy_binary, pep_config, sidecar_config
 from .errors import ConfigError, SealgateError
@@ -106,7 +108,8 @@ class LocalStack:
         self.config_raw = raw
         self.config = config_from_dict(raw, "local-stack.authorizer")
         self.trust_domain = self.config.trust_domain
-        self.governor = Account.from_key(DEV_KEYS["governor"])
+        self.guardian = Account.from_key(DEV_KEYS["guardian"])
+        self.owners = [dev_account(i) for i in DEV_OWNER_ACCOUNTS]
 
     # ------------------------------------------------------------ processes
 
@@ -158,50 +161,97 @@ class LocalStack:
     # ------------------------------------------------------------ start
 
     def start(self) -> None:
+        self.make_pki()
         self.start_chain()
         self.start_authorizer()
         self.start_target_and_pep()
         self.start_sidecar()
 
+    def make_pki(self) -> None:
+        """Local CA, the sidecar's server certificate, one client certificate per agent."""
+        pki = self.workdir / "pki"
+        self.ca = LocalCA()
+        pki.mkdir(parents=True, exist_ok=True)
+        (pki / "ca.crt").write_text(self.ca.cert_pem)
+        self.server_cert = self.ca.issue_server()
+        self.agent_certs: dict[str, tuple[Path, Path]] = {}
+        self.agent_fingerprints: dict[str, bytes] = {}
+        for agent in self.spec["agents"]:
+            issued = self.ca.issue_agent(self.spiffe_id(agent["name"]))
+            self.agent_certs[agent["name"]] = issued.write(pki, agent["name"])
+            self.agent_fingerprints[agent["name"]] = spki_fingerprint(issued.cert_pem)
+
     def start_chain(self) -> None:
         self._spawn("anvil", [anvil_binary(), "--host", "127.0.0.1", "--port", str(self.ports.anvil)])
         wait_until(lambda: self._check_alive("anvil") and ChainClient(self.rpc_url, timeout=1).w3.is_connected(), 30, "anvil")
-        self.manifest = deploy_all(self.rpc_url, self.workdir / "addresses.json")
+        self.manifest = deploy_all(self.rpc_url, self.workdir / "addresses.json",
+                                   delay_seconds=self.spec["governance"]["delay_seconds"], bootstrap=self._seed)
         self.chain = ChainClient(self.rpc_url)
-        self.registry = self.chain.contract("AgentRegistry", self.manifest.registry)
+        self.gov = Governance(self.chain, self.manifest)
+        self.registry = self.gov.registry
+        self.models = self.gov.models
         self.policy = self.chain.contract("RuleBasedPolicy", self.manifest.policy)
+        self.policy_registry = self.gov.policy_registry
         self.anchor = self.chain.contract("SaeAnchor", self.manifest.anchor)
-        for agent in self.spec["agents"]:
-            if agent.get("register", True):
-                self.register_agent(agent["name"], agent["role"], agent["org"], agent["model"])
-        for rule in self.spec["rules"]:
-            self.set_rule(**rule)
+
+    def _seed(self, b: Bootstrap) -> None:
+        """Bootstrap window (the deployer still holds the admin roles): demo models, agents, rules."""
+        for m in self.spec["models"]:
+            b.client.transact(b.deployer, b.models.functions.register(text_id(m["id"]), bytes.fromhex(m["sha256"]), m["sbom"]))
+        for a in self.spec["agents"]:
+            if a.get("register", True):
+                key = self.agent_fingerprints[a["name"]] if a.get("bind_key") else bytes(32)
+                fn = b.registry.functions.register(text_id(self.spiffe_id(a["name"])), text_id(a["org"]), text_id(a["role"]),
+                                                   text_id(a["model"]), key)
+                b.client.transact(b.deployer, fn)
+        for r in self.spec["rules"]:
+            fn = b.policy.functions.setRule(text_id(r["role"]), text_id(r["action_type"]), text_id(r["target"]),
+                                            self.rule_from_spec(r))
+            b.client.transact(b.deployer, fn)
+
+    @staticmethod
+    def rule_from_spec(r: dict[str, Any]) -> tuple:
+        return rule_tuple(r["max_amount"], r.get("approval_threshold", 0),
+                          tuple(DATA_CLASSES.index(c) for c in r.get("data_classes", ["public", "internal"])),
+                          r.get("max_risk_score", 100), r.get("utc_hours", 0x00FFFFFF), r.get("required_model"),
+                          r.get("enabled", True))
 
     def spiffe_id(self, agent_name: str) -> str:
         return f"spiffe://{self.trust_domain}/agent/{agent_name}"
 
-    def register_agent(self, name: str, role: str, org: str, model: str) -> Any:
-        fn = self.registry.functions.register(text_id(self.spiffe_id(name)), text_id(org), text_id(role),
-                                              text_id(model))
-        return self.chain.transact(self.governor, fn)
+    # ------------------------------------------------------------ governance (Safe -> timelock) and guardian
 
-    def set_rule(self, role: str, action_type: str, target: str, max_amount: int, approval_threshold: int,
-                 max_data_class: int, enabled: bool = True) -> Any:
-        rule = (enabled, max_data_class, max_amount, approval_threshold)
-        fn = self.policy.functions.setRule(text_id(role), text_id(action_type), text_id(target), rule)
-        return self.chain.transact(self.governor, fn)
+    def time_travel(self, seconds: int) -> None:
+        self.chain.w3.provider.make_request("evm_increaseTime", [seconds])
+        self.chain.w3.provider.make_request("evm_mine", [])
+
+    def govern(self, call: tuple) -> Any:
+        """Propose through the Safe, approve with the threshold of owners, wait out the delay, execute."""
+        proposal = self.gov.propose(call)
+        for owner in self.owners[: self.manifest.threshold]:
+            self.gov.approve(proposal, owner)
+        self.gov.submit(proposal, self.owners[0])
+        self.time_travel(self.manifest.delay_seconds + 1)
+        return self.gov.execute(proposal, self.owners[0])
+
+    def set_rule(self, role: str, action_type: str, target: str, **rule: Any) -> Any:
+        return self.govern(self.gov.call_set_rule(role, action_type, target,
+                                                  self.rule_from_spec({"role": role, **rule})))
 
     def revoke(self, name: str) -> int:
-        return self.chain.transact(self.governor, self.registry.functions.revoke(text_id(self.spiffe_id(name)))).blockNumber
+        """Guardian: immediate."""
+        return self.chain.transact(self.guardian, self.registry.functions.revoke(text_id(self.spiffe_id(name)))).blockNumber
 
     def reactivate(self, name: str) -> int:
-        return self.chain.transact(self.governor, self.registry.functions.reactivate(text_id(self.spiffe_id(name)))).blockNumber
+        """Governed: through the Safe and the timelock."""
+        return self.govern(self.gov.call_reactivate(self.spiffe_id(name))).blockNumber
 
     def pause_policy(self) -> int:
-        return self.chain.transact(self.governor, self.policy.functions.pause()).blockNumber
+        policy = self.gov.current_policy()
+        return self.chain.transact(self.guardian, policy.functions.pause()).blockNumber
 
     def unpause_policy(self) -> int:
-        return self.chain.transact(self.governor, self.policy.functions.unpause()).blockNumber
+        return self.govern(self.gov.call_unpause()).blockNumber
 
     def start_authorizer(self) -> None:
         self.signer = Ed25519Signer.from_file(self.workdir / "keys" / "sae-ed25519.seed", create=True)
@@ -246,14 +296,6 @@ class LocalStack:
         self._start_envoy("pep", self.pep_conf, self.ports.pep_admin)
 
     def start_sidecar(self) -> None:
-        pki = self.workdir / "pki"
-        self.ca = LocalCA()
-        pki.mkdir(parents=True, exist_ok=True)
-        (pki / "ca.crt").write_text(self.ca.cert_pem)
-        self.server_cert = self.ca.issue_server()
-        self.agent_certs: dict[str, tuple[Path, Path]] = {}
-        for agent in self.spec["agents"]:
-            self.agent_certs[agent["name"]] = self.ca.issue_agent(self.spiffe_id(agent["name"])).write(pki, agent["name"])
         ports = SidecarPorts(self.ports.sidecar, self.ports.sidecar_admin, self.ports.authz_grpc, self.ports.pep)
         self.sidecar_conf = self.spawn_sidecar("sidecar", ports)
 

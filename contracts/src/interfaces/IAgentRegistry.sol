@@ -2,8 +2,9 @@
 pragma solidity ^0.8.24;
 
 /// @title IAgentRegistry
-/// @notice On-chain registry of AI agent identities. An agent is keyed by
-///         keccak256 of its SPIFFE ID (the URI SAN of its mTLS certificate).
+/// @notice On-chain registry of AI agent identities. An agent is keyed by keccak256 of
+///         its SPIFFE ID (the URI SAN of its mTLS certificate) and may be bound to the
+///         SHA-256 of its certificate's public key (SubjectPublicKeyInfo).
 interface IAgentRegistry {
     enum Status {
         Unknown,
@@ -14,7 +15,8 @@ interface IAgentRegistry {
     struct Agent {
         bytes32 org;
         bytes32 role;
-        bytes32 modelHash;
+        bytes32 modelId; // the model the agent is approved to run (see IModelRegistry)
+        bytes32 keyFingerprint; // SHA-256 of the certificate's SPKI; 0 = bound by SPIFFE ID only
         Status status;
     }
 
@@ -25,9 +27,13 @@ interface IAgentRegistry {
     /// @notice The requested status change does not apply to the agent's current status.
     error InvalidStatusTransition(bytes32 agentId, Status current);
 
-    event AgentRegistered(bytes32 indexed agentId, bytes32 indexed org, bytes32 role, bytes32 modelHash);
+    event AgentRegistered(
+        bytes32 indexed agentId, bytes32 indexed org, bytes32 role, bytes32 modelId, bytes32 keyFingerprint
+    );
     event AgentRevoked(bytes32 indexed agentId, address indexed by);
     event AgentReactivated(bytes32 indexed agentId, address indexed by);
+    event AgentModelChanged(bytes32 indexed agentId, bytes32 previousModelId, bytes32 modelId);
+    event AgentKeyChanged(bytes32 indexed agentId, bytes32 previousFingerprint, bytes32 keyFingerprint);
 
     /// @notice Returns the agent record; status is Unknown for an unregistered id.
     function agent(bytes32 agentId) external view returns (Agent memory);
