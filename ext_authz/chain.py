@@ -24,6 +24,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
 from web3 import Web3
+from web3.logs import DISCARD
 
 from .errors import ChainError, ConfigError, StateStale
 
@@ -267,7 +268,7 @@ def deploy_safe(client: ChainClient, deployer: LocalAccount, owners: tuple[str, 
     setup = client.contract("Safe", singleton).encode_abi(
         "setup", [list(owners), threshold, ZERO_ADDRESS, b"", ZERO_ADDRESS, ZERO_ADDRESS, 0, ZERO_ADDRESS])
     receipt = client.transact(deployer, factory.functions.createProxyWithNonce(singleton, setup, 0))
-    created = factory.events.ProxyCreation().process_receipt(receipt)
+    created = factory.events.ProxyCreation().process_receipt(receipt, errors=DISCARD)
     if not created:
         raise ChainError("SafeProxyFactory emitted no ProxyCreation")
     return client.contract("Safe", created[0]["args"]["proxy"])

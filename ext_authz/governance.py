@@ -19,6 +19,8 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
+from web3.logs import DISCARD
+
 from .chain import ZERO_ADDRESS, ChainClient, Manifest, text_id
 from .errors import ChainError, ConfigError
 
@@ -153,7 +155,7 @@ class Governance:
         fn = self.safe.functions.execTransaction(self.timelock.address, 0, schedule, 0, 0, 0, 0, ZERO_ADDRESS,
                                                  ZERO_ADDRESS, signatures)
         receipt = self.client.transact(sender, fn)
-        if self.safe.events.ExecutionFailure().process_receipt(receipt):
+        if self.safe.events.ExecutionFailure().process_receipt(receipt, errors=DISCARD):
             raise ChainError(f"the Safe executed {proposal.id[:10]} but the timelock call failed")
         return receipt
 

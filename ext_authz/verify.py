@@ -9,6 +9,8 @@ from typing import Any
 from eth_utils import to_checksum_address
 
 from . import reasons
+from web3.logs import DISCARD
+
 from .anchoring import AnchorStore
 from .chain import ChainClient, Manifest
 from .errors import InputRejected, SaeInvalid
@@ -50,7 +52,7 @@ def verify_anchored(token: str, jwks: dict[str, Any], manifest: Manifest, store:
         raise InputRejected(ANCHOR_MISMATCH, f"root 0x{found.root.hex()} is not anchored on-chain or the proof fails there")
     batch_block = anchor.functions.batchOf(found.root).call()[0]
     receipt = client.w3.eth.get_transaction_receipt(found.tx_hash)
-    events = anchor.events.BatchAnchored().process_receipt(receipt)
+    events = anchor.events.BatchAnchored().process_receipt(receipt, errors=DISCARD)
     if receipt.blockNumber != batch_block or to_checksum_address(receipt.to) != to_checksum_address(manifest.anchor) \
             or not any(e["args"]["root"] == found.root for e in events):
         raise InputRejected(ANCHOR_MISMATCH, f"transaction {found.tx_hash} does not anchor root 0x{found.root.hex()}")

@@ -8,6 +8,7 @@ def chain_stack(tmp_path_factory):
     """anvil with the contracts deployed and the demo agents and rules seeded."""
     stack = LocalStack(tmp_path_factory.mktemp("chain"))
     try:
+        stack.make_pki()
         stack.start_chain()
         yield stack
     finally:

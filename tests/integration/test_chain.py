@@ -14,13 +14,19 @@ from ext_authz.merkle import MerkleTree, leaf_hash
 pytestmark = pytest.mark.slow
 
 
-def act(stack, agent, action_type="payment.transfer", amount=100, data_class=1, target="payments-api"):
-    return PolicyAction(text_id(stack.spiffe_id(agent)), text_id(action_type), text_id(target), amount, data_class)
+def act(stack, agent, action_type="payment.transfer", amount=100, data_class=1, target="payments-api", risk=0, key=None):
+    key = stack.agent_fingerprints[agent] if key is None else key
+    return PolicyAction(text_id(stack.spiffe_id(agent)), key, text_id(action_type), text_id(target), amount, data_class, risk)
+
+
+def pinned_policy(stack, **kw):
+    m = stack.manifest
+    return PinnedPolicy(m.rpc_url, m.policy_registry, bytes.fromhex(m.policy_id[2:]), watch=(m.registry, m.models), **kw)
 
 
 @pytest.fixture
 def pinned(chain_stack):
-    p = PinnedPolicy(chain_stack.rpc_url, chain_stack.manifest.policy, watch=(chain_stack.manifest.registry,), max_age_seconds=30)
+    p = pinned_policy(chain_stack, max_age_seconds=30)
     p.refresh()
     return p
 
@@ -37,25 +43,60 @@ def pinned(chain_stack):
         ("finance-03", {"amount": 1_000_001}, "REQUIRE_APPROVAL", "HUMAN_APPROVAL_REQUIRED"),
         ("finance-03", {"amount": 1_000_000}, "ALLOW", "OK"),
         ("rogue-07", {}, "DENY", "AGENT_UNKNOWN"),
+        ("procurement-01", {"data_class": 0}, "ALLOW", "OK"),
+        ("procurement-01", {"data_class": 3}, "DENY", "DATA_CLASS_NOT_PERMITTED"),
+        ("procurement-01", {"risk": 50}, "ALLOW", "OK"),
+        ("procurement-01", {"risk": 51}, "DENY", "RISK_TOO_HIGH"),
+        ("procurement-01", {"key": b"\x01" * 32}, "DENY", "KEY_NOT_BOUND"),
+        ("procurement-01", {"key": bytes(32)}, "DENY", "KEY_NOT_BOUND"),
     ],
 )
 def test_rule_based_policy_verdicts(chain_stack, pinned, agent, kw, decision, reason):
     v = pinned.evaluate(act(chain_stack, agent, **kw))
     assert (v.decision, v.reason) == (decision, reason)
     assert v.block == pinned.block
+    assert v.implementation == chain_stack.manifest.policy and v.version == 1
     if reason != "AGENT_UNKNOWN":
-        assert v.model_hash == text_id("demo-model-v1")
+        sha = next(m["sha256"] for m in chain_stack.spec["models"] if m["id"] == "demo-model-v1")
+        assert v.model_hash.hex() == sha
+
+
+def test_time_window_rule(chain_stack, pinned):
+    now_hour = (chain_stack.chain.w3.eth.get_block("latest")["timestamp"] // 3600) % 24
+    other_hours = 0x00FFFFFF & ~(1 << now_hour)
+    chain_stack.set_rule("procurement", "payment.read", "payments-api", max_amount=0, utc_hours=other_hours)
+    try:
+        pinned.refresh()
+        hour = (chain_stack.chain.w3.eth.get_block("latest")["timestamp"] // 3600) % 24
+        expected = "OUTSIDE_TIME_WINDOW" if hour == now_hour else "OK"
+        assert pinned.evaluate(act(chain_stack, "procurement-01", "payment.read", amount=0)).reason == expected
+        chain_stack.set_rule("procurement", "payment.read", "payments-api", max_amount=0, utc_hours=1 << hour)
+        pinned.refresh()
+        hour_now = (chain_stack.chain.w3.eth.get_block("latest")["timestamp"] // 3600) % 24
+        assert pinned.evaluate(act(chain_stack, "procurement-01", "payment.read", amount=0)).reason == (
+            "OK" if hour_now == hour else "OUTSIDE_TIME_WINDOW")
+    finally:
+        chain_stack.set_rule("procurement", "payment.read", "payments-api", max_amount=0)
+
+
+def test_model_rules_deprecation_and_required_model(chain_stack, pinned):
+    chain_stack.set_rule("finance", "payment.read", "payments-api", max_amount=0, required_model="demo-model-v2")
+    pinned.refresh()
+    assert pinned.evaluate(act(chain_stack, "finance-03", "payment.read", amount=0)).reason == "MODEL_NOT_APPROVED"
+    chain_stack.set_rule("finance", "payment.read", "payments-api", max_amount=0)
+    pinned.refresh()
+    assert pinned.evaluate(act(chain_stack, "finance-03", "payment.read", amount=0)).reason == "OK"
 
 
 def test_state_is_pinned_until_refresh_then_revocation_applies(chain_stack, pinned):
     before = pinned.block
-    block = chain_stack.revoke("procurement-01")
+    block = chain_stack.revoke("procurement-01")  # guardian: no delay
     try:
         assert pinned.evaluate(act(chain_stack, "procurement-01")).reason == "OK"  # still block `before`
         assert pinned.refresh() == block > before
         assert pinned.evaluate(act(chain_stack, "procurement-01")).reason == "AGENT_REVOKED"
     finally:
-        chain_stack.reactivate("procurement-01")
+        chain_stack.reactivate("procurement-01")  # governed: Safe + timelock
     pinned.refresh()
     assert pinned.evaluate(act(chain_stack, "procurement-01")).reason == "OK"
 
@@ -78,17 +119,17 @@ def test_blocks_without_watched_events_keep_the_evm_and_advance_the_pin(chain_st
     assert pinned._pinned.evm is evm_before  # no re-fork for an unrelated contract's event
     v = pinned.evaluate(act(chain_stack, "procurement-01"))
     assert (v.reason, v.block) == ("OK", block)
-    block = chain_stack.set_rule("procurement", "payment.transfer", "payments-api", 10, 0, 1).blockNumber
+    block = chain_stack.set_rule("procurement", "payment.transfer", "payments-api", max_amount=10, max_risk_score=50).blockNumber
     try:
         assert pinned.refresh() == block
         assert pinned._pinned.evm is not evm_before  # the policy logged: state re-read at the new block
         assert pinned.evaluate(act(chain_stack, "procurement-01")).reason == "AMOUNT_OVER_LIMIT"
     finally:
-        chain_stack.set_rule("procurement", "payment.transfer", "payments-api", 1_000_000, 0, 1)
+        chain_stack.set_rule("procurement", "payment.transfer", "payments-api", max_amount=1_000_000, max_risk_score=50)
 
 
 def test_unconfirmed_state_goes_stale(chain_stack):
-    p = PinnedPolicy(chain_stack.rpc_url, chain_stack.manifest.policy, poll_seconds=0.05, max_age_seconds=0.3)
+    p = pinned_policy(chain_stack, poll_seconds=0.05, max_age_seconds=0.3)
     p.refresh()  # no follower thread: nothing confirms the head again
     p.evaluate(act(chain_stack, "procurement-01"))
     time.sleep(0.4)
@@ -97,16 +138,16 @@ def test_unconfirmed_state_goes_stale(chain_stack):
 
 
 def test_unreachable_node_is_a_chain_error():
-    p = PinnedPolicy("http://127.0.0.1:9", "0x" + "00" * 20)
+    p = PinnedPolicy("http://127.0.0.1:9", "0x" + "00" * 20, bytes(32))
     with pytest.raises(ChainError):
         p.refresh()
     with pytest.raises(StateStale):
-        p.evaluate(PolicyAction(bytes(32), bytes(32), bytes(32), 0, 0))
+        p.evaluate(PolicyAction(bytes(32), bytes(32), bytes(32), bytes(32), 0, 0))
 
 
 def test_registry_access_control_uses_openzeppelin_custom_error(chain_stack):
     outsider = Account.create()
-    fn = chain_stack.registry.functions.register(text_id("spiffe://sealgate.local/agent/x"), bytes(32), bytes(32), bytes(32))
+    fn = chain_stack.registry.functions.register(text_id("spiffe://sealgate.local/agent/x"), bytes(32), bytes(32), bytes(32), bytes(32))
     with pytest.raises(ContractCustomError) as err:
         fn.call({"from": outsider.address})
     selector = chain_stack.chain.w3.keccak(text="AccessControlUnauthorizedAccount(address,bytes32)")[:4]
@@ -114,15 +155,16 @@ def test_registry_access_control_uses_openzeppelin_custom_error(chain_stack):
 
 
 def test_registry_rejects_double_registration_and_bad_transitions(chain_stack):
-    gov = chain_stack.governor.address
+    timelock, guardian = chain_stack.manifest.timelock, chain_stack.guardian.address
     agent = text_id(chain_stack.spiffe_id("procurement-01"))
-    for fn, error in (
-        (chain_stack.registry.functions.register(agent, bytes(32), bytes(32), bytes(32)), "AgentAlreadyRegistered(bytes32)"),
-        (chain_stack.registry.functions.reactivate(agent), "InvalidStatusTransition(bytes32,uint8)"),
-        (chain_stack.registry.functions.revoke(text_id("nobody")), "AgentNotRegistered(bytes32)"),
+    for fn, sender, error in (
+        (chain_stack.registry.functions.register(agent, bytes(32), bytes(32), bytes(32), bytes(32)), timelock, "AgentAlreadyRegistered(bytes32)"),
+        (chain_stack.registry.functions.reactivate(agent), timelock, "InvalidStatusTransition(bytes32,uint8)"),
+        (chain_stack.registry.functions.setModel(text_id("nobody"), bytes(32)), timelock, "AgentNotRegistered(bytes32)"),
+        (chain_stack.registry.functions.revoke(text_id("nobody")), guardian, "AgentNotRegistered(bytes32)"),
     ):
         with pytest.raises(ContractCustomError) as err:
-            fn.call({"from": gov})
+            fn.call({"from": sender})
         assert str(err.value.data).startswith("0x" + chain_stack.chain.w3.keccak(text=error)[:4].hex())
 
 

@@ -6,6 +6,8 @@ Tests run in file order; the last ones stop anvil and the authorizer.
 
 import ssl
 import subprocess
+import urllib.parse
+from pathlib import Path
 import sys
 import time
 
@@ -47,6 +49,10 @@ def test_allowed_action_executes_with_a_bound_sae(stack):
     assert c["act"] == {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers",
                         "amt": 50_000, "dc": "internal"}
     assert c["pol"]["addr"] == stack.manifest.policy and c["pol"]["block"] >= stack.manifest.deploy_block
+    assert c["pol"]["registry"] == stack.manifest.policy_registry and c["pol"]["id"] == stack.manifest.policy_id
+    assert c["pol"]["ver"] == 1
+    sha = next(m["sha256"] for m in stack.spec["models"] if m["id"] == "demo-model-v1")
+    assert c["mod"] == "sha256:" + sha
     assert c["chain"] == {"id": 31337, "anchor": stack.manifest.anchor}
     assert 30 <= c["exp"] - c["iat"] <= 300
 
@@ -83,13 +89,33 @@ def test_request_mapping_denials(stack, method, path, body, expected):
 
 
 def test_data_class_and_human_approval_rules(stack):
-    block = stack.set_rule("procurement", "data.export", "payments-api", 0, 0, 1).blockNumber
+    block = stack.set_rule("procurement", "data.export", "payments-api", max_amount=0, data_classes=["public", "internal"]).blockNumber
     stack.wait_pinned(block)
     r = stack.agent_call("procurement-01", "POST", "/v1/exports", {})
     assert reason(r) == "DATA_CLASS_NOT_PERMITTED"
     r = transfer(stack, agent="finance-03", amount=2_000_000)
     assert reason(r) == "HUMAN_APPROVAL_REQUIRED"
     assert transfer(stack, agent="finance-03", amount=900_000).status == 200
+
+
+def test_same_spiffe_id_with_another_key_is_denied(stack, tmp_path):
+    # a valid certificate from our own CA for procurement-01's SPIFFE ID, but not the registered key
+    cert, key = stack.ca.issue_agent(stack.spiffe_id("procurement-01")).write(tmp_path, "stolen-id")
+    ctx = stack.tls_context(None)
+    ctx.load_cert_chain(str(cert), str(key))
+    r = stack.agent_call(None, "GET", "/v1/balance", context=ctx)
+    assert (r.status, reason(r)) == (403, "KEY_NOT_BOUND")
+
+
+def test_operator_risk_score_reaches_the_policy(stack):
+    # finance-03 has risk 20 in the feed; tighten its rule below that through governance
+    block = stack.set_rule("finance", "payment.read", "payments-api", max_amount=0, max_risk_score=10).blockNumber
+    stack.wait_pinned(block)
+    try:
+        assert reason(stack.agent_call("finance-03", "GET", "/v1/balance")) == "RISK_TOO_HIGH"
+    finally:
+        stack.wait_pinned(stack.set_rule("finance", "payment.read", "payments-api", max_amount=0).blockNumber)
+    assert stack.agent_call("finance-03", "GET", "/v1/balance").status == 200
 
 
 def test_unregistered_agent_is_denied(stack):
@@ -191,6 +217,7 @@ def test_pep_accepts_a_valid_sae_once(stack):
 def check(stack, principal="spiffe://sealgate.local/agent/procurement-01", **http):
     req = auth_pb2.CheckRequest()
     req.attributes.source.principal = principal
+    req.attributes.source.certificate = urllib.parse.quote(Path(stack.agent_certs["procurement-01"][0]).read_text())
     h = req.attributes.request.http
     h.method, h.host, h.path = http.get("method", "GET"), http.get("host", "payments.internal"), http.get("path", "/v1/balance")
     if "body" in http:

@@ -92,3 +92,24 @@ def test_authority_is_case_insensitive():
 )
 def test_rejections_carry_reason(name, kw, expected):
     assert reason_of(view(**kw)) == expected
+
+
+def test_key_fingerprint_is_sha256_of_the_peer_spki():
+    import hashlib
+    import urllib.parse
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from ext_authz.pki import LocalCA
+
+    pem = LocalCA().issue_agent(AGENT).cert_pem
+    spki = x509.load_pem_x509_certificate(pem.encode()).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    a = map_request(view(certificate=urllib.parse.quote(pem)), CONFIG)  # Envoy URL-encodes the PEM
+    assert a.key_fingerprint == hashlib.sha256(spki).digest()
+    assert map_request(view(), CONFIG).key_fingerprint == bytes(32)
+
+
+def test_unreadable_certificate_is_identity_invalid():
+    assert reason_of(view(certificate="-----BEGIN%20CERTIFICATE-----%0Agarbage")) == reasons.IDENTITY_INVALID

@@ -17,10 +17,12 @@ NOW = 1_800_000_000
 
 
 class FixedPolicy:
-    policy_address = "0x00000000000000000000000000000000000000Aa"
+    policy_registry = "0x00000000000000000000000000000000000000Aa"
+    policy_id = b"\x22" * 32
+    implementation = "0x00000000000000000000000000000000000000bB"
 
     def __init__(self, decision="ALLOW", reason="OK"):
-        self.verdict = Verdict(decision, reason, b"\x11" * 32, 42)
+        self.verdict = Verdict(decision, reason, b"\x11" * 32, 42, self.implementation, 3)
         self.calls = []
 
     def evaluate(self, action):
@@ -29,16 +31,17 @@ class FixedPolicy:
 
 
 def action(**kw):
-    base = dict(agent_spiffe_id="spiffe://sealgate.local/agent/a", action_type="payment.transfer", target="payments-api",
+    base = dict(agent_spiffe_id="spiffe://sealgate.local/agent/a", key_fingerprint=b"\x33" * 32,
+                action_type="payment.transfer", target="payments-api",
                 method="POST", authority="payments.internal", path="/v1/transfers", amount=500, data_class="internal",
                 session_id="s-1", parent_sae=None)
     base.update(kw)
     return ActionRequest(**base)
 
 
-def maker(policy):
-    return DecisionMaker(AuthorizerConfig(sae_ttl_seconds=45), EnvelopeEncoder(SIGNER), policy, 31337, "0xAnchor", JWKS,
-                         clock=lambda: NOW)
+def maker(policy, risk_scores=None):
+    config = AuthorizerConfig(sae_ttl_seconds=45, risk_scores=risk_scores or {})
+    return DecisionMaker(config, EnvelopeEncoder(SIGNER), policy, 31337, "0xAnchor", JWKS, clock=lambda: NOW)
 
 
 def test_allow_carries_every_seed_claim_bound_to_the_request():
@@ -47,7 +50,8 @@ def test_allow_carries_every_seed_claim_bound_to_the_request():
     c = verify(d.token, JWKS, now=NOW)
     assert c["iss"] == "spiffe://sealgate.local/agent/a"
     assert c["act"] == {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers", "amt": 500, "dc": "internal"}
-    assert c["pol"] == {"addr": FixedPolicy.policy_address, "block": 42}
+    assert c["pol"] == {"registry": FixedPolicy.policy_registry, "id": "0x" + "22" * 32,
+                        "addr": FixedPolicy.implementation, "ver": 3, "block": 42}
     assert c["mod"] == "sha256:" + "11" * 32
     assert (c["iat"], c["nbf"], c["exp"]) == (NOW, NOW, NOW + 45)
     assert c["jti"] == d.decision_id
@@ -56,13 +60,16 @@ def test_allow_carries_every_seed_claim_bound_to_the_request():
     assert d.token_hash == sae_hash(d.token)
 
 
-def test_policy_input_uses_hashed_names_and_class_level():
+def test_policy_input_uses_hashed_names_class_level_key_and_operator_risk():
     policy = FixedPolicy()
-    maker(policy).decide(action(data_class="confidential"))
+    maker(policy, {"spiffe://sealgate.local/agent/a": 70}).decide(action(data_class="confidential"))
     from ext_authz.chain import text_id
 
     sent = policy.calls[0]
     assert sent.agent_id == text_id("spiffe://sealgate.local/agent/a") and sent.data_class == 2 and sent.amount == 500
+    assert sent.key_fingerprint == b"\x33" * 32 and sent.risk_score == 70
+    maker(policy).decide(action())
+    assert policy.calls[1].risk_score == 0  # no feed entry: 0, never an agent-supplied value
 
 
 @pytest.mark.parametrize("decision,reason", [("DENY", "AMOUNT_OVER_LIMIT"), ("DENY", "AGENT_REVOKED"),
@@ -72,6 +79,7 @@ def test_deny_is_a_signed_record_with_the_reason(decision, reason):
     assert not d.allowed and d.reason == reason
     c = verify(d.token, JWKS, typ=DENIAL_TYP)
     assert c["reason"] == reason and c["dec"] == "DENY" and c["pol"]["block"] == 42 and c["jti"] == d.decision_id
+    assert c["pol"]["addr"] == FixedPolicy.implementation and c["pol"]["ver"] == 3
 
 
 def test_unknown_contract_reason_fails_closed():
@@ -99,3 +107,4 @@ def test_denial_without_action_names_the_peer():
     d = maker(FixedPolicy()).deny(reasons.ROUTE_UNKNOWN, "no route", principal="spiffe://sealgate.local/agent/b")
     c = verify(d.token, JWKS, typ=DENIAL_TYP)
     assert c["iss"] == "spiffe://sealgate.local/agent/b" and c["act"] is None and c["reason"] == "ROUTE_UNKNOWN"
+    assert c["pol"]["addr"] is None and c["pol"]["block"] is None  # no policy was read
