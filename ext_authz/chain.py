@@ -99,7 +99,8 @@ def describe_revert(error: Exception) -> str:
 
 
 def role_id(name: str) -> bytes:
-    return keccak(name.encode("ascii"))
+    """OpenZeppelin AccessControl role id; DEFAULT_ADMIN_ROLE is 0x00, not a hash."""
+    return bytes(32) if name == "DEFAULT_ADMIN_ROLE" else keccak(name.encode("ascii"))
 
 
 # ---------------------------------------------------------------- deployment

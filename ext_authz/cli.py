@@ -66,7 +66,7 @@ def cmd_anchor(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     from .chain import deploy_all
 
-    manifest = deploy_all(args.rpc, args.manifest)
+    manifest = deploy_all(args.rpc, args.manifest, delay_seconds=args.delay_seconds)
     print(manifest.to_json(), end="")
     return 0
 
@@ -160,6 +160,121 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
     return proc.wait()
 
 
+def _gov(args: argparse.Namespace):
+    from .chain import ChainClient, Manifest
+    from .governance import Governance
+
+    manifest = Manifest.load(args.manifest)
+    return Governance(ChainClient(manifest.rpc_url), manifest), Path(args.dir)
+
+
+def _account(args: argparse.Namespace, gov) -> object:
+    """The signing account: a key from an environment variable, or a dev account on a local anvil."""
+    from eth_account import Account
+
+    from .chain import dev_account
+
+    if args.dev_account is not None:
+        if gov.manifest.chain_id != 31337:
+            raise SealgateError("--dev-account is for the local anvil chain (31337) only")
+        return dev_account(args.dev_account)
+    key = os.environ.get(args.key_env)
+    if not key:
+        raise SealgateError(f"no signing key: set {args.key_env} (hex) or use --dev-account on anvil")
+    return Account.from_key(key)
+
+
+def cmd_gov_propose(args: argparse.Namespace) -> int:
+    from .config import DATA_CLASSES
+    from .governance import rule_tuple
+
+    gov, directory = _gov(args)
+    if args.what == "upgrade-policy":
+        call = gov.call_upgrade_policy(args.implementation)
+    elif args.what == "set-rule":
+        classes = tuple(DATA_CLASSES.index(c) for c in args.data_classes.split(","))
+        rule = rule_tuple(args.max_amount, args.approval_threshold, classes, args.max_risk, args.utc_hours,
+                          args.required_model, not args.disable)
+        call = gov.call_set_rule(args.role, args.action_type, args.target, rule)
+    elif args.what == "reactivate":
+        call = gov.call_reactivate(args.agent)
+    elif args.what == "unpause":
+        call = gov.call_unpause()
+    elif args.what == "register-model":
+        call = gov.call_register_model(args.model_id, args.sha256, args.sbom)
+    elif args.what == "register-agent":
+        key = bytes.fromhex(args.key_fingerprint.removeprefix("0x")) if args.key_fingerprint else bytes(32)
+        if len(key) != 32:
+            raise SealgateError("--key-fingerprint must be 32 bytes of hex (SHA-256 of the certificate's SPKI)")
+        call = gov.call_register_agent(args.agent, args.org, args.role, args.model_id, key)
+    else:
+        raise SealgateError(f"unknown proposal kind {args.what}")
+    proposal = gov.propose(call)
+    path = proposal.save(directory)
+    print(f"proposal {proposal.id}\n  {proposal.description}\n  timelock operation {proposal.operation_id}, "
+          f"delay {proposal.delay}s\n  saved to {path}; owners approve with: sealgate gov approve {proposal.id[:12]}")
+    return 0
+
+
+def cmd_gov_approve(args: argparse.Namespace) -> int:
+    from .governance import Proposal
+
+    gov, directory = _gov(args)
+    proposal = Proposal.load(directory, args.proposal)
+    owner = _account(args, gov)
+    gov.approve(proposal, owner)
+    approvals = gov.approvals(proposal)
+    print(f"approved by {owner.address}: {len(approvals)}/{gov.manifest.threshold}")
+    if len(approvals) >= gov.manifest.threshold and gov.state(proposal) == "Unset":
+        receipt = gov.submit(proposal, owner)
+        ready = gov.timelock.functions.getTimestamp(bytes.fromhex(proposal.operation_id[2:])).call()
+        print(f"threshold reached: scheduled in block {receipt.blockNumber}; executable from unix time {ready}")
+    return 0
+
+
+def cmd_gov_execute(args: argparse.Namespace) -> int:
+    from .governance import Proposal
+
+    gov, directory = _gov(args)
+    proposal = Proposal.load(directory, args.proposal)
+    state = gov.state(proposal)
+    if state != "Ready":
+        approvals = len(gov.approvals(proposal))
+        print(f"not executable: operation is {state} ({approvals}/{gov.manifest.threshold} approvals)")
+        return 1
+    receipt = gov.execute(proposal, _account(args, gov))
+    print(f"executed in block {receipt.blockNumber}: {proposal.description}")
+    return 0
+
+
+def cmd_gov_pending(args: argparse.Namespace) -> int:
+    gov, _ = _gov(args)
+    ops = gov.pending()
+    for op in ops:
+        print(f"{op['operation_id']} {op['state']:<7} ready_at {op['ready_at']} target {op['target']} "
+              f"scheduled in block {op['scheduled_block']}")
+    if not ops:
+        print("no pending timelock operations")
+    return 0
+
+
+def cmd_gov_guardian(args: argparse.Namespace) -> int:
+    """Emergency actions: no timelock (revoke an agent, pause the policy, deprecate a model)."""
+    from .chain import text_id
+
+    gov, _ = _gov(args)
+    guardian = _account(args, gov)
+    if args.action == "revoke":
+        fn = gov.registry.functions.revoke(text_id(args.agent))
+    elif args.action == "pause":
+        fn = gov.current_policy().functions.pause()
+    else:
+        fn = gov.models.functions.deprecate(text_id(args.model_id))
+    receipt = gov.client.transact(guardian, fn)
+    print(f"{args.action}: done in block {receipt.blockNumber}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -188,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("deploy", help="deploy the contracts (idempotent) and write the address manifest")
     p.add_argument("--rpc", default="http://127.0.0.1:8545")
     p.add_argument("--manifest", default="addresses.json")
+    p.add_argument("--delay-seconds", type=int, default=24 * 3600, help="timelock delay (default 24 h)")
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("verify", help="verify an SAE: signature, claims, and on-chain anchoring")
@@ -218,6 +334,55 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--proxy", help="HTTP(S)_PROXY for the agent: its Envoy sidecar, e.g. http://127.0.0.1:15001")
     p.add_argument("cmd", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_agent_run)
+
+    gov = sub.add_parser("gov", help="governance: Safe multisig -> timelock; guardian emergency actions")
+    gov.add_argument("--manifest", required=True)
+    gov.add_argument("--dir", default=".sealgate/gov", help="where proposals are kept for the other owners")
+    gov.add_argument("--key-env", default="SEALGATE_GOV_KEY", help="env var holding the signer's hex key")
+    gov.add_argument("--dev-account", type=int, help="anvil dev account index (local chain only)")
+    govsub = gov.add_subparsers(dest="gov_cmd", required=True)
+    p = govsub.add_parser("propose", help="propose a timelocked change through the Safe")
+    kinds = p.add_subparsers(dest="what", required=True)
+    k = kinds.add_parser("upgrade-policy")
+    k.add_argument("--implementation", required=True)
+    k = kinds.add_parser("set-rule")
+    for flag in ("--role", "--action-type", "--target"):
+        k.add_argument(flag, required=True)
+    k.add_argument("--max-amount", type=int, required=True)
+    k.add_argument("--approval-threshold", type=int, default=0)
+    k.add_argument("--data-classes", default="public,internal")
+    k.add_argument("--max-risk", type=int, default=100)
+    k.add_argument("--utc-hours", type=lambda v: int(v, 0), default=0x00FFFFFF, help="bitmask of allowed UTC hours")
+    k.add_argument("--required-model")
+    k.add_argument("--disable", action="store_true")
+    k = kinds.add_parser("reactivate")
+    k.add_argument("--agent", required=True, help="SPIFFE ID")
+    kinds.add_parser("unpause")
+    k = kinds.add_parser("register-model")
+    k.add_argument("--model-id", required=True)
+    k.add_argument("--sha256", required=True)
+    k.add_argument("--sbom", required=True)
+    k = kinds.add_parser("register-agent")
+    for flag in ("--agent", "--org", "--role", "--model-id"):
+        k.add_argument(flag, required=True)
+    k.add_argument("--key-fingerprint", help="hex SHA-256 of the agent certificate's SPKI (omit: SPIFFE ID only)")
+    p.set_defaults(func=cmd_gov_propose)
+    p = govsub.add_parser("approve", help="an owner approves; the approval reaching the threshold schedules it")
+    p.add_argument("proposal")
+    p.set_defaults(func=cmd_gov_approve)
+    p = govsub.add_parser("execute", help="run a scheduled operation once its delay has passed")
+    p.add_argument("proposal")
+    p.set_defaults(func=cmd_gov_execute)
+    p = govsub.add_parser("pending", help="timelock operations scheduled and not yet executed")
+    p.set_defaults(func=cmd_gov_pending)
+    p = govsub.add_parser("revoke", help="guardian: revoke an agent now")
+    p.add_argument("--agent", required=True, help="SPIFFE ID")
+    p.set_defaults(func=cmd_gov_guardian, action="revoke")
+    p = govsub.add_parser("pause", help="guardian: pause the current policy now")
+    p.set_defaults(func=cmd_gov_guardian, action="pause")
+    p = govsub.add_parser("deprecate-model", help="guardian: deprecate a model now")
+    p.add_argument("--model-id", required=True)
+    p.set_defaults(func=cmd_gov_guardian, action="deprecate")
 
     p = sub.add_parser("demo", help="start the local stack, run the scripted scenario, shut down")
     p.add_argument("--workdir", default=".sealgate/demo")

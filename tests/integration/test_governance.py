@@ -1,0 +1,228 @@
+"""Governance on anvil: Safe 3-of-5 -> TimelockController -> registries and policy; guardian path;
+access control of every state-changing function; `sealgate gov` end to end."""
+
+import subprocess
+import sys
+
+import pytest
+from eth_account import Account
+from web3.exceptions import ContractCustomError
+from web3.logs import DISCARD
+
+from ext_authz.chain import DEV_KEYS, ZERO_ADDRESS, PinnedPolicy, PolicyAction, role_id, text_id
+from ext_authz.errors import ChainError
+from ext_authz.governance import rule_tuple
+
+pytestmark = pytest.mark.slow
+
+
+def selector(stack, signature):
+    return "0x" + stack.chain.w3.keccak(text=signature)[:4].hex()
+
+
+def assert_custom_error(stack, fn, sender, signature):
+    with pytest.raises(ContractCustomError) as err:
+        fn.call({"from": sender})
+    assert str(err.value.data).startswith(selector(stack, signature)), err.value.data
+
+
+def test_ownership_is_handed_to_the_timelock(chain_stack):
+    m = chain_stack.manifest
+    safe, timelock = chain_stack.gov.safe, chain_stack.gov.timelock
+    assert len(safe.functions.getOwners().call()) == 5 and safe.functions.getThreshold().call() == 3
+    assert timelock.functions.getMinDelay().call() == m.delay_seconds == 3600
+    assert timelock.functions.hasRole(role_id("PROPOSER_ROLE"), m.safe).call()
+    assert timelock.functions.hasRole(role_id("EXECUTOR_ROLE"), ZERO_ADDRESS).call()  # anyone executes after the delay
+    deployer = Account.from_key(DEV_KEYS["deployer"]).address
+    admin = bytes(32)
+    for name, address in (("AgentRegistry", m.registry), ("ModelRegistry", m.models), ("RuleBasedPolicy", m.policy),
+                          ("PolicyRegistry", m.policy_registry), ("SaeAnchor", m.anchor)):
+        c = chain_stack.chain.contract(name, address)
+        assert c.functions.hasRole(admin, m.timelock).call(), name
+        assert not c.functions.hasRole(admin, deployer).call(), name
+    for c, role in ((chain_stack.registry, "REGISTRAR_ROLE"), (chain_stack.models, "MODEL_ADMIN_ROLE"),
+                    (chain_stack.policy, "POLICY_ADMIN_ROLE"), (chain_stack.policy_registry, "POLICY_ADMIN_ROLE")):
+        assert c.functions.hasRole(role_id(role), m.timelock).call()
+        assert not c.functions.hasRole(role_id(role), deployer).call()
+    # separate keys: deployer, anchorer, guardian, owners
+    keys = {deployer, m.anchorer, m.guardian, *m.owners}
+    assert len(keys) == 8
+
+
+def test_two_of_five_cannot_schedule(chain_stack):
+    gov = chain_stack.gov
+    proposal = gov.propose(gov.call_unpause())
+    for owner in chain_stack.owners[:2]:
+        gov.approve(proposal, owner)
+    assert len(gov.approvals(proposal)) == 2
+    with pytest.raises(ChainError) as err:
+        gov.submit(proposal, chain_stack.owners[0])
+    assert "GS0" in str(err.value)  # Safe: not enough approvals
+    assert gov.state(proposal) == "Unset"
+
+
+def test_owner_cannot_bypass_the_safe(chain_stack):
+    gov = chain_stack.gov
+    owner = chain_stack.owners[0].address
+    fn = gov.timelock.functions.schedule(chain_stack.manifest.registry, 0, b"", bytes(32), bytes(32), 3600)
+    assert_custom_error(chain_stack, fn, owner, "AccessControlUnauthorizedAccount(address,bytes32)")
+
+
+def test_timelock_delay_is_enforced(chain_stack):
+    gov = chain_stack.gov
+    proposal = gov.propose(gov.call_register_model("delay-model", "11" * 32, "sbom://delay"))
+    for owner in chain_stack.owners[:3]:
+        gov.approve(proposal, owner)
+    gov.submit(proposal, chain_stack.owners[2])
+    assert gov.state(proposal) == "Waiting"
+    with pytest.raises(ChainError) as err:
+        gov.execute(proposal, chain_stack.owners[0])
+    assert "TimelockUnexpectedOperationState" in str(err.value)
+    chain_stack.time_travel(chain_stack.manifest.delay_seconds - 60)
+    assert gov.state(proposal) == "Waiting"
+    chain_stack.time_travel(61)
+    assert gov.state(proposal) == "Ready"
+    receipt = gov.execute(proposal, Account.from_key(DEV_KEYS["anchorer"]))  # anyone may execute
+    assert gov.state(proposal) == "Done"
+    registered = chain_stack.models.events.ModelRegistered().process_receipt(receipt, errors=DISCARD)
+    assert registered[0]["args"]["modelId"] == text_id("delay-model")
+    assert chain_stack.models.functions.isApproved(text_id("delay-model")).call()
+
+
+def test_scheduled_upgrade_is_visible_before_it_takes_effect(chain_stack):
+    m = chain_stack.manifest
+    pinned = PinnedPolicy(m.rpc_url, m.policy_registry, bytes.fromhex(m.policy_id[2:]), watch=(m.registry, m.models))
+    pinned.refresh()
+    action = PolicyAction(text_id(chain_stack.spiffe_id("procurement-01")), chain_stack.agent_fingerprints["procurement-01"],
+                          text_id("payment.transfer"), text_id("payments-api"), 100, 1)
+    assert (pinned.evaluate(action).version, pinned.evaluate(action).reason) == (1, "OK")
+
+    deployer = Account.from_key(DEV_KEYS["deployer"])
+    v2 = chain_stack.chain.deploy(deployer, "RuleBasedPolicy", m.timelock, m.registry, m.models)  # no rules yet
+    gov = chain_stack.gov
+    proposal = gov.propose(gov.call_upgrade_policy(v2))
+    for owner in chain_stack.owners[:3]:
+        gov.approve(proposal, owner)
+    gov.submit(proposal, chain_stack.owners[0])
+    pending = gov.pending()
+    assert any(op["operation_id"] == proposal.operation_id and op["target"] == m.policy_registry for op in pending)
+    pinned.refresh()
+    assert pinned.evaluate(action).version == 1  # scheduled, not in effect
+    chain_stack.time_travel(m.delay_seconds + 1)
+    receipt = gov.execute(proposal, chain_stack.owners[0])
+    upgraded = chain_stack.policy_registry.events.PolicyUpgraded().process_receipt(receipt, errors=DISCARD)
+    assert upgraded[0]["args"]["implementation"] == v2 and upgraded[0]["args"]["version"] == 2
+    assert chain_stack.policy_registry.functions.versionAt(bytes.fromhex(m.policy_id[2:]), 1).call()[0] == m.policy
+    pinned.refresh()
+    v = pinned.evaluate(action)
+    assert (v.version, v.implementation, v.reason) == (2, v2, "ACTION_NOT_PERMITTED")
+    assert not any(op["operation_id"] == proposal.operation_id for op in gov.pending())
+    # roll back through governance too: the history keeps all three versions
+    back = gov.propose(gov.call_upgrade_policy(m.policy))
+    for owner in chain_stack.owners[2:5]:
+        gov.approve(back, owner)
+    gov.submit(back, chain_stack.owners[4])
+    chain_stack.time_travel(m.delay_seconds + 1)
+    gov.execute(back, chain_stack.owners[4])
+    assert chain_stack.policy_registry.functions.versionCount(bytes.fromhex(m.policy_id[2:])).call() == 3
+    pinned.refresh()
+    assert pinned.evaluate(action).reason == "OK"
+
+
+def test_guardian_deprecates_a_model_at_once(chain_stack):
+    m = chain_stack.manifest
+    gov = chain_stack.gov
+    # a model only finance-03 could be moved to, so other tests are unaffected
+    proposal = gov.propose(gov.call_register_model("short-lived", "22" * 32, "sbom://short-lived"))
+    for owner in chain_stack.owners[:3]:
+        gov.approve(proposal, owner)
+    gov.submit(proposal, chain_stack.owners[0])
+    chain_stack.time_travel(m.delay_seconds + 1)
+    gov.execute(proposal, chain_stack.owners[0])
+    chain_stack.govern((m.registry, chain_stack.registry.functions.setModel(
+        text_id(chain_stack.spiffe_id("finance-03")), text_id("short-lived")), "move finance-03"))
+    pinned = PinnedPolicy(m.rpc_url, m.policy_registry, bytes.fromhex(m.policy_id[2:]), watch=(m.registry, m.models))
+    pinned.refresh()
+    action = PolicyAction(text_id(chain_stack.spiffe_id("finance-03")), chain_stack.agent_fingerprints["finance-03"],
+                          text_id("payment.read"), text_id("payments-api"), 0, 1)
+    assert pinned.evaluate(action).model_hash == bytes.fromhex("22" * 32)
+    assert pinned.evaluate(action).reason == "OK"
+    chain_stack.chain.transact(chain_stack.guardian, chain_stack.models.functions.deprecate(text_id("short-lived")))
+    pinned.refresh()
+    assert pinned.evaluate(action).reason == "MODEL_NOT_APPROVED"
+    chain_stack.govern((m.registry, chain_stack.registry.functions.setModel(
+        text_id(chain_stack.spiffe_id("finance-03")), text_id("demo-model-v1")), "move back"))
+
+
+def test_every_state_change_is_access_controlled(chain_stack):
+    s = chain_stack
+    outsider = Account.create().address
+    guardian = s.guardian.address
+    agent = text_id(s.spiffe_id("procurement-01"))
+    pid = bytes.fromhex(s.manifest.policy_id[2:])
+    unauthorized = "AccessControlUnauthorizedAccount(address,bytes32)"
+    cases = [
+        (s.registry.functions.register(text_id("x"), bytes(32), bytes(32), bytes(32), bytes(32)), guardian),
+        (s.registry.functions.reactivate(agent), guardian),  # guardians revoke; restoring is governed
+        (s.registry.functions.setModel(agent, bytes(32)), guardian),
+        (s.registry.functions.setKey(agent, bytes(32)), guardian),
+        (s.registry.functions.revoke(agent), outsider),
+        (s.models.functions.register(text_id("m"), b"\x01" * 32, "sbom"), guardian),
+        (s.models.functions.deprecate(text_id("demo-model-v1")), outsider),
+        (s.policy.functions.setRule(bytes(32), bytes(32), bytes(32), rule_tuple(1)), guardian),
+        (s.policy.functions.pause(), outsider),
+        (s.policy.functions.unpause(), guardian),  # guardians pause; resuming is governed
+        (s.policy_registry.functions.upgrade(pid, s.manifest.policy), guardian),
+        (s.policy_registry.functions.deploy(text_id("other"), s.manifest.policy), outsider),
+        (s.anchor.functions.anchor(b"\x01" * 32, 1, 1, 1), guardian),
+        (s.registry.functions.grantRole(role_id("GUARDIAN_ROLE"), outsider), guardian),
+    ]
+    for fn, sender in cases:
+        assert_custom_error(s, fn, sender, unauthorized)
+
+
+def test_registry_and_model_errors(chain_stack):
+    s, timelock, guardian = chain_stack, chain_stack.manifest.timelock, chain_stack.guardian.address
+    pid = bytes.fromhex(s.manifest.policy_id[2:])
+    outsider = Account.create().address
+    assert_custom_error(s, s.models.functions.register(text_id("demo-model-v1"), b"\x01" * 32, "x"), timelock,
+                        "ModelAlreadyRegistered(bytes32)")
+    assert_custom_error(s, s.models.functions.register(text_id("new"), bytes(32), "x"), timelock, "ArtifactHashMissing(bytes32)")
+    assert_custom_error(s, s.models.functions.deprecate(text_id("nope")), guardian, "ModelNotRegistered(bytes32)")
+    assert_custom_error(s, s.policy_registry.functions.upgrade(pid, outsider), timelock, "ImplementationInvalid(address)")
+    assert_custom_error(s, s.policy_registry.functions.deploy(pid, s.manifest.policy), timelock, "PolicyAlreadyDeployed(bytes32)")
+    assert_custom_error(s, s.policy_registry.functions.upgrade(text_id("nope"), s.manifest.policy), timelock, "PolicyUnknown(bytes32)")
+    bad_rules = [rule_tuple(10, approval_threshold=11), rule_tuple(10, max_risk_score=101), rule_tuple(10, utc_hours=0),
+                 rule_tuple(10, utc_hours=1 << 24), (True, 0x10, 0, 0x00FFFFFF, 10, 0, bytes(32))]
+    for rule in bad_rules:
+        assert_custom_error(s, s.policy.functions.setRule(bytes(32), bytes(32), bytes(32), rule), timelock,
+                            "RuleInvalid(bytes32,bytes32,bytes32)")
+
+
+def test_sealgate_gov_cli_end_to_end(chain_stack, tmp_path):
+    m = chain_stack.manifest
+    base = [sys.executable, "-m", "ext_authz.cli", "gov", "--manifest", str(chain_stack.workdir / "addresses.json"),
+            "--dir", str(tmp_path)]
+
+    def gov(*args, account=None, ok=True):
+        cmd = base + (["--dev-account", str(account)] if account is not None else []) + list(args)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert (out.returncode == 0) == ok, out.stdout + out.stderr
+        return out.stdout
+
+    assert "pause: done" in gov("pause", account=2)  # guardian, immediate
+    proposal_id = gov("propose", "unpause").split()[1]
+    assert "1/3" in gov("approve", proposal_id[:12], account=3)
+    assert "2/3" in gov("approve", proposal_id[:12], account=4)
+    assert "not executable: operation is Unset" in gov("execute", proposal_id[:12], account=3, ok=False)
+    assert "scheduled in block" in gov("approve", proposal_id[:12], account=5)
+    assert "Waiting" in gov("pending")
+    assert "not executable: operation is Waiting" in gov("execute", proposal_id[:12], account=3, ok=False)
+    chain_stack.time_travel(m.delay_seconds + 1)
+    assert "executed in block" in gov("execute", proposal_id[:12], account=3)
+    assert not chain_stack.gov.current_policy().functions.paused().call()
+    assert "no pending timelock operations" in gov("pending")
+    # a non-owner's approval does not count
+    p2 = gov("propose", "register-model", "--model-id", "cli-model", "--sha256", "33" * 32, "--sbom", "sbom://cli").split()[1]
+    out = subprocess.run(base + ["--dev-account", "8", "approve", p2[:12]], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "GS030" in out.stderr  # Safe: only owners can approve a hash
