@@ -83,9 +83,10 @@ def test_model_rules_deprecation_and_required_model(chain_stack, pinned):
     chain_stack.set_rule("finance", "payment.read", "payments-api", max_amount=0, required_model="demo-model-v2")
     pinned.refresh()
     assert pinned.evaluate(act(chain_stack, "finance-03", "payment.read", amount=0)).reason == "MODEL_NOT_APPROVED"
-    chain_stack.set_rule("finance", "payment.read", "payments-api", max_amount=0)
+    chain_stack.set_rule("finance", "payment.read", "payments-api", max_amount=0, required_model="demo-model-v1")
     pinned.refresh()
-    assert pinned.evaluate(act(chain_stack, "finance-03", "payment.read", amount=0)).reason == "OK"
+    assert pinned.evaluate(act(chain_stack, "finance-03", "payment.read", amount=0)).reason == "OK"  # runs the required model
+    chain_stack.set_rule("finance", "payment.read", "payments-api", max_amount=0)
 
 
 def test_state_is_pinned_until_refresh_then_revocation_applies(chain_stack, pinned):

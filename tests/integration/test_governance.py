@@ -49,6 +49,15 @@ def test_ownership_is_handed_to_the_timelock(chain_stack):
     assert len(keys) == 8
 
 
+def test_deploy_is_idempotent(chain_stack):
+    from ext_authz.chain import deploy_all
+
+    block = chain_stack.chain.w3.eth.block_number
+    again = deploy_all(chain_stack.rpc_url, chain_stack.workdir / "addresses.json")
+    assert again == chain_stack.manifest
+    assert chain_stack.chain.w3.eth.block_number == block  # nothing was sent
+
+
 def test_two_of_five_cannot_schedule(chain_stack):
     gov = chain_stack.gov
     proposal = gov.propose(gov.call_unpause())
