@@ -4,6 +4,7 @@ pragma solidity ^0.8.24;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {IActionPolicy} from "./interfaces/IActionPolicy.sol";
+import {IRuleBasedPolicy} from "./interfaces/IRuleBasedPolicy.sol";
 import {IAgentRegistry} from "./interfaces/IAgentRegistry.sol";
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
 
@@ -14,24 +15,10 @@ import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
 ///         call, so identity, provenance and policy are evaluated at one block.
 ///         Rules are set by governance (timelock); a guardian may pause at once, and a
 ///         paused policy denies everything.
-contract RuleBasedPolicy is IActionPolicy, AccessControl, Pausable {
+contract RuleBasedPolicy is IRuleBasedPolicy, AccessControl, Pausable {
     bytes32 public constant POLICY_ADMIN_ROLE = keccak256("POLICY_ADMIN_ROLE");
     bytes32 public constant GUARDIAN_ROLE = keccak256("GUARDIAN_ROLE");
     uint32 public constant ALL_HOURS = 0x00FFFFFF;
-
-    struct Rule {
-        bool enabled;
-        uint8 allowedDataClasses; // bit i set: data class i may leave (0 public .. 3 restricted)
-        uint8 maxRiskScore; // 0-100
-        uint32 utcHours; // bit h set: allowed during UTC hour h
-        uint256 maxAmount;
-        uint256 approvalThreshold; // amounts above this need a human; 0 = never
-        bytes32 requiredModel; // model id the agent must run; 0 = any approved model
-    }
-
-    error RuleInvalid(bytes32 role, bytes32 actionType, bytes32 target);
-
-    event RuleSet(bytes32 indexed role, bytes32 indexed actionType, bytes32 indexed target, Rule rule);
 
     IAgentRegistry private immutable _agents;
     IModelRegistry private immutable _models;
@@ -47,11 +34,12 @@ contract RuleBasedPolicy is IActionPolicy, AccessControl, Pausable {
         return (_agents, _models);
     }
 
+    /// @inheritdoc IRuleBasedPolicy
     function ruleOf(bytes32 role, bytes32 actionType, bytes32 target) external view returns (Rule memory) {
         return _rules[_key(role, actionType, target)];
     }
 
-    /// @notice Sets or replaces one rule.
+    /// @inheritdoc IRuleBasedPolicy
     function setRule(bytes32 role, bytes32 actionType, bytes32 target, Rule calldata rule)
         external
         onlyRole(POLICY_ADMIN_ROLE)

@@ -235,3 +235,18 @@ def test_sealgate_gov_cli_end_to_end(chain_stack, tmp_path):
     p2 = gov("propose", "register-model", "--model-id", "cli-model", "--sha256", "33" * 32, "--sbom", "sbom://cli").split()[1]
     out = subprocess.run(base + ["--dev-account", "8", "approve", p2[:12]], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "GS030" in out.stderr  # Safe: only owners can approve a hash
+
+
+def test_governed_key_rotation_and_rule_readback(chain_stack):
+    s = chain_stack
+    agent = text_id(s.spiffe_id("procurement-01"))
+    old = s.registry.functions.agent(agent).call()[3]
+    receipt = s.govern((s.manifest.registry, s.registry.functions.setKey(agent, b"\x07" * 32), "rotate key"))
+    changed = s.registry.events.AgentKeyChanged().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert (changed["previousFingerprint"], changed["keyFingerprint"]) == (old, b"\x07" * 32)
+    s.govern((s.manifest.registry, s.registry.functions.setKey(agent, old), "rotate back"))
+    assert s.registry.functions.agent(agent).call()[3] == old
+    rule = s.policy.functions.ruleOf(text_id("finance"), text_id("payment.transfer"), text_id("payments-api")).call()
+    assert rule[0] is True and rule[4] == 5_000_000 and rule[5] == 1_000_000 and rule[2] == 50
+    assert_custom_error(s, s.models.functions.deprecate(text_id("short-lived")), s.guardian.address,
+                        "ModelAlreadyDeprecated(bytes32)")
