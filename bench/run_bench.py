@@ -114,7 +114,7 @@ def main() -> int:
             "decision": (decision_port, stack.procs["authorizer"].pid),
             "full": (stack.ports.sidecar, stack.procs["authorizer"].pid),
         }
-        for name, (port, _) in scenarios.items():  # warm up connections, caches and the pinned EVM
+        for port, _ in scenarios.values():  # warm up connections, caches and the pinned EVM
             run_load(stack, port, 100, 1.0)
         results = {name: {"latencies": [], "errors": {}, "sent": 0, "cpu": 0.0, "ok": 0} for name in scenarios}
         for rnd in range(args.rounds):
@@ -148,7 +148,7 @@ def main() -> int:
         "pep_hop_p50_ms": round(by["full"]["p50_ms"] - by["decision"]["p50_ms"], 3),
         "budget": {"full_minus_direct_p50_ms": 1.5, "decision_cpu_ratio_vs_allow_all": 1.3},
     }
-    print(f"\n| scenario | requests | ok | p50 ms | p99 ms | authorizer CPU us/req |")
+    print("\n| scenario | requests | ok | p50 ms | p99 ms | authorizer CPU us/req |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         cpu = "-" if r["authorizer_cpu_us_per_req"] is None else r["authorizer_cpu_us_per_req"]

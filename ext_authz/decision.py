@@ -19,6 +19,7 @@ from .errors import InputRejected
 from .sae import DENIAL_TYP, SAE_TYP, EnvelopeEncoder, sae_hash, verify
 
 PARENT_MAX_AGE_SECONDS = 3600
+UNIDENTIFIED_ISSUER = "urn:sealgate:unidentified"  # a denial before any peer identity was read
 
 
 class PolicyEvaluator(Protocol):
@@ -51,7 +52,6 @@ class DecisionMaker:
         self._chain = {"id": chain_id, "anchor": anchor_address}
         self._jwks = jwks
         self._clock = clock
-        self._issuer_fallback = "urn:sealgate:unidentified"
 
     def _parent_hash(self, parent: str | None) -> str | None:
         if parent is None:
@@ -104,7 +104,7 @@ class DecisionMaker:
         now = int(self._clock())
         decision_id = new_decision_id()
         claims = {
-            "iss": action.agent_spiffe_id if action else (principal or self._issuer_fallback),
+            "iss": action.agent_spiffe_id if action else (principal or UNIDENTIFIED_ISSUER),
             "sub": action.target if action else None,
             "act": (
                 {"type": action.action_type, "m": action.method, "h": action.authority, "p": action.path,

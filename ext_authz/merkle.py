@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 from eth_utils import keccak
 
+from . import reasons
 from .errors import InputRejected
 
 
 def leaf_hash(value: bytes) -> bytes:
     if len(value) != 32:
-        raise InputRejected("MERKLE_INPUT_INVALID", f"leaf value must be 32 bytes, found {len(value)}")
+        raise InputRejected(reasons.MERKLE_INPUT_INVALID, f"leaf value must be 32 bytes, found {len(value)}")
     return keccak(keccak(value))  # abi.encode(bytes32) is the 32 bytes themselves
 
 
@@ -37,7 +38,7 @@ class MerkleTree:
     @classmethod
     def build(cls, values: list[bytes]) -> "MerkleTree":
         if not values:
-            raise InputRejected("MERKLE_INPUT_INVALID", "cannot build a tree with no leaves")
+            raise InputRejected(reasons.MERKLE_INPUT_INVALID, "cannot build a tree with no leaves")
         leaves = sorted(leaf_hash(v) for v in values)
         size = 2 * len(leaves) - 1
         nodes: list[bytes] = [b""] * size
@@ -50,7 +51,7 @@ class MerkleTree:
     def proof(self, value: bytes) -> list[bytes]:
         index = self.leaf_index.get(leaf_hash(value))
         if index is None:
-            raise InputRejected("MERKLE_LEAF_ABSENT", "value is not a leaf of this tree")
+            raise InputRejected(reasons.MERKLE_LEAF_ABSENT, "value is not a leaf of this tree")
         proof = []
         while index > 0:
             sibling = index - 1 if index % 2 == 0 else index + 1

@@ -353,6 +353,3 @@ def _ready(admin_port: int) -> bool:
     with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
         return r.status == 200
 
-
-def data_class_level(name: str) -> int:
-    return DATA_CLASSES.index(name)

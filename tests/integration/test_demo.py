@@ -1,6 +1,5 @@
 """`make demo` end to end: the README's first command, as a user runs it."""
 
-import os
 import subprocess
 import sys
 

@@ -16,7 +16,6 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
 from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
 
-from ext_authz.chain import text_id
 from ext_authz.pki import LocalCA
 from ext_authz.sae import DENIAL_TYP, EnvelopeEncoder, sae_hash, verify
 from ext_authz.signing import Ed25519Signer

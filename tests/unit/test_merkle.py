@@ -31,7 +31,7 @@ def test_root_and_proofs_match_openzeppelin_library(n):
     tree = MerkleTree.build(vals)
     ref = oz_reference(vals)
     assert "0x" + tree.root.hex() == ref["root"]
-    for v, ref_proof in zip(vals, ref["proofs"]):
+    for v, ref_proof in zip(vals, ref["proofs"], strict=True):
         proof = tree.proof(v)
         assert ["0x" + p.hex() for p in proof] == ref_proof
         assert verify_proof(tree.root, v, proof)
