@@ -26,7 +26,7 @@ node_modules/.installed: package.json package-lock.json
 # system packages for the HSM and eBPF features; only as root, only when missing
 install-system:
 	@if [ "$$(id -u)" = 0 ]; then \
-	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	  if [ -n "$$missing" ]; then \
 	    echo "apt-get install $$missing"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing \

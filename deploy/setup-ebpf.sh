@@ -11,7 +11,7 @@ kver="$(uname -r)"
 mod="/lib/modules/$kver"
 if [ ! -e "$mod/build/Makefile" ]; then
   # this kernel ships no headers: use Debian's cloud headers (sock_addr programs need only UAPI/common types)
-  cloud="$(ls -d /usr/src/linux-headers-*-cloud-amd64 2>/dev/null | sort -V | tail -n 1)"
+  cloud="$( (ls -d /usr/src/linux-headers-*-cloud-amd64 2>/dev/null || true) | sort -V | tail -n 1)"
   if [ -z "$cloud" ]; then
     echo "setup-ebpf: no /usr/src/linux-headers-*-cloud-amd64 (apt package linux-headers-cloud-amd64)"; exit 0
   fi
