@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 
 from web3.logs import DISCARD
 
@@ -88,7 +88,7 @@ class Governance:
 
     # ------------------------------------------------------------ calls a proposal can carry
 
-    def call_upgrade_policy(self, implementation: str) -> tuple[str, bytes, str]:
+    def call_upgrade_policy(self, implementation: str) -> tuple[str, Any, str]:
         fn = self.policy_registry.functions.upgrade(self.policy_id, to_checksum_address(implementation))
         return self.policy_registry.address, fn, f"upgrade policy to {implementation}"
 
@@ -184,6 +184,3 @@ class Governance:
                         "state": OPERATION_STATES[self.timelock.functions.getOperationState(op).call()]})
         return out
 
-
-def role_hash(name: str) -> bytes:
-    return keccak(text=name)
