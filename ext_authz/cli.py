@@ -72,10 +72,19 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _load_jwks(source: str) -> dict:
-    if source.startswith(("http://", "https://")):
-        with urllib.request.urlopen(source, timeout=5) as r:
-            return json.loads(r.read())
-    return json.loads(Path(source).read_text())
+    from .errors import ConfigError
+
+    try:
+        if source.startswith(("http://", "https://")):
+            with urllib.request.urlopen(source, timeout=5) as r:
+                doc = json.loads(r.read())
+        else:
+            doc = json.loads(Path(source).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"JWKS {source}: {e}") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+        raise ConfigError(f"JWKS {source}: expected an object with a 'keys' list")
+    return doc
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -275,6 +284,30 @@ def cmd_gov_guardian(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_envoy(args: argparse.Namespace) -> int:
+    """Writes an Envoy bootstrap for the agent sidecar or the target PEP, checked by `envoy --mode validate`."""
+    import tempfile
+
+    from .envoyconf import PepPorts, SidecarPorts, pep_config, sidecar_config, validate
+
+    if args.kind == "sidecar":
+        read = lambda p: Path(p).read_text()  # noqa: E731
+        config = sidecar_config(SidecarPorts(args.listen, args.admin, args.authorizer_port, args.upstream_port),
+                                read(args.ca), read(args.cert), read(args.key), args.trust_domain,
+                                max_body_bytes=args.max_body_bytes)
+    else:
+        config = pep_config(PepPorts(args.listen, args.admin, args.target_port), _load_jwks(args.jwks), args.audience)
+    with tempfile.TemporaryDirectory() as tmp:
+        validate(config, Path(tmp))
+    text = json.dumps(config, indent=2) + "\n"
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out} (envoy --mode validate: ok)", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -383,6 +416,29 @@ def main(argv: list[str] | None = None) -> int:
     p = govsub.add_parser("deprecate-model", help="guardian: deprecate a model now")
     p.add_argument("--model-id", required=True)
     p.set_defaults(func=cmd_gov_guardian, action="deprecate")
+
+    envoy = sub.add_parser("envoy", help="generate validated Envoy configs for operators").add_subparsers(
+        dest="kind", required=True)
+    p = envoy.add_parser("sidecar", help="agent sidecar: mTLS listener + ext_authz (fail closed) -> upstream")
+    p.add_argument("--listen", type=int, required=True)
+    p.add_argument("--admin", type=int, required=True)
+    p.add_argument("--authorizer-port", type=int, required=True, help="sealgate serve gRPC port on 127.0.0.1")
+    p.add_argument("--upstream-port", type=int, required=True, help="the target's PEP on 127.0.0.1")
+    p.add_argument("--ca", required=True, help="CA bundle that issues agent certificates (PEM)")
+    p.add_argument("--cert", required=True, help="the sidecar's server certificate (PEM)")
+    p.add_argument("--key", required=True, help="its private key (PEM)")
+    p.add_argument("--trust-domain", default="sealgate.local")
+    p.add_argument("--max-body-bytes", type=int, default=64 * 1024)
+    p.add_argument("--out", default="-")
+    p.set_defaults(func=cmd_envoy)
+    p = envoy.add_parser("pep", help="target PEP: jwt_authn with the authorizer's JWKS + the Lua binding filter")
+    p.add_argument("--listen", type=int, required=True)
+    p.add_argument("--admin", type=int, required=True)
+    p.add_argument("--target-port", type=int, required=True)
+    p.add_argument("--jwks", required=True, help="JWKS file or URL (the authorizer's /jwks.json)")
+    p.add_argument("--audience", required=True, help="the target service name SAEs are issued for")
+    p.add_argument("--out", default="-")
+    p.set_defaults(func=cmd_envoy)
 
     p = sub.add_parser("demo", help="start the local stack, run the scripted scenario, shut down")
     p.add_argument("--workdir", default=".sealgate/demo")

@@ -44,3 +44,30 @@ def test_broken_config_is_rejected(tmp_path):
 def test_lua_syntax_error_is_rejected(tmp_path):
     with pytest.raises(ConfigError):
         validate(pep_config(PepPorts(1, 2, 3), JWKS, "payments-api", lua_source="function envoy_on_request(h"), tmp_path)
+
+
+def test_operator_cli_writes_validated_configs(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    ca, cert, key = tmp_path / "ca.pem", tmp_path / "srv.pem", tmp_path / "srv.key"
+    ca.write_text(CA.cert_pem)
+    cert.write_text(SERVER.cert_pem)
+    key.write_text(SERVER.key_pem)
+    (tmp_path / "jwks.json").write_text(json.dumps(JWKS))
+    base = [sys.executable, "-m", "ext_authz.cli", "envoy"]
+    out = subprocess.run(base + ["sidecar", "--listen", "15001", "--admin", "15000", "--authorizer-port", "9001",
+                                 "--upstream-port", "15101", "--ca", str(ca), "--cert", str(cert), "--key", str(key),
+                                 "--out", str(tmp_path / "sidecar.json")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "validate: ok" in out.stderr, out.stderr
+    sidecar = json.loads((tmp_path / "sidecar.json").read_text())
+    assert sidecar["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == 15001
+    out = subprocess.run(base + ["pep", "--listen", "15101", "--admin", "15100", "--target-port", "8080",
+                                 "--jwks", str(tmp_path / "jwks.json"), "--audience", "payments-api"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "envoy.filters.http.jwt_authn" in out.stdout
+    bad = subprocess.run(base + ["pep", "--listen", "15101", "--admin", "15100", "--target-port", "8080",
+                                 "--jwks", str(tmp_path / "missing.json"), "--audience", "x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "JWKS" in bad.stderr and "Traceback" not in bad.stderr
