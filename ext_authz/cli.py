@@ -93,8 +93,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .sae import DENIAL_TYP, SAE_TYP
     from .verify import verify_anchored
 
+    from .errors import ConfigError
+
     token = sys.stdin.read().strip() if args.sae == "-" else args.sae.strip()
     typ = DENIAL_TYP if args.denial else SAE_TYP
+    if not Path(args.anchor_db).is_file():
+        raise ConfigError(f"anchor store {args.anchor_db} does not exist")
     try:
         result = verify_anchored(token, _load_jwks(args.jwks), Manifest.load(args.manifest), AnchorStore(args.anchor_db), typ)
     except InputRejected as e:
