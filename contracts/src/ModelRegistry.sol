@@ -43,6 +43,12 @@ contract ModelRegistry is IModelRegistry, AccessControl {
     }
 
     /// @inheritdoc IModelRegistry
+    function provenance(bytes32 modelId) external view returns (bytes32 artifactSha256, bool approved) {
+        Model storage m = _models[modelId];
+        return (m.artifactSha256, m.registered && !m.deprecated);
+    }
+
+    /// @inheritdoc IModelRegistry
     function isApproved(bytes32 modelId) external view returns (bool) {
         Model storage m = _models[modelId];
         return m.registered && !m.deprecated;

@@ -69,13 +69,12 @@ contract RuleBasedPolicy is IRuleBasedPolicy, AccessControl, Pausable {
         if (paused()) return Verdict(Decision.Deny, "POLICY_PAUSED", bytes32(0));
         IAgentRegistry.Agent memory a = _agents.agent(action.agentId);
         if (a.status == IAgentRegistry.Status.Unknown) return Verdict(Decision.Deny, "AGENT_UNKNOWN", bytes32(0));
-        IModelRegistry.Model memory m = _models.model(a.modelId);
-        bytes32 modelHash = m.artifactSha256;
+        (bytes32 modelHash, bool modelApproved) = _models.provenance(a.modelId);
         if (a.status == IAgentRegistry.Status.Revoked) return Verdict(Decision.Deny, "AGENT_REVOKED", modelHash);
         if (a.keyFingerprint != bytes32(0) && a.keyFingerprint != action.keyFingerprint) {
             return Verdict(Decision.Deny, "KEY_NOT_BOUND", modelHash);
         }
-        if (!m.registered || m.deprecated) return Verdict(Decision.Deny, "MODEL_NOT_APPROVED", modelHash);
+        if (!modelApproved) return Verdict(Decision.Deny, "MODEL_NOT_APPROVED", modelHash);
         Rule memory rule = _rules[_key(a.role, action.actionType, action.target)];
         if (!rule.enabled) return Verdict(Decision.Deny, "ACTION_NOT_PERMITTED", modelHash);
         if (rule.requiredModel != bytes32(0) && rule.requiredModel != a.modelId) {

@@ -23,4 +23,7 @@ interface IModelRegistry {
 
     /// @notice True when the model is registered and not deprecated.
     function isApproved(bytes32 modelId) external view returns (bool);
+
+    /// @notice What a policy needs on the decision path, without copying the SBOM string.
+    function provenance(bytes32 modelId) external view returns (bytes32 artifactSha256, bool approved);
 }
