@@ -182,7 +182,8 @@ class LocalStack:
             self.agent_fingerprints[agent["name"]] = spki_fingerprint(issued.cert_pem)
 
     def start_chain(self) -> None:
-        self._spawn("anvil", [anvil_binary(), "--host", "127.0.0.1", "--port", str(self.ports.anvil)])
+        self._spawn("anvil", [anvil_binary(), "--host", "127.0.0.1", "--port", str(self.ports.anvil),
+                              "--config-out", str(self.workdir / "anvil.json")])
         wait_until(lambda: self._check_alive("anvil") and ChainClient(self.rpc_url, timeout=1).w3.is_connected(), 30, "anvil")
         self.manifest = deploy_all(self.rpc_url, self.workdir / "addresses.json",
                                    delay_seconds=self.spec["governance"]["delay_seconds"], bootstrap=self._seed)
@@ -290,7 +291,8 @@ class LocalStack:
         wait_until(lambda: self._check_alive(name) and _ready(admin_port), 30, f"{name} envoy /ready")
 
     def start_target_and_pep(self) -> None:
-        self._spawn("target", [sys.executable, "-m", "ext_authz.target", "--port", str(self.ports.target)])
+        self._spawn("target", [sys.executable, "-m", "ext_authz.target", "--port", str(self.ports.target),
+                               "--receipts", str(self.workdir / "target-receipts.jsonl")])
         wait_until(lambda: self._check_alive("target") and _tcp_open(self.ports.target), 20, "target")
         self.pep_conf = pep_config(PepPorts(self.ports.pep, self.ports.pep_admin, self.ports.target), self.jwks, AUDIENCE)
         self._start_envoy("pep", self.pep_conf, self.ports.pep_admin)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -27,6 +28,9 @@ class _Handler(BaseHTTPRequestHandler):
             "body_bytes": len(body),
         }
         out = json.dumps(doc).encode()
+        if self.server.receipts is not None:  # one line per executed request: what ran, under which SAE
+            with self.server.lock:
+                self.server.receipts.write(json.dumps({"method": self.command, "path": self.path, "sae": doc["sae"]}) + "\n")
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(out)))
@@ -42,13 +46,19 @@ class _Handler(BaseHTTPRequestHandler):
 class TargetServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
+    receipts = None
+    lock = threading.Lock()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Sealgate demo target service")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--receipts", help="append a JSON line per executed request (with its SAE) to this file")
     args = parser.parse_args()
-    TargetServer(("127.0.0.1", args.port), _Handler).serve_forever()
+    server = TargetServer(("127.0.0.1", args.port), _Handler)
+    if args.receipts:
+        server.receipts = open(args.receipts, "a", buffering=1)
+    server.serve_forever()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """`make demo` end to end: the README's first command, as a user runs it."""
 
+import json
 import subprocess
 import sys
 
@@ -21,6 +22,9 @@ def test_demo_runs_every_step_and_leaves_no_process(tmp_path):
 
     if probe() is None:  # on our CI machines the kernel step must run, not skip
         assert any("rogue-07 dials the target directly" in line and "[PASS]" in line for line in out.splitlines()), out
-    # nothing the demo started is still running
+    # nothing the demo started is still running (every process it starts names its workdir)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(tmp_path) not in ps
+    assert (tmp_path / "demo" / "anvil.json").exists()  # so anvil was covered by that check too
+    receipts = (tmp_path / "demo" / "target-receipts.jsonl").read_text().splitlines()
+    assert receipts and all(json.loads(line)["sae"] for line in receipts)  # nothing executed without an SAE
