@@ -74,6 +74,7 @@ static __always_inline void report(u8 hook, u8 verdict, u32 agent_idx, u64 agent
         addr_len = 16;
     if (addr_len)
         bpf_probe_read_kernel(e->addr, addr_len, addr);
+    e->addr_is_v4 = addr_len == 4;
     bpf_get_current_comm(e->comm, sizeof(e->comm));
     events.ringbuf_submit(e, 0);
 }

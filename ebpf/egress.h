@@ -58,8 +58,8 @@ struct egress_event {
     u8 family;       /* 4 or 6 (as the socket sees it) */
     u8 proto;
     u8 sock_type;
-    u8 pad;
-    u8 addr[16];     /* v4 in the first 4 bytes */
+    u8 addr_is_v4;   /* 1: addr holds an IPv4 address (also a v4-mapped destination) in its first 4 bytes */
+    u8 addr[16];
     char comm[16];
 };
 

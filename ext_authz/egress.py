@@ -230,9 +230,7 @@ def ocsf_event(ev: Any, agents_by_index: dict[int, str], now_ms: int | None = No
     raw = bytes(ev.addr)
     if ev.hook == C["HOOK_SOCK_CREATE"]:
         ip = None
-    elif family == 4 or (family == 6 and raw[:4] != b"\x00" * 4 and ev.hook in (C["HOOK_CONNECT4"], C["HOOK_SENDMSG4"])):
-        ip = str(ipaddress.IPv4Address(raw[:4]))
-    elif raw[4:16] == b"\x00" * 12 and raw[:4] != b"\x00" * 4:  # v4-mapped, judged as v4 (address in the first word)
+    elif ev.addr_is_v4:  # includes a v4-mapped destination, judged (and reported) as IPv4
         ip = str(ipaddress.IPv4Address(raw[:4]))
     else:
         ip = str(ipaddress.IPv6Address(raw))

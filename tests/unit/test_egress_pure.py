@@ -16,13 +16,14 @@ class Event(ctypes.Structure):  # mirrors struct egress_event in ebpf/egress.h
     _fields_ = [("cgroup_id", ctypes.c_uint64), ("agent_cgroup_id", ctypes.c_uint64), ("pid", ctypes.c_uint32),
                 ("uid", ctypes.c_uint32), ("agent_idx", ctypes.c_uint32), ("port", ctypes.c_uint16),
                 ("hook", ctypes.c_uint8), ("verdict", ctypes.c_uint8), ("family", ctypes.c_uint8),
-                ("proto", ctypes.c_uint8), ("sock_type", ctypes.c_uint8), ("pad", ctypes.c_uint8),
+                ("proto", ctypes.c_uint8), ("sock_type", ctypes.c_uint8), ("addr_is_v4", ctypes.c_uint8),
                 ("addr", ctypes.c_uint8 * 16), ("comm", ctypes.c_char * 16)]
 
 
 def event(hook, addr: bytes, family, verdict=None, proto=socket.IPPROTO_TCP, agent_idx=7):
     e = Event(cgroup_id=11, agent_cgroup_id=10, pid=42, uid=1000, agent_idx=agent_idx, port=8080, hook=hook,
-              verdict=verdict or C["VERDICT_BLOCKED"], family=family, proto=proto, sock_type=1, comm=b"curl")
+              verdict=verdict or C["VERDICT_BLOCKED"], family=family, proto=proto, sock_type=1,
+              addr_is_v4=int(len(addr) == 4), comm=b"curl")
     ctypes.memmove(e.addr, addr, len(addr))
     return e
 
@@ -44,6 +45,9 @@ def test_blocked_v4_connect_maps_to_ocsf_refuse():
 def test_v6_and_v4_mapped_addresses():
     v6 = ipaddress.IPv6Address("fd00::2").packed
     assert egress.ocsf_event(event(C["HOOK_CONNECT6"], v6, 6), {})["dst_endpoint"]["ip"] == "fd00::2"
+    # an IPv6 address whose last 12 bytes are zero is still IPv6
+    sparse = ipaddress.IPv6Address("fd00::").packed
+    assert egress.ocsf_event(event(C["HOOK_CONNECT6"], sparse, 6), {})["dst_endpoint"]["ip"] == "fd00::"
     # a v4-mapped destination is judged (and reported) by its IPv4 address
     mapped = egress.ocsf_event(event(C["HOOK_CONNECT6"], bytes([10, 0, 0, 2]), 6), {})
     assert mapped["dst_endpoint"]["ip"] == "10.0.0.2" and mapped["connection_info"]["protocol_ver_id"] == 6
