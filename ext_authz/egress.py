@@ -290,6 +290,7 @@ class EgressEnforcer:
         self._reader: threading.Thread | None = None
         self.events_seen = 0
         self.drops_reported = 0
+        self._names: dict[int, str] = {}  # map index -> agent id, for events; refreshed by sync_maps
 
     @staticmethod
     def _file_sink(target: str) -> Callable[[dict[str, Any]], None]:
@@ -343,6 +344,7 @@ class EgressEnforcer:
     def sync_maps(self) -> None:
         """Makes the pinned maps equal to the configuration (agents, allowlists); creates agent cgroups."""
         agents_map, allow4, allow6 = self.bpf["agents"], self.bpf["allow4"], self.bpf["allow6"]
+        self._names = {a.index: a.id for a in self.config.agents}
         want_agents: dict[int, tuple[int, int]] = {}
         want4, want6 = set(), set()
         for a in self.config.agents:
@@ -378,12 +380,11 @@ class EgressEnforcer:
         return int(self.bpf["drops"][ctypes.c_uint32(0)].value)
 
     def start_reader(self) -> None:
-        by_index = {a.index: a.id for a in self.config.agents}
         table = self.bpf["events"]
 
         def on_event(_ctx: Any, data: Any, _size: int) -> None:
             self.events_seen += 1
-            self._sink(ocsf_event(table.event(data), by_index))
+            self._sink(ocsf_event(table.event(data), self._names))
 
         table.open_ring_buffer(on_event)
         last_drops = self.drops()
