@@ -1,0 +1,81 @@
+"""The gRPC edge fails closed: every failure becomes a denial with its own reason code."""
+
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
+
+from ext_authz import reasons
+from ext_authz.chain import Verdict
+from ext_authz.config import config_from_dict
+from ext_authz.decision import DecisionMaker
+from ext_authz.errors import ChainError, StateStale
+from ext_authz.sae import DENIAL_TYP, EnvelopeEncoder, verify
+from ext_authz.server import AuthorizationService
+from ext_authz.signing import Ed25519Signer, jwks_of
+
+SIGNER = Ed25519Signer(bytes(range(32)))
+JWKS = jwks_of(SIGNER)
+CONFIG = config_from_dict({"routes": [{"method": "GET", "authority": "a.internal", "path": "/x", "action_type": "t",
+                                        "target": "s"}]})
+
+
+class Policy:
+    policy_registry = "0x" + "00" * 20
+    policy_id = bytes(32)
+
+    def __init__(self, behaviour):
+        self.behaviour = behaviour
+
+    def evaluate(self, action):
+        if isinstance(self.behaviour, BaseException):
+            raise self.behaviour
+        return self.behaviour
+
+
+def request():
+    req = auth_pb2.CheckRequest()
+    req.attributes.source.principal = "spiffe://sealgate.local/agent/a"
+    h = req.attributes.request.http
+    h.method, h.host, h.path = "GET", "a.internal", "/x"
+    return req
+
+
+def service(behaviour, queued):
+    maker = DecisionMaker(CONFIG, EnvelopeEncoder(SIGNER), Policy(behaviour), 31337, "0xAnchor", JWKS)
+    return AuthorizationService(CONFIG, maker, lambda *a: queued.append(a))
+
+
+def denial_reason(resp):
+    headers = {h.header.key: h.header.value for h in resp.denied_response.headers}
+    assert resp.status.code == 7 and resp.denied_response.status.code == 403
+    if "x-sae-denial" in headers:
+        assert verify(headers["x-sae-denial"], JWKS, typ=DENIAL_TYP)["reason"] == headers["x-sealgate-reason"]
+    return headers["x-sealgate-reason"], "x-sae-denial" in headers
+
+
+@pytest.mark.parametrize("behaviour,expected", [
+    (StateStale("pinned block 7 unconfirmed for 20s"), reasons.POLICY_STATE_STALE),
+    (ChainError("Revert { output: 0x }"), reasons.POLICY_EVALUATION_FAILED),
+    (ZeroDivisionError("bug"), reasons.INTERNAL_ERROR),
+    (Verdict("ALLOW", "NEW_CODE", bytes(32), 1), reasons.POLICY_EVALUATION_FAILED),
+])
+def test_failures_become_signed_denials_and_are_queued_for_anchoring(behaviour, expected):
+    queued = []
+    reason, signed = denial_reason(service(behaviour, queued).check(request()))
+    assert (reason, signed) == (expected, True)
+    assert len(queued) == 1 and queued[0][1] == "denial"
+
+
+def test_when_even_signing_fails_the_answer_is_still_a_denial():
+    queued = []
+    svc = service(Verdict("ALLOW", "OK", bytes(32), 1), queued)
+    svc._decider._encoder.encode = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("HSM gone"))
+    reason, signed = denial_reason(svc.check(request()))
+    assert (reason, signed) == (reasons.INTERNAL_ERROR, False)
+    assert queued == [] and svc.counters[reasons.INTERNAL_ERROR] == 1
+
+
+def test_allow_all_baseline_answers_ok_without_deciding():
+    queued = []
+    maker = DecisionMaker(CONFIG, EnvelopeEncoder(SIGNER), Policy(ZeroDivisionError()), 31337, "0xAnchor", JWKS)
+    resp = AuthorizationService(CONFIG, maker, lambda *a: queued.append(a), allow_all=True).check(request())
+    assert resp.status.code == 0 and queued == []
