@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +40,6 @@ class Authorizer:
         self.grpc_server = GrpcServer(self.service, grpc_address)
         port = self.grpc_server.start()
         self.admin = serve_admin(admin_address, self.status, self.jwks)
-        self._started = time.time()
         return port
 
     def status(self) -> dict[str, Any]:

@@ -161,8 +161,6 @@ class ChainClient:
                 signed = account.sign_transaction(tx)
                 tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
             receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout)
-        except ChainError:
-            raise
         except Exception as e:  # web3 raises many unrelated types; one boundary here
             raise ChainError(f"transaction from {account.address} failed: {describe_revert(e)}") from e
         if receipt.status != 1:

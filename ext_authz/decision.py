@@ -50,6 +50,7 @@ class DecisionMaker:
         self._encoder = encoder
         self._policy = policy
         self._chain = {"id": chain_id, "anchor": anchor_address}
+        self._policy_ref = {"registry": policy.policy_registry, "id": "0x" + policy.policy_id.hex()}
         self._jwks = jwks
         self._clock = clock
 
@@ -92,8 +93,7 @@ class DecisionMaker:
     def _pol(self, verdict: Verdict | None) -> dict[str, Any]:
         """Which policy answered: registry + id, and the implementation, version and block evaluated."""
         return {
-            "registry": self._policy.policy_registry,
-            "id": "0x" + self._policy.policy_id.hex(),
+            **self._policy_ref,
             "addr": verdict.implementation if verdict else None,
             "ver": verdict.version if verdict else None,
             "block": verdict.block if verdict else None,

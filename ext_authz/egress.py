@@ -404,10 +404,6 @@ class EgressEnforcer:
         self._reader = threading.Thread(target=loop, name="sealgate-egress-events", daemon=True)
         self._reader.start()
 
-    def drain(self) -> None:
-        """Consumes what is in the ring buffer now (tests, shutdown)."""
-        self.bpf.ring_buffer_consume()
-
     def close(self, detach: bool = False) -> None:
         """Stops reading. The programs stay attached unless detach=True (a restart keeps enforcing)."""
         self._stop.set()
