@@ -10,10 +10,12 @@ same process set and interleaved round by round (this 2-core machine is noisy):
   full       as decision, then -> PEP Envoy (jwt_authn + Lua) -> target
 
 Open-loop load at a fixed rate; latency is measured from each request's scheduled
-start (so queueing behind a slow request counts). The load generator shares the
+start (so queueing behind a slow request counts). Scenarios take turns in short
+blocks (default 2 s x 10 rounds each) over connections opened once, so slow drifts
+of this machine's speed hit every scenario alike. The load generator shares the
 machine, so read the numbers as ratios.
 
-    .venv/bin/python bench/run_bench.py [--rate 200] [--seconds 10] [--rounds 3]
+    .venv/bin/python bench/run_bench.py [--rate 200] [--seconds 2] [--rounds 10]
 """
 
 from __future__ import annotations
@@ -43,16 +45,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
-def run_load(stack: LocalStack, port: int, rate: float, seconds: float, workers: int = 8) -> dict:
+def connect_pool(stack: LocalStack, port: int, workers: int = 8) -> list:
+    """Kept-alive mTLS connections, opened once: handshakes stay out of the measured blocks."""
+    pool = []
+    for _ in range(workers):
+        conn = stack.agent_connection("procurement-01", port)
+        conn.connect()
+        pool.append(conn)
+    return pool
+
+
+def run_load(stack: LocalStack, port: int, rate: float, seconds: float, workers: int = 8, pool: list | None = None) -> dict:
+    """Open-loop load at `rate` for `seconds` over `workers` connections (the pool's, when given)."""
+    conns = pool if pool is not None else [stack.agent_connection("procurement-01", port) for _ in range(workers)]
     total = int(rate * seconds)
-    start = time.perf_counter() + 0.2
+    start = time.perf_counter() + 0.05
     latencies: list[float] = []
     errors: dict[str, int] = {}
     counter = iter(range(total))
     lock = threading.Lock()
 
-    def worker() -> None:
-        conn = stack.agent_connection("procurement-01", port)
+    def worker(slot: int) -> None:
+        conn = conns[slot]
         while True:
             with lock:
                 i = next(counter, None)
@@ -62,25 +76,26 @@ def run_load(stack: LocalStack, port: int, rate: float, seconds: float, workers:
             delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
+            status = "?"
             try:
                 conn.request("POST", "/v1/transfers", body=BODIES[i % len(BODIES)], headers={"host": AUTHORITY, "content-type": "application/json"})
                 r = conn.getresponse()
                 r.read()
-                ok = r.status == 200
+                status = str(r.status)
             except Exception as e:  # count it, reconnect, go on
-                ok = False
+                status = type(e).__name__
                 conn.close()
-                conn = stack.agent_connection("procurement-01", port)
-                r = type("R", (), {"status": type(e).__name__})
+                conn = conns[slot] = stack.agent_connection("procurement-01", port)
             elapsed = time.perf_counter() - due
             with lock:
-                if ok:
+                if status == "200":
                     latencies.append(elapsed)
                 else:
-                    errors[str(r.status)] = errors.get(str(r.status), 0) + 1
-        conn.close()
+                    errors[status] = errors.get(status, 0) + 1
+        if pool is None:
+            conn.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    threads = [threading.Thread(target=worker, args=(slot,)) for slot in range(len(conns))]
     for t in threads:
         t.start()
     for t in threads:
@@ -96,8 +111,8 @@ def pct(values: list[float], q: float) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=200)
-    ap.add_argument("--seconds", type=float, default=10)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=2, help="length of one block")
+    ap.add_argument("--rounds", type=int, default=10, help="blocks per scenario, taken in turns")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "latest.json"))
     args = ap.parse_args()
 
@@ -114,13 +129,14 @@ def main() -> int:
             "decision": (decision_port, stack.procs["authorizer"].pid),
             "full": (stack.ports.sidecar, stack.procs["authorizer"].pid),
         }
-        for port, _ in scenarios.values():  # warm up connections, caches and the pinned EVM
-            run_load(stack, port, 100, 1.0)
+        pools = {name: connect_pool(stack, port) for name, (port, _) in scenarios.items()}
+        for name, (port, _) in scenarios.items():  # warm up caches and the pinned EVM
+            run_load(stack, port, 100, 1.0, pool=pools[name])
         results = {name: {"latencies": [], "errors": {}, "sent": 0, "cpu": 0.0, "ok": 0} for name in scenarios}
         for rnd in range(args.rounds):
             for name, (port, pid) in scenarios.items():
                 cpu0 = cpu_seconds(pid) if pid else 0.0
-                r = run_load(stack, port, args.rate, args.seconds)
+                r = run_load(stack, port, args.rate, args.seconds, pool=pools[name])
                 cpu1 = cpu_seconds(pid) if pid else 0.0
                 agg = results[name]
                 agg["latencies"] += r["latencies"]

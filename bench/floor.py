@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""The latency floor of the architecture on this machine: what any decision and PEP must add to.
+
+    .venv/bin/python bench/floor.py [--rounds 10] [--seconds 2] [--rate 200]
+
+Same load as run_bench.py (agent mTLS -> sidecar Envoy, 2 s blocks taken in turns):
+
+  direct            Envoy -> target                                               the budget's baseline
+  two_envoys        Envoy -> router-only Envoy -> target                          cost of the PEP's Envoy process alone
+  allow_all         Envoy + ext_authz (authorizer answering OK) -> target         cost of the gRPC ext_authz hop alone
+  allow_all_hop     Envoy + ext_authz allow-all -> router-only Envoy -> target    a full path whose decision and PEP filters cost nothing
+
+`allow_all_hop - direct` is a lower bound for `full - direct` with a Python grpcio
+authorizer and a separate PEP Envoy: the decision and the PEP's filters only add to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run_bench import connect_pool, pct, run_load  # noqa: E402
+
+from ext_authz.envoyconf import PepPorts, SidecarPorts, pep_config  # noqa: E402
+from ext_authz.stack import LocalStack, free_port  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=10, help="blocks per scenario, taken in turns")
+    ap.add_argument("--seconds", type=float, default=2, help="length of one block")
+    ap.add_argument("--rate", type=float, default=200)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "floor.json"))
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sealgate-floor-") as tmp, LocalStack(tmp) as stack:
+        allow_grpc = free_port()
+        stack.spawn_authorizer("authorizer_allow_all", allow_grpc, free_port(), True, Path(tmp) / "allow.sqlite3")
+        hop_port, hop_admin = free_port(), free_port()
+        conf = pep_config(PepPorts(hop_port, hop_admin, stack.ports.target), stack.jwks, "payments-api")
+        hcm = conf["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["http_filters"] = hcm["http_filters"][-1:]  # router only: an Envoy hop with no PEP filters
+        stack._start_envoy("router_hop", conf, hop_admin)
+        scenarios: dict[str, int] = {}
+        for name, authz, upstream in (("direct", None, stack.ports.target), ("two_envoys", None, hop_port),
+                                      ("allow_all", allow_grpc, stack.ports.target), ("allow_all_hop", allow_grpc, hop_port)):
+            port = free_port()
+            stack.spawn_sidecar(f"sidecar_{name}", SidecarPorts(port, free_port(), authz, upstream))
+            scenarios[name] = port
+        pools = {name: connect_pool(stack, port) for name, port in scenarios.items()}
+        for name, port in scenarios.items():
+            run_load(stack, port, 100, 1, pool=pools[name])
+        latencies: dict[str, list[float]] = {name: [] for name in scenarios}
+        for rnd in range(args.rounds):
+            for name, port in scenarios.items():
+                out = run_load(stack, port, args.rate, args.seconds, pool=pools[name])
+                if out["errors"]:
+                    raise SystemExit(f"{name}: errors {out['errors']}")
+                latencies[name] += out["latencies"]
+            print(f"round {rnd + 1}: " + "  ".join(f"{n} {pct(latencies[n], .5):.2f}" for n in scenarios) + " ms p50 so far", flush=True)
+    p50 = {name: pct(lat, .5) for name, lat in latencies.items()}
+    print("\n| scenario | requests | p50 ms | p99 ms | p50 over direct ms |\n|---|---:|---:|---:|---:|")
+    for name, lat in latencies.items():
+        print(f"| {name} | {len(lat)} | {p50[name]:.3f} | {pct(lat, .99):.3f} | {p50[name] - p50['direct']:+.3f} |")
+    floor = p50["allow_all_hop"] - p50["direct"]
+    print(f"\nlower bound for full - direct on this machine: {floor:.3f} ms p50 (budget 1.5)")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"args": vars(args), "p50_ms": p50, "floor_ms": floor}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
