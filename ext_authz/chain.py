@@ -492,9 +492,16 @@ class PinnedPolicy:
 
     def _call(self, pinned: _Pinned, calldata: bytes) -> bytes:
         with pinned.lock:
+            evm = pinned.evm
             try:
-                return bytes(pinned.evm.message_call(ZERO_ADDRESS, self._registry, calldata, is_static=True))
-            except BaseException as e:
+                checkpoint = evm.snapshot()
+                try:
+                    return bytes(evm.message_call(ZERO_ADDRESS, self._registry, calldata, is_static=True))
+                finally:
+                    # pyrevm leaves each call's journal frame behind (~4 entries per call, never freed
+                    # while the pin lives); reverting drops it and keeps the fetched storage cached
+                    evm.revert(checkpoint)
+            except BaseException as e:  # pyrevm raises pyo3 panics as BaseException
                 raise ChainError(f"evaluate failed at block {pinned.block}: {e}") from e
 
     def evaluate(self, action: PolicyAction) -> Verdict:

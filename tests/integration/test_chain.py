@@ -129,6 +129,15 @@ def test_blocks_without_watched_events_keep_the_evm_and_advance_the_pin(chain_st
         chain_stack.set_rule("procurement", "payment.transfer", "payments-api", max_amount=1_000_000, max_risk_score=50)
 
 
+def test_evaluations_do_not_grow_the_evm_journal(chain_stack, pinned):
+    """pyrevm keeps every call's journal frame unless reverted: a leak on a long-lived pin."""
+    pinned.evaluate(act(chain_stack, "procurement-01"))
+    before = pinned._pinned.evm.journal_len
+    for amount in range(500):
+        assert pinned.evaluate(act(chain_stack, "procurement-01", amount=amount)).reason == "OK"
+    assert pinned._pinned.evm.journal_len == before
+
+
 def test_unconfirmed_state_goes_stale(chain_stack):
     p = pinned_policy(chain_stack, poll_seconds=0.05, max_age_seconds=0.3)
     p.refresh()  # no follower thread: nothing confirms the head again
