@@ -40,6 +40,9 @@ class RequestView:
     principal: str  # mTLS peer identity (URI SAN) as Envoy reports it
     request_size: int = 0
     certificate: str = ""  # the peer certificate, URL-encoded PEM, as Envoy reports it
+    # bytes of the request attributes other than the body, when the edge measured them (cheaper than
+    # iterating the header map: ~1 us vs ~7 us); None: counted here from `headers`
+    headers_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,13 +111,28 @@ def _check_path(path: str, limit: int) -> str:
     return path_only
 
 
+def _unique_names(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        # a target whose parser keeps the first of two "amount" names would execute another amount
+        raise ValueError("duplicate object names (I-JSON, RFC 7493)")
+    return obj
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON (I-JSON, RFC 7493)")
+
+
+_I_JSON = json.JSONDecoder(object_pairs_hook=_unique_names, parse_constant=_no_constant)
+
+
 def _amount(rule: RouteRule, body: bytes) -> int:
     if rule.amount_field is None:
         return 0
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise _reject(reasons.BODY_INVALID, f"route {rule.action_type} needs a JSON body: {e}") from e
+        doc = _I_JSON.decode(body.decode("utf-8"))  # UTF-8 only, no BOM (RFC 8259 section 8.1)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise _reject(reasons.BODY_INVALID, f"route {rule.action_type} needs an I-JSON body: {e}") from e
     if not isinstance(doc, dict):
         raise _reject(reasons.BODY_INVALID, f"route {rule.action_type} needs a JSON object body")
     value = doc.get(rule.amount_field)
@@ -129,7 +147,10 @@ def map_request(view: RequestView, config: AuthorizerConfig) -> ActionRequest:
     limits = config.limits
     if len(view.body) > limits.max_body_bytes or view.request_size > limits.max_body_bytes:
         raise _reject(reasons.INPUT_OVERSIZED, f"body exceeds {limits.max_body_bytes} bytes")
-    if sum(len(k) + len(v) for k, v in view.headers.items()) > limits.max_headers_bytes:
+    headers_size = view.headers_size
+    if headers_size is None:
+        headers_size = sum(len(k) + len(v) for k, v in view.headers.items())
+    if headers_size > limits.max_headers_bytes:
         raise _reject(reasons.INPUT_OVERSIZED, f"headers exceed {limits.max_headers_bytes} bytes")
     if not _METHOD.fullmatch(view.method):
         raise _reject(reasons.INPUT_MALFORMED, f"method {view.method[:20]!r} is not an HTTP method token")

@@ -302,19 +302,25 @@ _EVALUATE_SELECTOR = function_signature_to_4byte_selector(EVALUATE_SIGNATURE)
 _CURRENT_SELECTOR = function_signature_to_4byte_selector("current(bytes32)")
 
 
+@functools.lru_cache(maxsize=4096)
+def _evaluate_head(policy_id: bytes, agent_id: bytes, key_fingerprint: bytes, action_type: bytes, target: bytes) -> bytes:
+    """Selector and the five bytes32 words: the same per agent, key, action and target (cached)."""
+    for word in (policy_id, agent_id, key_fingerprint, action_type, target):
+        if len(word) != 32:
+            raise ChainError(f"bytes32 field has {len(word)} bytes")
+    return b"".join((_EVALUATE_SELECTOR, policy_id, agent_id, key_fingerprint, action_type, target))
+
+
 def encode_evaluate(policy_id: bytes, action: PolicyAction) -> bytes:
     """ABI encoding of PolicyRegistry.evaluate(policyId, Action): static, so eight 32-byte words.
 
     Written out because eth_abi costs ~85 us per call on the decision path; the unit
     tests check it byte for byte against eth_abi.
     """
-    for word in (policy_id, action.agent_id, action.key_fingerprint, action.action_type, action.target):
-        if len(word) != 32:
-            raise ChainError(f"bytes32 field has {len(word)} bytes")
     if not 0 <= action.amount < 2**256 or not 0 <= action.data_class < 256 or not 0 <= action.risk_score < 256:
         raise ChainError("amount, data class or risk score out of ABI range")
-    return b"".join((_EVALUATE_SELECTOR, policy_id, action.agent_id, action.key_fingerprint, action.action_type,
-                     action.target, action.amount.to_bytes(32, "big"), action.data_class.to_bytes(32, "big"),
+    head = _evaluate_head(policy_id, action.agent_id, action.key_fingerprint, action.action_type, action.target)
+    return b"".join((head, action.amount.to_bytes(32, "big"), action.data_class.to_bytes(32, "big"),
                      action.risk_score.to_bytes(32, "big")))
 
 
@@ -324,8 +330,12 @@ def _checksummed(address: bytes) -> str:
     return to_checksum_address(address)
 
 
+@functools.lru_cache(maxsize=1024)
 def decode_verdict(output: bytes, block: int) -> Verdict:
-    """Decodes ((uint8 decision, bytes32 reason, bytes32 modelHash), address, uint256); rejects anything else."""
+    """Decodes ((uint8 decision, bytes32 reason, bytes32 modelHash), address, uint256); rejects anything else.
+
+    Cached: the output does not depend on the amount, so most calls return bytes seen before
+    (a rejection raises and is not cached)."""
     if len(output) != 160:
         raise ChainError(f"evaluate returned {len(output)} bytes, expected 160")
     decision = int.from_bytes(output[:32], "big")

@@ -6,7 +6,8 @@ server and the anchoring queue sit outside.
 
 from __future__ import annotations
 
-import secrets
+import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -17,6 +18,7 @@ from .chain import PolicyAction, Verdict, text_id
 from .config import AuthorizerConfig
 from .errors import InputRejected
 from .sae import DENIAL_TYP, SAE_TYP, EnvelopeEncoder, sae_hash, verify
+from .signing import b64url
 
 PARENT_MAX_AGE_SECONDS = 3600
 UNIDENTIFIED_ISSUER = "urn:sealgate:unidentified"  # a denial before any peer identity was read
@@ -39,8 +41,36 @@ class Decision:
     token_hash: bytes
 
 
-def new_decision_id() -> str:
-    return secrets.token_urlsafe(16)
+class DecisionIds:
+    """128-bit random ids, URL-safe base64 (22 characters), from os.urandom read 4 KiB at a time.
+
+    A getrandom syscall costs ~5-8 us on these VMs, more than the rest of making an id.
+    The buffer is dropped in a forked child, so parent and child never hand out the same id.
+    """
+
+    ID_BYTES = 16
+    BATCH = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer = b""
+        self._offset = 0
+        os.register_at_fork(after_in_child=self._drop)
+
+    def _drop(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer, self._offset = b"", 0
+
+    def __call__(self) -> str:
+        with self._lock:
+            if self._offset >= len(self._buffer):
+                self._buffer, self._offset = os.urandom(self.ID_BYTES * self.BATCH), 0
+            raw = self._buffer[self._offset:self._offset + self.ID_BYTES]
+            self._offset += self.ID_BYTES
+        return b64url(raw)
+
+
+new_decision_id = DecisionIds()
 
 
 class DecisionMaker:

@@ -15,6 +15,7 @@ import time
 import warnings
 from typing import Any
 
+import orjson
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -39,6 +40,17 @@ def canonical_json(claims: dict[str, Any]) -> bytes:
     return _CANONICAL.encode(claims).encode("ascii")
 
 
+def compact_json(claims: dict[str, Any]) -> bytes:
+    """Compact JSON with sorted keys for the decision path: orjson (~1 us) instead of the
+    stdlib encoder (~11 us). orjson refuses integers beyond 64 bits (amounts may reach
+    2**256 - 1): those claims take the stdlib encoder. Both outputs are valid JSON with
+    the same values; nothing re-serializes a payload to check it."""
+    try:
+        return orjson.dumps(claims, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return canonical_json(claims)
+
+
 def sae_hash(token: str) -> bytes:
     """SHA-256 of the compact serialization: the value anchored on-chain."""
     return hashlib.sha256(token.encode("ascii")).digest()
@@ -58,7 +70,7 @@ class EnvelopeEncoder:
         return self._signer.kid
 
     def encode(self, claims: dict[str, Any], typ: str = SAE_TYP) -> str:
-        signing_input = f"{self._headers[typ]}.{b64url(canonical_json(claims))}"
+        signing_input = f"{self._headers[typ]}.{b64url(compact_json(claims))}"
         signature = self._signer.sign(signing_input.encode("ascii"))
         return f"{signing_input}.{b64url(signature)}"
 

@@ -31,15 +31,19 @@ _ALLOW_ALL = auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
 
 def request_view(request: auth_pb2.CheckRequest) -> RequestView:
     http = request.attributes.request.http
+    source = request.attributes.source
+    body = http.raw_body or http.body.encode("utf-8", "surrogatepass")
     return RequestView(
         method=http.method,
         authority=http.host,
         path=http.path,
         headers=http.headers,
-        body=http.raw_body or http.body.encode("utf-8", "surrogatepass"),
-        principal=request.attributes.source.principal,
+        body=body,
+        principal=source.principal,
         request_size=max(http.size, 0),
-        certificate=request.attributes.source.certificate,
+        certificate=source.certificate,
+        # everything but the body, protobuf framing included: an upper bound of the headers' size
+        headers_size=max(http.ByteSize() - len(body), 0),
     )
 
 
@@ -47,15 +51,24 @@ def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
     return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE)
 
 
+# the allow answer's shape, filled per decision (copying a template: ~2 us vs ~9 us building it)
+_ALLOW_TEMPLATE = auth_pb2.CheckResponse(
+    status=status_pb2.Status(code=code_pb2.OK),
+    ok_response=auth_pb2.OkHttpResponse(
+        headers=[_header("x-sae", ""), _header("x-sealgate-decision-id", "")],
+        headers_to_remove=["x-sae-parent"],
+    ),
+)
+
+
 def to_check_response(decision: Decision) -> auth_pb2.CheckResponse:
     if decision.allowed:
-        return auth_pb2.CheckResponse(
-            status=status_pb2.Status(code=code_pb2.OK),
-            ok_response=auth_pb2.OkHttpResponse(
-                headers=[_header("x-sae", decision.token), _header("x-sealgate-decision-id", decision.decision_id)],
-                headers_to_remove=["x-sae-parent"],
-            ),
-        )
+        response = auth_pb2.CheckResponse()
+        response.CopyFrom(_ALLOW_TEMPLATE)
+        sae_header, id_header = response.ok_response.headers
+        sae_header.header.value = decision.token
+        id_header.header.value = decision.decision_id
+        return response
     body = json.dumps({"decision_id": decision.decision_id, "reason_code": decision.reason, "message": decision.message})
     return auth_pb2.CheckResponse(
         status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED, message=decision.reason),

@@ -1,4 +1,5 @@
 import json
+import sys
 
 import pytest
 
@@ -74,6 +75,13 @@ def test_authority_is_case_insensitive():
         ("body_not_json", dict(body=b"amount=5"), reasons.BODY_INVALID),
         ("body_not_object", dict(body=b"[500]"), reasons.BODY_INVALID),
         ("body_not_utf8", dict(body=b"\xff\xfe"), reasons.BODY_INVALID),
+        ("body_duplicate_amount_first_small", dict(body=b'{"amount_cents": 5, "amount_cents": 99999999}'), reasons.BODY_INVALID),
+        ("body_duplicate_amount_last_small", dict(body=b'{"amount_cents": 99999999, "amount_cents": 5}'), reasons.BODY_INVALID),
+        ("body_duplicate_name_nested", dict(body=b'{"amount_cents": 5, "meta": {"k": 1, "k": 2}}'), reasons.BODY_INVALID),
+        ("body_utf8_bom", dict(body=b'\xef\xbb\xbf{"amount_cents": 5}'), reasons.BODY_INVALID),
+        ("body_utf16", dict(body='{"amount_cents": 5}'.encode("utf-16")), reasons.BODY_INVALID),
+        ("body_nan", dict(body=b'{"amount_cents": 5, "fee": NaN}'), reasons.BODY_INVALID),
+        ("body_infinity", dict(body=b'{"amount_cents": 5, "fee": Infinity}'), reasons.BODY_INVALID),
         ("amount_missing", dict(body=b"{}"), reasons.AMOUNT_INVALID),
         ("amount_string", dict(body=b'{"amount_cents": "500"}'), reasons.AMOUNT_INVALID),
         ("amount_negative", dict(body=b'{"amount_cents": -1}'), reasons.AMOUNT_INVALID),
@@ -92,6 +100,26 @@ def test_authority_is_case_insensitive():
 )
 def test_rejections_carry_reason(name, kw, expected):
     assert reason_of(view(**kw)) == expected
+
+
+def test_body_nested_beyond_the_parser_stack_is_body_invalid_not_a_crash():
+    # py_ecc (imported with web3) raises the limit to 100000; under CPython's default of 1000
+    # the parser gives up with RecursionError, which must still be a denial with a reason
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    try:
+        config = config_from_dict({"routes": [r.__dict__ for r in CONFIG.routes]})  # default 64 KiB body limit
+        deep = b'{"amount_cents": 5, "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+        with pytest.raises(InputRejected) as err:
+            map_request(view(body=deep), config)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert err.value.reason == reasons.BODY_INVALID
+
+
+def test_headers_size_measured_at_the_edge_is_the_one_checked():
+    assert reason_of(view(headers_size=513)) == reasons.INPUT_OVERSIZED
+    assert map_request(view(headers={"x-big": "a" * 600}, headers_size=100), CONFIG).amount == 500
 
 
 def test_key_fingerprint_is_sha256_of_the_peer_spki():

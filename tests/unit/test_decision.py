@@ -108,3 +108,35 @@ def test_denial_without_action_names_the_peer():
     c = verify(d.token, JWKS, typ=DENIAL_TYP)
     assert c["iss"] == "spiffe://sealgate.local/agent/b" and c["act"] is None and c["reason"] == "ROUTE_UNKNOWN"
     assert c["pol"]["addr"] is None and c["pol"]["block"] is None  # no policy was read
+
+
+def test_decision_ids_are_unique_url_safe_128_bit_values():
+    import base64
+    import re
+
+    from ext_authz.decision import DecisionIds
+
+    ids = DecisionIds()
+    made = [ids() for _ in range(3 * DecisionIds.BATCH + 7)]  # across several buffer refills
+    assert len(set(made)) == len(made)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{22}", i) for i in made)
+    assert len(base64.urlsafe_b64decode(made[0] + "==")) == 16
+
+
+def test_a_forked_child_never_repeats_the_parents_next_decision_ids():
+    import os
+
+    from ext_authz.decision import DecisionIds
+
+    ids = DecisionIds()
+    ids()  # the buffer now holds the parent's next ids
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report its next ids, then leave without running pytest's teardown
+        os.write(write, ",".join(ids() for _ in range(4)).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 4096).decode().split(",")
+    os.waitpid(pid, 0)
+    parent = [ids() for _ in range(4)]
+    assert len(child) == 4 and not set(child) & set(parent)

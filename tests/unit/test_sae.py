@@ -53,3 +53,22 @@ def test_sae_hash_is_sha256_of_compact_form():
 
     token = EnvelopeEncoder(SIGNER).encode(CLAIMS)
     assert sae_hash(token) == hashlib.sha256(token.encode()).digest()
+
+
+def test_payload_is_compact_sorted_json_like_the_stdlib_encoder():
+    from ext_authz.sae import canonical_json, compact_json
+
+    claims = {**CLAIMS, "act": {"type": "payment.transfer", "amt": 2**63, "p": "/v1/x?a=1&b='c'"}, "ctx": {"parent": None}}
+    assert compact_json(claims) == canonical_json(claims)
+
+
+@pytest.mark.parametrize("amount", [2**64, 2**256 - 1], ids=["amount_beyond_64_bits", "amount_max_uint256"])
+def test_amounts_beyond_64_bits_are_encoded_exactly(amount):
+    claims = {**CLAIMS, "act": {"amt": amount}}
+    assert verify(EnvelopeEncoder(SIGNER).encode(claims), JWKS, now=120)["act"]["amt"] == amount
+
+
+def test_non_ascii_text_in_a_denial_round_trips():
+    claims = {"iss": "spiffe://t/agent/ä", "sub": None, "act": None, "pol": {}, "iat": 1, "jti": "j",
+              "reason": "IDENTITY_INVALID", "msg": "found 'spïffe://x\u2028'"}
+    assert verify(EnvelopeEncoder(SIGNER).encode(claims, DENIAL_TYP), JWKS, typ=DENIAL_TYP) == claims

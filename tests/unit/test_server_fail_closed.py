@@ -79,3 +79,20 @@ def test_allow_all_baseline_answers_ok_without_deciding():
     maker = DecisionMaker(CONFIG, EnvelopeEncoder(SIGNER), Policy(ZeroDivisionError()), 31337, "0xAnchor", JWKS)
     resp = AuthorizationService(CONFIG, maker, lambda *a: queued.append(a), allow_all=True).check(request())
     assert resp.status.code == 0 and queued == []
+
+
+def test_allow_answers_carry_their_own_sae_and_overwrite_the_agents():
+    queued = []
+    svc = service(Verdict("ALLOW", "OK", bytes(32), 1), queued)
+    first, second = svc.check(request()), svc.check(request())
+    tokens = []
+    for resp in (first, second):
+        assert resp.status.code == 0 and not resp.HasField("denied_response")
+        headers = {h.header.key: h for h in resp.ok_response.headers}
+        assert set(headers) == {"x-sae", "x-sealgate-decision-id"}
+        assert all(h.append_action == h.OVERWRITE_IF_EXISTS_OR_ADD for h in headers.values())
+        assert list(resp.ok_response.headers_to_remove) == ["x-sae-parent"]
+        claims = verify(headers["x-sae"].header.value, JWKS)
+        assert claims["jti"] == headers["x-sealgate-decision-id"].header.value
+        tokens.append(headers["x-sae"].header.value)
+    assert tokens[0] != tokens[1] and [q[1] for q in queued] == ["sae", "sae"]
