@@ -36,7 +36,8 @@ class Authorizer:
         self.leaves.start()
         decider = DecisionMaker(self.config, EnvelopeEncoder(self.signer), self.policy, self.manifest.chain_id,
                                 self.manifest.anchor, self.jwks)
-        self.service = AuthorizationService(self.config, decider, self.leaves.enqueue, allow_all=self.allow_all)
+        self.service = AuthorizationService(self.config, decider, self.leaves.enqueue, allow_all=self.allow_all,
+                                            signing_threads=self.config.signing_threads if self.signer.blocking else 0)
         self.grpc_server = GrpcServer(self.service, grpc_address)
         port = self.grpc_server.start()
         self.admin = serve_admin(admin_address, self.status, self.jwks)
@@ -62,6 +63,10 @@ class Authorizer:
 
     def stop(self) -> None:
         self.grpc_server.stop(grace=2)
+        self.service.close()
         self.admin.shutdown()
         self.policy.stop()
         self.leaves.stop()  # flushes the queue to disk
+        close = getattr(self.signer, "close", None)
+        if close is not None:
+            close()  # an HSM signer logs out

@@ -12,7 +12,7 @@ import threading
 import urllib.request
 from pathlib import Path
 
-from .errors import InputRejected, SealgateError
+from .errors import ConfigError, InputRejected, SealgateError
 
 
 def _hostport(value: str) -> tuple[str, int]:
@@ -22,13 +22,35 @@ def _hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _signer(args: argparse.Namespace):
+    from .signing import Ed25519Signer, HsmKey, Pkcs11Signer
+
+    hsm = (args.hsm_module, args.hsm_token, args.hsm_key)
+    if args.key and any(hsm):
+        raise ConfigError("give either --key or --hsm-module/--hsm-token/--hsm-key, not both")
+    if args.key:
+        return Ed25519Signer.from_file(args.key)
+    if not all(hsm):
+        raise ConfigError("an SAE signing key is needed: --key FILE, or --hsm-module, --hsm-token and --hsm-key")
+    return Pkcs11Signer(HsmKey(*hsm))
+
+
+def cmd_hsm_keygen(args: argparse.Namespace) -> int:
+    from .signing import HsmKey, Pkcs11Signer, generate_hsm_key
+
+    spec = HsmKey(args.module, args.token, args.key)
+    generate_hsm_key(spec)
+    with Pkcs11Signer(spec) as signer:
+        print(json.dumps(signer.public_jwk(), sort_keys=True))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import Authorizer
     from .chain import Manifest
     from .config import load_config
-    from .signing import Ed25519Signer
 
-    authorizer = Authorizer(load_config(args.config), Manifest.load(args.manifest), Ed25519Signer.from_file(args.key),
+    authorizer = Authorizer(load_config(args.config), Manifest.load(args.manifest), _signer(args),
                             allow_all=args.allow_all)
     port = authorizer.start(args.grpc, _hostport(args.admin))
     logging.getLogger("sealgate").info("authorizer listening: grpc %s, admin %s", port, args.admin)
@@ -72,7 +94,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _load_jwks(source: str) -> dict:
-    from .errors import ConfigError
 
     try:
         if source.startswith(("http://", "https://")):
@@ -93,7 +114,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .sae import DENIAL_TYP, SAE_TYP
     from .verify import verify_anchored
 
-    from .errors import ConfigError
 
     token = sys.stdin.read().strip() if args.sae == "-" else args.sae.strip()
     typ = DENIAL_TYP if args.denial else SAE_TYP
@@ -326,7 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("serve", help="run the ext_authz gRPC authorizer")
     p.add_argument("--config", required=True)
     p.add_argument("--manifest", required=True, help="address manifest written by `sealgate deploy`")
-    p.add_argument("--key", required=True, help="Ed25519 seed file for SAE signing")
+    p.add_argument("--key", help="Ed25519 seed file for SAE signing")
+    p.add_argument("--hsm-module", help="PKCS#11 library holding the SAE key instead (PIN in $SEALGATE_HSM_PIN)")
+    p.add_argument("--hsm-token", help="token label")
+    p.add_argument("--hsm-key", help="label of the Ed25519 key pair in the token")
     p.add_argument("--grpc", default="127.0.0.1:9001")
     p.add_argument("--admin", default="127.0.0.1:9002")
     p.add_argument("--allow-all", action="store_true", help="benchmark baseline: answer OK without deciding")
@@ -443,6 +466,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--audience", required=True, help="the target service name SAEs are issued for")
     p.add_argument("--out", default="-")
     p.set_defaults(func=cmd_envoy)
+
+    hsm = sub.add_parser("hsm", help="SAE signing keys in a PKCS#11 token").add_subparsers(dest="hsm_cmd", required=True)
+    p = hsm.add_parser("keygen", help="create the Ed25519 SAE key pair in the token (PIN in $SEALGATE_HSM_PIN); prints its JWK")
+    p.add_argument("--module", required=True, help="PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so")
+    p.add_argument("--token", required=True, help="token label")
+    p.add_argument("--key", required=True, help="label for the new key pair")
+    p.set_defaults(func=cmd_hsm_keygen)
 
     p = sub.add_parser("demo", help="start the local stack, run the scripted scenario, shut down")
     p.add_argument("--workdir", default=".sealgate/demo")

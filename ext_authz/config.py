@@ -64,6 +64,8 @@ class AuthorizerConfig:
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
     state_poll_seconds: float = 0.2
     max_state_age_seconds: float = 15.0
+    # decisions in flight while a device signer (HSM) signs; one PKCS#11 session each
+    signing_threads: int = 4
     # operator's risk feed (UEBA/XDR), by SPIFFE ID; 0-100. Never taken from the agent.
     risk_scores: dict[str, int] = field(default_factory=dict)
 
@@ -75,6 +77,8 @@ class AuthorizerConfig:
             raise ConfigError(f"trust_domain must be a SPIFFE trust domain name, found {self.trust_domain!r}")
         if self.max_state_age_seconds <= self.state_poll_seconds:
             raise ConfigError("max_state_age_seconds must exceed state_poll_seconds")
+        if type(self.signing_threads) is not int or not 1 <= self.signing_threads <= 64:
+            raise ConfigError(f"signing_threads must be an integer 1-64, found {self.signing_threads!r}")
         for agent, score in self.risk_scores.items():
             if type(score) is not int or not 0 <= score <= 100:
                 raise ConfigError(f"risk_scores[{agent!r}] must be an integer 0-100, found {score!r}")

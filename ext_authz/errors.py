@@ -37,3 +37,7 @@ class StateStale(ChainError):
 
 class AnchorError(SealgateError):
     """Anchoring store or anchor transaction failed."""
+
+
+class SigningError(SealgateError):
+    """The signer (file key or HSM) could not sign; the answer is an unsigned denial."""

@@ -37,6 +37,7 @@ OUTSIDE_TIME_WINDOW = "OUTSIDE_TIME_WINDOW"
 POLICY_STATE_STALE = "POLICY_STATE_STALE"
 POLICY_EVALUATION_FAILED = "POLICY_EVALUATION_FAILED"
 INTERNAL_ERROR = "INTERNAL_ERROR"
+SIGNING_FAILED = "SIGNING_FAILED"  # the signer (HSM) failed: the only denial that cannot be signed
 
 # enforcement point (envoy/pep.lua); listed here so every code has one home
 SAE_MISSING = "SAE_MISSING"
@@ -92,4 +93,5 @@ MESSAGES = {
     POLICY_STATE_STALE: "the pinned policy state is older than allowed",
     POLICY_EVALUATION_FAILED: "the policy contract could not be evaluated",
     INTERNAL_ERROR: "the authorizer failed; denied to fail closed",
+    SIGNING_FAILED: "the authorizer could not sign (HSM unavailable); denied to fail closed, unsigned",
 }

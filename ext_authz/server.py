@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import json
 import logging
 import threading
@@ -21,7 +22,7 @@ from . import reasons
 from .actions import ActionRequest, RequestView, map_request
 from .config import AuthorizerConfig
 from .decision import Decision, DecisionMaker
-from .errors import ChainError, InputRejected, StateStale
+from .errors import ChainError, InputRejected, SigningError, StateStale
 
 log = logging.getLogger("sealgate.authz")
 
@@ -85,25 +86,32 @@ def to_check_response(decision: Decision) -> auth_pb2.CheckResponse:
     )
 
 
-# last-resort answer when even a signed denial cannot be produced: still a denial
-_UNSIGNED_DENIAL = auth_pb2.CheckResponse(
-    status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED, message=reasons.INTERNAL_ERROR),
-    denied_response=auth_pb2.DeniedHttpResponse(
-        status=http_status_pb2.HttpStatus(code=http_status_pb2.Forbidden),
-        headers=[_header("content-type", "application/json"), _header("x-sealgate-reason", reasons.INTERNAL_ERROR)],
-        body=json.dumps({"decision_id": None, "reason_code": reasons.INTERNAL_ERROR, "message": reasons.MESSAGES[reasons.INTERNAL_ERROR]}),
-    ),
-)
+def unsigned_denial(reason: str) -> auth_pb2.CheckResponse:
+    """Last-resort answer when not even a denial can be signed: still a denial, with its reason."""
+    return auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED, message=reason),
+        denied_response=auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=http_status_pb2.Forbidden),
+            headers=[_header("content-type", "application/json"), _header("x-sealgate-reason", reason)],
+            body=json.dumps({"decision_id": None, "reason_code": reason, "message": reasons.MESSAGES[reason]}),
+        ),
+    )
+
+
+_UNSIGNED = {reason: unsigned_denial(reason) for reason in (reasons.INTERNAL_ERROR, reasons.SIGNING_FAILED)}
 
 
 class AuthorizationService(auth_grpc.AuthorizationServicer):
     def __init__(self, config: AuthorizerConfig, decider: DecisionMaker,
-                 enqueue: Callable[[bytes, str, str], None], allow_all: bool = False):
+                 enqueue: Callable[[bytes, str, str], None], allow_all: bool = False, signing_threads: int = 0):
         self._config = config
         self._decider = decider
         self._enqueue = enqueue
         self._allow_all = allow_all
         self.counters: collections.Counter[str] = collections.Counter()
+        # a device signer (HSM) blocks for its round trip: decide on threads so the loop keeps accepting
+        self._executor = (concurrent.futures.ThreadPoolExecutor(signing_threads, thread_name_prefix="sealgate-decide")
+                          if signing_threads > 0 else None)
 
     def decide(self, request: auth_pb2.CheckRequest) -> Decision:
         action: ActionRequest | None = None
@@ -119,13 +127,17 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
             return self._decider.deny(reasons.POLICY_STATE_STALE, str(e), action, principal=principal)
         except ChainError as e:
             return self._decider.deny(reasons.POLICY_EVALUATION_FAILED, str(e), action, principal=principal)
+        except SigningError:
+            raise  # a denial could not be signed either
         except Exception as e:  # fail closed on anything unforeseen, with its own code
             log.exception("decision failed")
             return self._decider.deny(reasons.INTERNAL_ERROR, f"{type(e).__name__}", action, principal=principal)
 
     async def Check(self, request: auth_pb2.CheckRequest, context: Any) -> auth_pb2.CheckResponse:  # noqa: N802
-        # runs on the event loop thread: a decision is ~0.3 ms of CPU; it waits on I/O only when
-        # pyrevm reads storage the pinned EVM has not cached yet (an agent or rule not seen since the pin)
+        if self._executor is not None:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self.check, request)
+        # on the event loop thread: a decision is ~0.3 ms of CPU; it waits on I/O only when pyrevm
+        # reads storage the pinned EVM has not cached yet (an agent or rule not seen since the pin)
         return self.check(request)
 
     def check(self, request: auth_pb2.CheckRequest) -> auth_pb2.CheckResponse:
@@ -134,12 +146,20 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
         try:
             decision = self.decide(request)
             self._enqueue(decision.token_hash, "sae" if decision.allowed else "denial", decision.decision_id)
+        except SigningError as e:
+            log.error("denied unsigned: %s", e)
+            self.counters[reasons.SIGNING_FAILED] += 1
+            return _UNSIGNED[reasons.SIGNING_FAILED]
         except Exception:
             log.exception("could not sign a denial")
             self.counters[reasons.INTERNAL_ERROR] += 1
-            return _UNSIGNED_DENIAL
+            return _UNSIGNED[reasons.INTERNAL_ERROR]
         self.counters[decision.reason] += 1
         return to_check_response(decision)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
 
 
 class GrpcServer:

@@ -30,7 +30,7 @@ from .config import DATA_CLASSES, config_from_dict
 from .envoyconf import PepPorts, SidecarPorts, envoy_binary, pep_config, sidecar_config
 from .errors import ConfigError, SealgateError
 from .pki import LocalCA
-from .signing import Ed25519Signer, jwks_of
+from .signing import Ed25519Signer, HsmKey, Pkcs11Signer, jwks_of
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = ROOT / "deploy" / "local-stack.yaml"
@@ -94,11 +94,12 @@ class StackPorts:
 
 class LocalStack:
     def __init__(self, workdir: str | Path, spec_path: str | Path = DEFAULT_SPEC, allow_all: bool = False,
-                 authorizer_overrides: dict[str, Any] | None = None):
+                 authorizer_overrides: dict[str, Any] | None = None, hsm: HsmKey | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.spec = yaml.safe_load(Path(spec_path).read_text())
         self.allow_all = allow_all
+        self.hsm = hsm  # SAE key in a PKCS#11 token instead of a seed file (PIN in $SEALGATE_HSM_PIN)
         self.ports = StackPorts()
         self.procs: dict[str, subprocess.Popen] = {}
         self.rpc_url = f"http://127.0.0.1:{self.ports.anvil}"
@@ -139,6 +140,9 @@ class LocalStack:
         # front to back, so nothing is left waiting on a dead upstream; anvil last
         for name in [n for n in reversed(list(self.procs)) if n != "anvil"] + ["anvil"]:
             self.stop_process(name)
+        close = getattr(getattr(self, "signer", None), "close", None)
+        if close is not None:
+            close()  # an HSM signer logs out of its token
 
     def __enter__(self) -> "LocalStack":
         try:
@@ -255,7 +259,10 @@ class LocalStack:
         return self.govern(self.gov.call_unpause()).blockNumber
 
     def start_authorizer(self) -> None:
-        self.signer = Ed25519Signer.from_file(self.workdir / "keys" / "sae-ed25519.seed", create=True)
+        if self.hsm is None:
+            self.signer = Ed25519Signer.from_file(self.workdir / "keys" / "sae-ed25519.seed", create=True)
+        else:
+            self.signer = Pkcs11Signer(self.hsm)
         self.jwks = jwks_of(self.signer)
         self.spawn_authorizer("authorizer", self.ports.authz_grpc, self.ports.authz_admin, self.allow_all,
                               self.workdir / "anchor.sqlite3")
@@ -269,13 +276,18 @@ class LocalStack:
         config_path = self.workdir / f"{name}.json"
         config_path.write_text(json.dumps(raw, indent=2))
         argv = [sys.executable, "-m", "ext_authz.cli", "serve", "--config", str(config_path),
-                "--manifest", str(self.workdir / "addresses.json"), "--key", str(self.workdir / "keys" / "sae-ed25519.seed"),
+                "--manifest", str(self.workdir / "addresses.json"), *self._signer_args(),
                 "--grpc", f"127.0.0.1:{grpc_port}", "--admin", f"127.0.0.1:{admin_port}"]
         if allow_all:
             argv.append("--allow-all")
         self._spawn(name, argv)
         wait_until(lambda: self._check_alive(name) and http_get_json(f"http://127.0.0.1:{admin_port}/status")["healthy"],
                    60, f"{name} /status healthy")
+
+    def _signer_args(self) -> list[str]:
+        if self.hsm is None:
+            return ["--key", str(self.workdir / "keys" / "sae-ed25519.seed")]
+        return ["--hsm-module", self.hsm.module, "--hsm-token", self.hsm.token, "--hsm-key", self.hsm.key]
 
     def status(self) -> dict[str, Any]:
         return http_get_json(f"http://127.0.0.1:{self.ports.authz_admin}/status")

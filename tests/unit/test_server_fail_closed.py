@@ -96,3 +96,35 @@ def test_allow_answers_carry_their_own_sae_and_overwrite_the_agents():
         assert claims["jti"] == headers["x-sealgate-decision-id"].header.value
         tokens.append(headers["x-sae"].header.value)
     assert tokens[0] != tokens[1] and [q[1] for q in queued] == ["sae", "sae"]
+
+
+def test_a_failing_signer_gives_an_unsigned_denial_with_its_own_reason():
+    from ext_authz.errors import SigningError
+
+    queued = []
+    svc = service(Verdict("ALLOW", "OK", bytes(32), 1), queued)
+    svc._decider._encoder.encode = lambda *a, **k: (_ for _ in ()).throw(SigningError("HSM: DeviceRemoved"))
+    reason, signed = denial_reason(svc.check(request()))
+    assert (reason, signed) == (reasons.SIGNING_FAILED, False)
+    assert queued == [] and svc.counters == {reasons.SIGNING_FAILED: 1}
+
+
+def test_with_a_device_signer_decisions_run_off_the_event_loop():
+    import asyncio
+    import threading
+
+    maker = DecisionMaker(CONFIG, EnvelopeEncoder(SIGNER), Policy(Verdict("ALLOW", "OK", bytes(32), 1)), 31337, "0xAnchor", JWKS)
+    svc = AuthorizationService(CONFIG, maker, lambda *a: None, signing_threads=2)
+    ran_on = []
+    check = svc.check
+    svc.check = lambda req: (ran_on.append(threading.current_thread().name), check(req))[1]
+
+    async def two_checks():
+        return await asyncio.gather(svc.Check(request(), None), svc.Check(request(), None))
+
+    try:
+        responses = asyncio.run(two_checks())
+    finally:
+        svc.close()
+    assert [r.status.code for r in responses] == [0, 0]
+    assert len(ran_on) == 2 and all(name.startswith("sealgate-decide") for name in ran_on)

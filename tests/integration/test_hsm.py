@@ -1,0 +1,179 @@
+"""SAE signing with the key inside a PKCS#11 token: SoftHSM2 through python-pkcs11, and the
+whole path (agent -> sidecar Envoy -> authorizer signing in the token -> PEP -> target).
+
+SoftHSM reads SOFTHSM2_CONF once per process, so one token serves the whole module.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from joserfc import jws
+from joserfc.jwk import KeySet
+
+from ext_authz import reasons
+from ext_authz.chain import Verdict
+from ext_authz.config import config_from_dict
+from ext_authz.decision import DecisionMaker
+from ext_authz.errors import ConfigError
+from ext_authz.sae import DENIAL_TYP, SAE_TYP, EnvelopeEncoder, verify
+from ext_authz.server import AuthorizationService
+from ext_authz.signing import HSM_PIN_ENV, HsmKey, Pkcs11Signer, generate_hsm_key, jwks_of
+from ext_authz.stack import ROOT, LocalStack, http_get_json
+
+MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+PIN = "4321"
+
+if not (Path(MODULE).exists() and shutil.which("softhsm2-util")):
+    pytest.skip(f"SoftHSM2 is not installed ({MODULE}, softhsm2-util): `make install` installs the softhsm2 package",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def token(tmp_path_factory):
+    """A SoftHSM2 token with the SAE key created by `sealgate hsm keygen`."""
+    home = tmp_path_factory.mktemp("softhsm")
+    (home / "tokens").mkdir()
+    conf = home / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {home / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    saved = {k: os.environ.get(k) for k in ("SOFTHSM2_CONF", HSM_PIN_ENV)}
+    os.environ.update({"SOFTHSM2_CONF": str(conf), HSM_PIN_ENV: PIN})
+    try:
+        subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "sealgate-test", "--pin", PIN, "--so-pin", "87654321"],
+                       check=True, capture_output=True)
+        spec = HsmKey(MODULE, "sealgate-test", "sae-ed25519")
+        out = subprocess.run([sys.executable, "-m", "ext_authz.cli", "hsm", "keygen", "--module", MODULE, "--token", spec.token,
+                              "--key", spec.key], capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert out.returncode == 0, out.stderr
+        yield spec, json.loads(out.stdout)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def test_keygen_prints_the_public_jwk_and_refuses_a_second_key_with_the_label(token):
+    spec, jwk = token
+    with Pkcs11Signer(spec) as signer:
+        assert jwk["kty"] == "OKP" and jwk["crv"] == "Ed25519" and jwk == signer.public_jwk()
+    again = subprocess.run([sys.executable, "-m", "ext_authz.cli", "hsm", "keygen", "--module", MODULE, "--token", spec.token,
+                            "--key", spec.key], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert again.returncode == 2 and "already holds a key labelled 'sae-ed25519'" in again.stderr
+
+
+def test_hsm_signed_sae_verifies_with_joserfc_and_kid_is_the_thumbprint(token):
+    spec, jwk = token
+    with Pkcs11Signer(spec) as signer:
+        check_sae_signed_in_the_token(signer, jwk)
+
+
+def check_sae_signed_in_the_token(signer, jwk):
+    claims = {"iss": "spiffe://t/agent/a", "sub": "s", "aud": "s", "act": {"amt": 2**70}, "pol": {}, "mod": "m", "iat": 100,
+              "nbf": 100, "exp": 160, "jti": "j", "ctx": {}, "chain": {}}
+    sae = EnvelopeEncoder(signer).encode(claims)
+    keys = KeySet.import_key_set(jwks_of(signer))
+    assert keys.keys[0].thumbprint() == signer.kid == jwk["kid"]
+    assert jws.deserialize_compact(sae, keys, algorithms=["EdDSA"]).headers()["kid"] == signer.kid
+    assert verify(sae, jwks_of(signer), now=120) == claims
+
+
+def test_private_key_never_leaves_the_token(token):
+    from pkcs11 import Attribute, KeyType, ObjectClass
+    from pkcs11.exceptions import AttributeSensitive
+
+    spec, _ = token
+    with Pkcs11Signer(spec) as signer:
+        private = signer._login.get_key(object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC_EDWARDS, label=spec.key)
+        assert private[Attribute.SENSITIVE] and not private[Attribute.EXTRACTABLE]
+        with pytest.raises(AttributeSensitive):
+            private[Attribute.VALUE]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"pin": "0000"}, "PinIncorrect"),
+    ({"pin": ""}, f"set {HSM_PIN_ENV}"),
+    ({"key": "no-such-key"}, "NoSuchKey"),
+    ({"token": "no-such-token"}, "no-such-token"),
+    ({"module": "/nonexistent/libpkcs11.so"}, "does not exist"),
+], ids=["wrong_pin", "pin_missing", "key_unknown", "token_unknown", "module_missing"])
+def test_startup_errors_name_the_problem(token, monkeypatch, change, message):
+    spec, _ = token
+    monkeypatch.setenv(HSM_PIN_ENV, change.pop("pin", PIN))
+    with pytest.raises(ConfigError, match=message):
+        Pkcs11Signer(HsmKey(**{"module": spec.module, "token": spec.token, "key": spec.key, **change}))
+
+
+def test_a_key_that_could_leave_the_token_is_refused(token):
+    from pkcs11 import Attribute, KeyType, Mechanism
+
+    from ext_authz.signing import ED25519_OID_DER
+
+    spec, _ = token
+    with Pkcs11Signer(spec) as signer, signer._token.open(rw=True) as session:
+        session.generate_keypair(KeyType.EC_EDWARDS, mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN, store=True, label="exportable",
+                                 public_template={Attribute.EC_PARAMS: ED25519_OID_DER},
+                                 private_template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True})
+    with pytest.raises(ConfigError, match="can leave the token"):
+        Pkcs11Signer(HsmKey(spec.module, spec.token, "exportable"))
+
+
+class AllowPolicy:
+    policy_registry = "0x" + "00" * 20
+    policy_id = bytes(32)
+
+    def evaluate(self, action):
+        return Verdict("ALLOW", "OK", bytes(32), 1)
+
+
+def test_a_key_gone_from_the_token_mid_flight_denies_unsigned_with_signing_failed(token):
+    spec, _ = token
+    doomed = HsmKey(spec.module, spec.token, "doomed")
+    generate_hsm_key(doomed)
+    with Pkcs11Signer(doomed) as signer:
+        check_fails_closed_once_the_key_is_gone(signer, doomed)
+
+
+def check_fails_closed_once_the_key_is_gone(signer, doomed):
+    from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
+    from pkcs11 import Attribute, ObjectClass
+
+    config = config_from_dict({"routes": [{"method": "GET", "authority": "a.internal", "path": "/x", "action_type": "t", "target": "s"}]})
+    maker = DecisionMaker(config, EnvelopeEncoder(signer), AllowPolicy(), 31337, "0xAnchor", jwks_of(signer))
+    queued = []
+    svc = AuthorizationService(config, maker, lambda *a: queued.append(a))
+    req = auth_pb2.CheckRequest()
+    req.attributes.source.principal = "spiffe://sealgate.local/agent/a"
+    req.attributes.request.http.method, req.attributes.request.http.host, req.attributes.request.http.path = "GET", "a.internal", "/x"
+
+    ok = svc.check(req)
+    assert ok.status.code == 0
+    verify({h.header.key: h.header.value for h in ok.ok_response.headers}["x-sae"], jwks_of(signer))
+
+    with signer._token.open(rw=True) as session:  # the key is deleted from the token (an operator error, a reset)
+        for obj in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: doomed.key}):
+            obj.destroy()
+    for _ in range(2):  # and stays failed closed while the key is absent
+        denied = svc.check(req)
+        headers = {h.header.key: h.header.value for h in denied.denied_response.headers}
+        assert denied.status.code == 7 and denied.denied_response.status.code == 403
+        assert headers["x-sealgate-reason"] == reasons.SIGNING_FAILED and "x-sae-denial" not in headers
+    assert len(queued) == 1 and svc.counters[reasons.SIGNING_FAILED] == 2
+
+
+@pytest.mark.slow
+def test_whole_path_with_the_sae_key_in_the_hsm(token, tmp_path):
+    spec, jwk = token
+    with LocalStack(tmp_path, hsm=spec) as stack:
+        assert stack.jwks == {"keys": [jwk]}
+        r = stack.agent_call("procurement-01", "POST", "/v1/transfers", {"amount_cents": 50_000, "to": "vendor-42"})
+        assert r.status == 200, r.body
+        sae = r.json()["sae"]  # the PEP verified it against the HSM key's JWKS before the target ran
+        assert jws.extract_compact(sae.encode()).headers() == {"alg": "EdDSA", "kid": jwk["kid"], "typ": SAE_TYP}
+        assert verify(sae, stack.jwks)["act"]["amt"] == 50_000
+        denied = stack.agent_call("procurement-01", "POST", "/v1/transfers", {"amount_cents": 5_000_000, "to": "vendor-42"})
+        assert denied.status == 403
+        assert verify(denied.headers["x-sae-denial"], stack.jwks, typ=DENIAL_TYP)["reason"] == "AMOUNT_OVER_LIMIT"
+        assert http_get_json(f"http://127.0.0.1:{stack.ports.authz_admin}/jwks.json") == stack.jwks
