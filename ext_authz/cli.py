@@ -36,12 +36,16 @@ def _signer(args: argparse.Namespace):
 
 
 def cmd_hsm_keygen(args: argparse.Namespace) -> int:
-    from .signing import HsmKey, Pkcs11Signer, generate_hsm_key
+    from .signing import HsmKey, HsmWallet, Pkcs11Signer, generate_hsm_key
 
     spec = HsmKey(args.module, args.token, args.key)
-    generate_hsm_key(spec)
-    with Pkcs11Signer(spec) as signer:
-        print(json.dumps(signer.public_jwk(), sort_keys=True))
+    generate_hsm_key(spec, args.type)
+    if args.type == "ed25519":
+        with Pkcs11Signer(spec) as signer:
+            print(json.dumps(signer.public_jwk(), sort_keys=True))
+    else:
+        with HsmWallet(spec) as wallet:
+            print(json.dumps({"address": wallet.address}))
     return 0
 
 
@@ -73,12 +77,21 @@ def cmd_anchor(args: argparse.Namespace) -> int:
     from .chain import ChainClient, Manifest
     from .config import load_config
 
+    from .signing import HsmKey, HsmWallet
+
+    hsm = (args.hsm_module, args.hsm_token, args.hsm_key)
     key = os.environ.get("SEALGATE_ANCHORER_KEY")
-    if not key:
-        raise SealgateError("SEALGATE_ANCHORER_KEY (hex secp256k1 key of the anchoring wallet) is not set")
+    if any(hsm):
+        if not all(hsm):
+            raise ConfigError("the anchoring wallet in an HSM needs --hsm-module, --hsm-token and --hsm-key")
+        wallet = HsmWallet(HsmKey(*hsm))
+    elif key:
+        wallet = Account.from_key(key)
+    else:
+        raise SealgateError("no anchoring wallet: set SEALGATE_ANCHORER_KEY (hex secp256k1 key) or give --hsm-*")
     config, manifest = load_config(args.config), Manifest.load(args.manifest)
     anchorer = Anchorer(AnchorStore(config.anchor.db_path), ChainClient(manifest.rpc_url), manifest.anchor,
-                        Account.from_key(key), interval_seconds=config.anchor.interval_seconds,
+                        wallet, interval_seconds=config.anchor.interval_seconds,
                         batch_max_leaves=config.anchor.batch_max_leaves)
     logging.getLogger("sealgate").info("anchoring %s to %s", config.anchor.db_path, manifest.anchor)
     anchorer.run(_stop_on_signal())
@@ -231,6 +244,8 @@ def cmd_gov_propose(args: argparse.Namespace) -> int:
         call = gov.call_set_rule(args.role, args.action_type, args.target, rule)
     elif args.what == "reactivate":
         call = gov.call_reactivate(args.agent)
+    elif args.what in ("grant-anchorer", "revoke-anchorer"):
+        call = gov.call_anchorer(args.address, grant=args.what == "grant-anchorer")
     elif args.what == "unpause":
         call = gov.call_unpause()
     elif args.what == "register-model":
@@ -358,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("anchor", help="anchor queued SAE / denial hashes in Merkle batches (holds the wallet key)")
     p.add_argument("--config", required=True)
     p.add_argument("--manifest", required=True)
+    p.add_argument("--hsm-module", help="PKCS#11 library holding the wallet's secp256k1 key (PIN in $SEALGATE_HSM_PIN)")
+    p.add_argument("--hsm-token", help="token label")
+    p.add_argument("--hsm-key", help="label of the secp256k1 key pair (`sealgate hsm keygen --type secp256k1`)")
     p.set_defaults(func=cmd_anchor)
 
     p = sub.add_parser("deploy", help="deploy the contracts (idempotent) and write the address manifest")
@@ -417,6 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--disable", action="store_true")
     k = kinds.add_parser("reactivate")
     k.add_argument("--agent", required=True, help="SPIFFE ID")
+    k = kinds.add_parser("grant-anchorer", help="let a wallet anchor batches (e.g. a new HSM wallet)")
+    k.add_argument("--address", required=True)
+    k = kinds.add_parser("revoke-anchorer", help="take anchoring away from a wallet (e.g. the old hot key)")
+    k.add_argument("--address", required=True)
     kinds.add_parser("unpause")
     k = kinds.add_parser("register-model")
     k.add_argument("--model-id", required=True)
@@ -468,10 +490,12 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_envoy)
 
     hsm = sub.add_parser("hsm", help="SAE signing keys in a PKCS#11 token").add_subparsers(dest="hsm_cmd", required=True)
-    p = hsm.add_parser("keygen", help="create the Ed25519 SAE key pair in the token (PIN in $SEALGATE_HSM_PIN); prints its JWK")
+    p = hsm.add_parser("keygen", help="create a key pair in the token (PIN in $SEALGATE_HSM_PIN); prints its JWK or address")
     p.add_argument("--module", required=True, help="PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so")
     p.add_argument("--token", required=True, help="token label")
     p.add_argument("--key", required=True, help="label for the new key pair")
+    p.add_argument("--type", choices=("ed25519", "secp256k1"), default="ed25519",
+                   help="ed25519: SAE signing key (prints the JWK); secp256k1: anchoring wallet (prints the address)")
     p.set_defaults(func=cmd_hsm_keygen)
 
     p = sub.add_parser("demo", help="start the local stack, run the scripted scenario, shut down")

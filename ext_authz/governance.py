@@ -21,7 +21,7 @@ from eth_utils import to_checksum_address
 
 from web3.logs import DISCARD
 
-from .chain import ZERO_ADDRESS, ChainClient, Manifest, text_id
+from .chain import ZERO_ADDRESS, ChainClient, Manifest, role_id, text_id
 from .errors import ChainError, ConfigError
 
 RULE_FIELDS = ("enabled", "allowed_data_classes", "max_risk_score", "utc_hours", "max_amount", "approval_threshold",
@@ -99,6 +99,12 @@ class Governance:
 
     def call_reactivate(self, spiffe_id: str) -> tuple[str, Any, str]:
         return self.registry.address, self.registry.functions.reactivate(text_id(spiffe_id)), f"reactivate {spiffe_id}"
+
+    def call_anchorer(self, address: str, grant: bool = True) -> tuple[str, Any, str]:
+        anchor = self.client.contract("SaeAnchor", self.manifest.anchor)
+        role, who = role_id("ANCHORER_ROLE"), to_checksum_address(address)
+        fn = anchor.functions.grantRole(role, who) if grant else anchor.functions.revokeRole(role, who)
+        return anchor.address, fn, f"{'grant' if grant else 'revoke'} ANCHORER_ROLE {'to' if grant else 'from'} {who}"
 
     def call_unpause(self) -> tuple[str, Any, str]:
         policy = self.current_policy()

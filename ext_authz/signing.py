@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import nacl.bindings
 import nacl.exceptions
 import nacl.signing
+from eth_keys.constants import SECPK1_N
 from joserfc.jwk import OKPKey
 
 from .errors import ConfigError, SigningError
@@ -107,6 +108,34 @@ def _open_token(spec: HsmKey) -> Any:
         raise ConfigError(f"PKCS#11 token {spec.token!r} in {spec.module}: {type(e).__name__} {e}") from e
 
 
+def _login(spec: HsmKey) -> tuple[Any, Any]:
+    """Opens the token and a logged-in session (the process's login; close it to log out)."""
+    from pkcs11.exceptions import PKCS11Error
+
+    token = _open_token(spec)
+    pin = spec.pin()
+    try:
+        return token, token.open(user_pin=pin)
+    except PKCS11Error as e:
+        raise ConfigError(f"login to token {spec.token!r}: {type(e).__name__} {e}") from e
+
+
+def _key_pair(session: Any, spec: HsmKey, key_type: Any) -> tuple[Any, Any]:
+    """The labelled key pair; refuses a private key that could leave the token."""
+    from pkcs11 import Attribute, ObjectClass
+    from pkcs11.exceptions import PKCS11Error
+
+    try:
+        public = session.get_key(object_class=ObjectClass.PUBLIC_KEY, key_type=key_type, label=spec.key)
+        private = session.get_key(object_class=ObjectClass.PRIVATE_KEY, key_type=key_type, label=spec.key)
+        exportable = (not private[Attribute.SENSITIVE]) or private[Attribute.EXTRACTABLE]
+    except PKCS11Error as e:
+        raise ConfigError(f"key pair {spec.key!r} in token {spec.token!r}: {type(e).__name__} {e}") from e
+    if exportable:
+        raise ConfigError(f"key {spec.key!r} can leave the token (not sensitive or extractable): refused")
+    return public, private
+
+
 def _raw_ed25519_point(ec_point: bytes) -> bytes:
     # CKA_EC_POINT of an Ed25519 key is the 32-byte key, DER-wrapped as an OCTET STRING by most tokens
     if len(ec_point) == 34 and ec_point[:2] == b"\x04\x20":
@@ -116,24 +145,30 @@ def _raw_ed25519_point(ec_point: bytes) -> bytes:
     raise ConfigError(f"unexpected Ed25519 public key encoding ({len(ec_point)} bytes)")
 
 
-def generate_hsm_key(spec: HsmKey) -> str:
-    """Creates the Ed25519 key pair in the token (private part sensitive, never extractable); returns its kid."""
+SECP256K1_OID_DER = bytes.fromhex("06052b8104000a")  # named curve 1.3.132.0.10
+KEY_TYPES = ("ed25519", "secp256k1")  # SAE signing key; Ethereum wallet (anchoring)
+
+
+def generate_hsm_key(spec: HsmKey, key_type: str = "ed25519") -> None:
+    """Creates a key pair in the token, the private part sensitive and never extractable."""
     from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
     from pkcs11.exceptions import PKCS11Error
 
+    if key_type not in KEY_TYPES:
+        raise ConfigError(f"key type must be one of {KEY_TYPES}, found {key_type!r}")
+    kind, mechanism, params = ((KeyType.EC_EDWARDS, Mechanism.EC_EDWARDS_KEY_PAIR_GEN, ED25519_OID_DER) if key_type == "ed25519"
+                               else (KeyType.EC, Mechanism.EC_KEY_PAIR_GEN, SECP256K1_OID_DER))
     token = _open_token(spec)
     try:
         with token.open(rw=True, user_pin=spec.pin()) as session:
             if list(session.get_objects({Attribute.LABEL: spec.key, Attribute.CLASS: ObjectClass.PRIVATE_KEY})):
                 raise ConfigError(f"token {spec.token!r} already holds a key labelled {spec.key!r}")
             session.generate_keypair(
-                KeyType.EC_EDWARDS, mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN, store=True, label=spec.key,
-                public_template={Attribute.EC_PARAMS: ED25519_OID_DER},
+                kind, mechanism=mechanism, store=True, label=spec.key,
+                public_template={Attribute.EC_PARAMS: params},
                 private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.SIGN: True})
     except PKCS11Error as e:
         raise ConfigError(f"cannot create {spec.key!r} in token {spec.token!r}: {type(e).__name__} {e}") from e
-    with Pkcs11Signer(spec) as signer:
-        return signer.kid
 
 
 class Pkcs11Signer:
@@ -150,31 +185,16 @@ class Pkcs11Signer:
     blocking = True
 
     def __init__(self, spec: HsmKey):
-        from pkcs11 import Attribute, KeyType, ObjectClass
-        from pkcs11.exceptions import PKCS11Error
+        from pkcs11 import Attribute, KeyType
 
         self._spec = spec
-        self._token = _open_token(spec)
         self._local = threading.local()
         self._sessions: list[Any] = []
         self._sessions_lock = threading.Lock()
-        pin = spec.pin()
+        self._token, self._login = _login(spec)
         try:
-            self._login = self._token.open(user_pin=pin)
-        except PKCS11Error as e:
-            raise ConfigError(f"login to token {spec.token!r}: {type(e).__name__} {e}") from e
-        try:
-            public = self._login.get_key(object_class=ObjectClass.PUBLIC_KEY, key_type=KeyType.EC_EDWARDS, label=spec.key)
-            private = self._login.get_key(object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC_EDWARDS, label=spec.key)
-            ec_point = public[Attribute.EC_POINT]
-            exportable = (not private[Attribute.SENSITIVE]) or private[Attribute.EXTRACTABLE]
-        except PKCS11Error as e:
-            self.close()
-            raise ConfigError(f"Ed25519 key {spec.key!r} in token {spec.token!r}: {type(e).__name__} {e}") from e
-        try:
-            if exportable:
-                raise ConfigError(f"key {spec.key!r} can leave the token (not sensitive or extractable): refused")
-            self._raw_public = _raw_ed25519_point(ec_point)
+            public, _ = _key_pair(self._login, spec, KeyType.EC_EDWARDS)
+            self._raw_public = _raw_ed25519_point(public[Attribute.EC_POINT])
             self.kid = OKPKey.import_key(self._public_jwk_no_kid()).thumbprint()
             signature = self.sign(b"sealgate self-test")  # fail at start, not on the first request
             nacl.signing.VerifyKey(self._raw_public).verify(b"sealgate self-test", signature)
@@ -226,6 +246,94 @@ class Pkcs11Signer:
                 pass
 
     def __enter__(self) -> "Pkcs11Signer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+SECP256K1_N = SECPK1_N  # the group order, from eth_keys rather than typed out
+
+
+def low_s(s: int) -> int:
+    """EIP-2: nodes reject s above n/2; (r, n - s) is the same signature's other form."""
+    return SECP256K1_N - s if s > SECP256K1_N // 2 else s
+
+
+class HsmWallet:
+    """An Ethereum account whose secp256k1 key stays in a PKCS#11 token (CKM_ECDSA over the hash).
+
+    Drop-in for eth_account's LocalAccount where ChainClient uses it (`address`,
+    `sign_transaction`): eth_account builds and hashes the transaction, the token
+    signs, s is normalised low and the recovery id found with coincurve.
+    """
+
+    def __init__(self, spec: HsmKey):
+        from eth_utils import keccak, to_checksum_address
+        from pkcs11 import Attribute, KeyType
+
+        self._spec = spec
+        self._lock = threading.Lock()
+        self._token, self._session = _login(spec)
+        try:
+            public, self._private = _key_pair(self._session, spec, KeyType.EC)
+            if public[Attribute.EC_PARAMS] != SECP256K1_OID_DER:
+                raise ConfigError(f"key {spec.key!r} is not on secp256k1")
+            point = public[Attribute.EC_POINT]
+            # CKA_EC_POINT: the uncompressed point 04||X||Y, DER-wrapped as an OCTET STRING
+            if len(point) == 67 and point[:2] == b"\x04\x41":
+                point = point[2:]
+            if len(point) != 65 or point[0] != 4:
+                raise ConfigError(f"unexpected secp256k1 public key encoding ({len(point)} bytes)")
+            self._public = point
+            self.address = to_checksum_address(keccak(point[1:])[12:])
+            self.sign_msg_hash(keccak(b"sealgate self-test"))
+        except BaseException:
+            self.close()
+            raise
+
+    def sign_msg_hash(self, digest: bytes) -> Any:
+        """(v, r, s) over a 32-byte hash as an eth_keys Signature: the interface eth_account signs through."""
+        import coincurve
+        from eth_keys.datatypes import Signature
+        from pkcs11 import Mechanism
+        from pkcs11.exceptions import PKCS11Error
+
+        if len(digest) != 32:
+            raise SigningError(f"expected a 32-byte hash, found {len(digest)} bytes")
+        try:
+            with self._lock:
+                rs = self._private.sign(digest, mechanism=Mechanism.ECDSA)
+        except PKCS11Error as e:
+            raise SigningError(f"HSM signing failed: {type(e).__name__} {e}") from e
+        r, s = int.from_bytes(rs[:32], "big"), low_s(int.from_bytes(rs[32:], "big"))
+        compact = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        for v in (0, 1):
+            recovered = coincurve.PublicKey.from_signature_and_message(compact + bytes([v]), digest, hasher=None)
+            if recovered.format(compressed=False) == self._public:
+                return Signature(vrs=(v, r, s))
+        raise SigningError("HSM signature does not recover to the wallet's public key")
+
+    def sign_transaction(self, transaction: dict[str, Any]) -> Any:
+        from eth_account._utils.signing import sign_transaction_dict
+        from eth_account.datastructures import SignedTransaction
+        from eth_utils import keccak
+        from hexbytes import HexBytes
+
+        transaction = dict(transaction)
+        sender = transaction.pop("from", self.address)
+        if str(sender).lower() != self.address.lower():  # as eth_account's LocalAccount refuses it
+            raise SigningError(f"transaction is from {sender}, this wallet is {self.address}")
+        v, r, s, encoded = sign_transaction_dict(self, transaction)
+        return SignedTransaction(raw_transaction=HexBytes(encoded), hash=HexBytes(keccak(encoded)), r=r, s=s, v=v)
+
+    def close(self) -> None:
+        try:
+            self._session.close()
+        except Exception:  # already closed or the token is gone
+            pass
+
+    def __enter__(self) -> "HsmWallet":
         return self
 
     def __exit__(self, *exc: object) -> None:

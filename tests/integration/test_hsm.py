@@ -23,7 +23,7 @@ from ext_authz.errors import ConfigError
 from ext_authz.sae import DENIAL_TYP, SAE_TYP, EnvelopeEncoder, verify
 from ext_authz.server import AuthorizationService
 from ext_authz.signing import HSM_PIN_ENV, HsmKey, Pkcs11Signer, generate_hsm_key, jwks_of
-from ext_authz.stack import ROOT, LocalStack, http_get_json
+from ext_authz.stack import ROOT, LocalStack, http_get_json, wait_until
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PIN = "4321"
@@ -177,3 +177,101 @@ def test_whole_path_with_the_sae_key_in_the_hsm(token, tmp_path):
         assert denied.status == 403
         assert verify(denied.headers["x-sae-denial"], stack.jwks, typ=DENIAL_TYP)["reason"] == "AMOUNT_OVER_LIMIT"
         assert http_get_json(f"http://127.0.0.1:{stack.ports.authz_admin}/jwks.json") == stack.jwks
+
+
+# ------------------------------------------------------------------ the anchoring wallet in the token
+
+@pytest.fixture(scope="module")
+def wallet_key(token):
+    spec, _ = token
+    wallet = HsmKey(spec.module, spec.token, "anchor-wallet")
+    out = subprocess.run([sys.executable, "-m", "ext_authz.cli", "hsm", "keygen", "--type", "secp256k1", "--module", MODULE,
+                          "--token", spec.token, "--key", wallet.key], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return wallet, json.loads(out.stdout)["address"]
+
+
+def test_wallet_signatures_are_low_s_and_recover_to_its_address(wallet_key):
+    from eth_keys import keys
+    from eth_utils import keccak
+
+    from ext_authz.signing import SECP256K1_N, HsmWallet
+
+    spec, address = wallet_key
+    with HsmWallet(spec) as wallet:
+        assert wallet.address == address
+        for i in range(64):  # ECDSA gives high s half the time: every one must come out low
+            digest = keccak(i.to_bytes(4, "big"))
+            signature = wallet.sign_msg_hash(digest)
+            assert signature.s <= SECP256K1_N // 2
+            assert keys.ecdsa_recover(digest, keys.Signature(vrs=signature.vrs)).to_checksum_address() == address
+
+
+def test_an_ed25519_key_is_not_a_wallet(token):
+    from ext_authz.signing import HsmWallet
+
+    spec, _ = token
+    with pytest.raises(ConfigError, match="NoSuchKey"):
+        HsmWallet(spec)  # the SAE key's label holds an EC_EDWARDS pair, not a secp256k1 one
+
+
+@pytest.mark.slow
+def test_anchoring_from_the_hsm_wallet_needs_the_governed_role_then_anchors(wallet_key, chain_stack, tmp_path):
+    from eth_account import Account
+
+    from ext_authz.anchoring import Anchorer, AnchorStore, LeafQueue
+    from ext_authz.chain import DEV_KEYS
+    from ext_authz.errors import ChainError
+    from ext_authz.merkle import leaf_hash
+    from ext_authz.signing import SECP256K1_N, HsmWallet
+
+    spec, address = wallet_key
+    w3 = chain_stack.chain.w3
+    funder = Account.from_key(DEV_KEYS["deployer"])
+    w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(funder.sign_transaction({
+        "to": address, "value": 10**18, "gas": 21000, "gasPrice": w3.eth.gas_price, "chainId": w3.eth.chain_id,
+        "nonce": w3.eth.get_transaction_count(funder.address, "pending")}).raw_transaction))
+    db = tmp_path / "anchor.sqlite3"
+    queue = LeafQueue(AnchorStore(db))
+    hashes = [bytes([0xB0 + i]) * 32 for i in range(3)]
+    for i, h in enumerate(hashes):
+        queue.enqueue(h, "sae", f"hsm{i}")
+    queue.flush()
+
+    with HsmWallet(spec) as wallet:
+        anchorer = Anchorer(AnchorStore(db), chain_stack.chain, chain_stack.manifest.anchor, wallet, batch_max_leaves=8)
+        with pytest.raises(ChainError, match="AccessControlUnauthorizedAccount"):
+            anchorer.anchor_pending()  # a wallet nobody granted cannot anchor
+        assert anchorer.store.counts()["batches_pending"] == 1
+
+        chain_stack.govern(chain_stack.gov.call_anchorer(address))  # Safe 3-of-5 -> timelock -> grantRole
+        assert anchorer.anchor_pending() == 1
+    proof = anchorer.store.proof_for(hashes[0])
+    tx = w3.eth.get_transaction(proof.tx_hash)
+    assert tx["from"] == address
+    s = tx["s"] if isinstance(tx["s"], int) else int.from_bytes(tx["s"], "big")
+    assert s <= SECP256K1_N // 2
+    assert chain_stack.anchor.functions.verifyInclusion(proof.root, leaf_hash(hashes[0]), proof.proof).call()
+
+    # the same through the command: `sealgate anchor --hsm-*` holds no key material itself
+    late = bytes([0xC7]) * 32
+    queue.enqueue(late, "sae", "hsm-cli")
+    queue.flush()
+    config = tmp_path / "anchor.json"
+    config.write_text(json.dumps({"anchor": {"db_path": str(db), "interval_seconds": 0.2}}))
+    env = {k: v for k, v in os.environ.items() if k != "SEALGATE_ANCHORER_KEY"}
+    proc = subprocess.Popen([sys.executable, "-m", "ext_authz.cli", "anchor", "--config", str(config),
+                             "--manifest", str(chain_stack.workdir / "addresses.json"), "--hsm-module", spec.module,
+                             "--hsm-token", spec.token, "--hsm-key", spec.key], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: (AnchorStore(db).proof_for(late) or None) and AnchorStore(db).proof_for(late).status == "anchored",
+                   30, "the HSM-backed anchorer process to anchor")
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=10)[0]
+    assert proc.returncode == 0, output
+    assert w3.eth.get_transaction(AnchorStore(db).proof_for(late).tx_hash)["from"] == address
+
+    chain_stack.govern(chain_stack.gov.call_anchorer(address, grant=False))
+    assert not chain_stack.anchor.functions.hasRole(w3.keccak(text="ANCHORER_ROLE"), address).call()

@@ -72,3 +72,18 @@ def test_non_ascii_text_in_a_denial_round_trips():
     claims = {"iss": "spiffe://t/agent/ä", "sub": None, "act": None, "pol": {}, "iat": 1, "jti": "j",
               "reason": "IDENTITY_INVALID", "msg": "found 'spïffe://x\u2028'"}
     assert verify(EnvelopeEncoder(SIGNER).encode(claims, DENIAL_TYP), JWKS, typ=DENIAL_TYP) == claims
+
+
+@pytest.mark.parametrize("s,expected", [
+    (1, 1),
+    ("half", "half"),
+    ("half+1", "n-half-1"),
+    ("n-1", 1),
+], ids=["low_stays", "half_stays", "just_above_half_flips", "highest_flips_to_one"])
+def test_low_s_normalisation_for_wallet_signatures(s, expected):
+    from eth_keys.constants import SECPK1_N as n
+
+    from ext_authz.signing import low_s
+
+    named = {"half": n // 2, "half+1": n // 2 + 1, "n-half-1": n - (n // 2 + 1), "n-1": n - 1}
+    assert low_s(named.get(s, s)) == named.get(expected, expected)
