@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import nacl.bindings
 import nacl.exceptions
 import nacl.signing
+from asn1crypto.core import ObjectIdentifier, OctetString
 from eth_keys.constants import SECPK1_N
 from joserfc.jwk import OKPKey
 
@@ -77,17 +78,19 @@ class Ed25519Signer:
         return cls(seed)
 
 
-ED25519_OID_DER = bytes.fromhex("06032b6570")  # named curve 1.3.101.112, as PKCS#11 wants CKA_EC_PARAMS
+# CKA_EC_PARAMS: the curve's OID, DER-encoded (asn1crypto has no name for Ed25519, hence the dotted form)
+ED25519_OID_DER = ObjectIdentifier("1.3.101.112").dump()
+SECP256K1_OID_DER = ObjectIdentifier("1.3.132.0.10").dump()
 HSM_PIN_ENV = "SEALGATE_HSM_PIN"
 
 
 @dataclass(frozen=True)
 class HsmKey:
-    """Where an SAE signing key lives in a PKCS#11 token; the PIN comes from the environment."""
+    """Where a key pair lives in a PKCS#11 token (SAE key or anchoring wallet); the PIN comes from the environment."""
 
     module: str  # the vendor's PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so
     token: str  # token label
-    key: str  # label of the Ed25519 key pair
+    key: str  # label of the key pair
 
     def pin(self) -> str:
         pin = os.environ.get(HSM_PIN_ENV)
@@ -136,16 +139,19 @@ def _key_pair(session: Any, spec: HsmKey, key_type: Any) -> tuple[Any, Any]:
     return public, private
 
 
-def _raw_ed25519_point(ec_point: bytes) -> bytes:
-    # CKA_EC_POINT of an Ed25519 key is the 32-byte key, DER-wrapped as an OCTET STRING by most tokens
-    if len(ec_point) == 34 and ec_point[:2] == b"\x04\x20":
-        return ec_point[2:]
-    if len(ec_point) == 32:
+def _unwrap_ec_point(ec_point: bytes, size: int, what: str) -> bytes:
+    """CKA_EC_POINT is DER-wrapped as an OCTET STRING by most tokens, raw by some."""
+    if len(ec_point) == size:
         return ec_point
-    raise ConfigError(f"unexpected Ed25519 public key encoding ({len(ec_point)} bytes)")
+    try:
+        inner = OctetString.load(ec_point, strict=True).native
+    except ValueError as e:
+        raise ConfigError(f"unexpected {what} public key encoding ({len(ec_point)} bytes): {e}") from e
+    if len(inner) != size:
+        raise ConfigError(f"unexpected {what} public key size {len(inner)}, expected {size}")
+    return inner
 
 
-SECP256K1_OID_DER = bytes.fromhex("06052b8104000a")  # named curve 1.3.132.0.10
 KEY_TYPES = ("ed25519", "secp256k1")  # SAE signing key; Ethereum wallet (anchoring)
 
 
@@ -194,7 +200,7 @@ class Pkcs11Signer:
         self._token, self._login = _login(spec)
         try:
             public, _ = _key_pair(self._login, spec, KeyType.EC_EDWARDS)
-            self._raw_public = _raw_ed25519_point(public[Attribute.EC_POINT])
+            self._raw_public = _unwrap_ec_point(public[Attribute.EC_POINT], 32, "Ed25519")
             self.kid = OKPKey.import_key(self._public_jwk_no_kid()).thumbprint()
             signature = self.sign(b"sealgate self-test")  # fail at start, not on the first request
             nacl.signing.VerifyKey(self._raw_public).verify(b"sealgate self-test", signature)
@@ -279,12 +285,9 @@ class HsmWallet:
             public, self._private = _key_pair(self._session, spec, KeyType.EC)
             if public[Attribute.EC_PARAMS] != SECP256K1_OID_DER:
                 raise ConfigError(f"key {spec.key!r} is not on secp256k1")
-            point = public[Attribute.EC_POINT]
-            # CKA_EC_POINT: the uncompressed point 04||X||Y, DER-wrapped as an OCTET STRING
-            if len(point) == 67 and point[:2] == b"\x04\x41":
-                point = point[2:]
-            if len(point) != 65 or point[0] != 4:
-                raise ConfigError(f"unexpected secp256k1 public key encoding ({len(point)} bytes)")
+            point = _unwrap_ec_point(public[Attribute.EC_POINT], 65, "secp256k1")  # 04 || X || Y
+            if point[0] != 4:
+                raise ConfigError("secp256k1 public key is not an uncompressed point")
             self._public = point
             self.address = to_checksum_address(keccak(point[1:])[12:])
             self.sign_msg_hash(keccak(b"sealgate self-test"))

@@ -87,3 +87,22 @@ def test_low_s_normalisation_for_wallet_signatures(s, expected):
 
     named = {"half": n // 2, "half+1": n // 2 + 1, "n-half-1": n - (n // 2 + 1), "n-1": n - 1}
     assert low_s(named.get(s, s)) == named.get(expected, expected)
+
+
+@pytest.mark.parametrize("point,size,ok", [
+    (bytes(range(32)), 32, True),
+    (b"\x04\x20" + bytes(range(32)), 32, True),
+    (b"\x04\x41\x04" + bytes(64), 65, True),
+    (b"\x04\x21" + bytes(33), 32, False),
+    (b"\x04\x30" + bytes(32), 32, False),
+    (bytes(31), 32, False),
+], ids=["raw_ed25519", "der_wrapped_ed25519", "der_wrapped_secp256k1", "wrapped_wrong_size", "truncated_der", "raw_short"])
+def test_hsm_public_points_are_unwrapped_or_refused(point, size, ok):
+    from ext_authz.errors import ConfigError
+    from ext_authz.signing import _unwrap_ec_point
+
+    if ok:
+        assert len(_unwrap_ec_point(point, size, "test")) == size
+    else:
+        with pytest.raises(ConfigError):
+            _unwrap_ec_point(point, size, "test")
