@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ext_authz.envoyconf import SidecarPorts  # noqa: E402
+from ext_authz.signing import HSM_PIN_ENV, HsmKey, generate_hsm_key  # noqa: E402
 from ext_authz.stack import AUTHORITY, LocalStack, free_port, http_get_json  # noqa: E402
 
 # varied amounts, so no layer can answer from a cache of identical requests
@@ -103,6 +105,19 @@ def run_load(stack: LocalStack, port: int, rate: float, seconds: float, workers:
     return {"latencies": latencies, "errors": errors, "sent": total}
 
 
+def softhsm_key(workdir: str) -> HsmKey:
+    """A SoftHSM2 token in `workdir` holding the SAE key (environment set for this process and its children)."""
+    tokens = Path(workdir) / "softhsm"
+    tokens.mkdir()
+    (tokens / "softhsm2.conf").write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    os.environ.update({"SOFTHSM2_CONF": str(tokens / "softhsm2.conf"), HSM_PIN_ENV: "1234"})
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "bench", "--pin", "1234", "--so-pin", "12345678"],
+                   check=True, capture_output=True)
+    spec = HsmKey("/usr/lib/softhsm/libsofthsm2.so", "bench", "sae-ed25519")
+    generate_hsm_key(spec)
+    return spec
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))] * 1000 if s else float("nan")
@@ -114,9 +129,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=2, help="length of one block")
     ap.add_argument("--rounds", type=int, default=10, help="blocks per scenario, taken in turns")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "latest.json"))
+    ap.add_argument("--hsm", action="store_true", help="sign SAEs in a SoftHSM2 token (PKCS#11) instead of a key file")
     args = ap.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="sealgate-bench-") as tmp, LocalStack(tmp) as stack:
+    with tempfile.TemporaryDirectory(prefix="sealgate-bench-") as tmp, LocalStack(tmp, hsm=softhsm_key(tmp) if args.hsm else None) as stack:
         allow_grpc, allow_admin = free_port(), free_port()
         stack.spawn_authorizer("authorizer_allow_all", allow_grpc, allow_admin, True, Path(tmp) / "allow.sqlite3")
         direct_port, allow_port, decision_port = free_port(), free_port(), free_port()

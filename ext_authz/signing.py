@@ -99,6 +99,20 @@ class HsmKey:
         return pin
 
 
+# python-pkcs11 0.10 calls C_Initialize(NULL): no locking asked for, so the module may assume one
+# thread at a time. Every PKCS#11 call in the process holds this lock (SoftHSM2 segfaulted or
+# aborted with "double free" when threads opened sessions and looked keys up concurrently).
+PKCS11_LOCK = threading.RLock()
+
+
+def _close_session(session: Any) -> None:
+    with PKCS11_LOCK:
+        try:
+            session.close()  # the last session closing logs the process out
+        except Exception:  # already closed or the token is gone: nothing left to release
+            pass
+
+
 def _open_token(spec: HsmKey) -> Any:
     import pkcs11
     from pkcs11.exceptions import PKCS11Error
@@ -164,9 +178,8 @@ def generate_hsm_key(spec: HsmKey, key_type: str = "ed25519") -> None:
         raise ConfigError(f"key type must be one of {KEY_TYPES}, found {key_type!r}")
     kind, mechanism, params = ((KeyType.EC_EDWARDS, Mechanism.EC_EDWARDS_KEY_PAIR_GEN, ED25519_OID_DER) if key_type == "ed25519"
                                else (KeyType.EC, Mechanism.EC_KEY_PAIR_GEN, SECP256K1_OID_DER))
-    token = _open_token(spec)
     try:
-        with token.open(rw=True, user_pin=spec.pin()) as session:
+        with PKCS11_LOCK, _open_token(spec).open(rw=True, user_pin=spec.pin()) as session:
             if list(session.get_objects({Attribute.LABEL: spec.key, Attribute.CLASS: ObjectClass.PRIVATE_KEY})):
                 raise ConfigError(f"token {spec.token!r} already holds a key labelled {spec.key!r}")
             session.generate_keypair(
@@ -180,11 +193,9 @@ def generate_hsm_key(spec: HsmKey, key_type: str = "ed25519") -> None:
 class Pkcs11Signer:
     """Ed25519 (CKM_EDDSA) with the private key inside a PKCS#11 token; it never leaves it.
 
-    One login session for the signer's life (login state is per application, so
-    every other session of this process shares it) and one session per signing
-    thread, as PKCS#11 sessions must not be used by two threads at once. One
-    signer per token per process: a second login while the first is open fails
-    (UserAlreadyLoggedIn). `close()` (or `with`) closes every session, logging out.
+    One logged-in session for the signer's life; every PKCS#11 call holds
+    PKCS11_LOCK. One signer per token per process: a second login while the
+    first is open fails (UserAlreadyLoggedIn). `close()` (or `with`) logs out.
     """
 
     alg = "EdDSA"
@@ -194,47 +205,37 @@ class Pkcs11Signer:
         from pkcs11 import Attribute, KeyType
 
         self._spec = spec
-        self._local = threading.local()
-        self._sessions: list[Any] = []
-        self._sessions_lock = threading.Lock()
-        self._token, self._login = _login(spec)
-        try:
-            public, _ = _key_pair(self._login, spec, KeyType.EC_EDWARDS)
-            self._raw_public = _unwrap_ec_point(public[Attribute.EC_POINT], 32, "Ed25519")
-            self.kid = OKPKey.import_key(self._public_jwk_no_kid()).thumbprint()
-            signature = self.sign(b"sealgate self-test")  # fail at start, not on the first request
-            nacl.signing.VerifyKey(self._raw_public).verify(b"sealgate self-test", signature)
-        except (SigningError, nacl.exceptions.BadSignatureError) as e:
-            self.close()
-            raise ConfigError(f"Ed25519 key {spec.key!r} in token {spec.token!r} failed its self-test: {e}") from e
-        except BaseException:
-            self.close()
-            raise
+        with PKCS11_LOCK:
+            self._token, self._session = _login(spec)
+            try:
+                public, self._key = _key_pair(self._session, spec, KeyType.EC_EDWARDS)
+                self._raw_public = _unwrap_ec_point(public[Attribute.EC_POINT], 32, "Ed25519")
+                self.kid = OKPKey.import_key(self._public_jwk_no_kid()).thumbprint()
+                signature = self.sign(b"sealgate self-test")  # fail at start, not on the first request
+                nacl.signing.VerifyKey(self._raw_public).verify(b"sealgate self-test", signature)
+            except (SigningError, nacl.exceptions.BadSignatureError) as e:
+                self.close()
+                raise ConfigError(f"Ed25519 key {spec.key!r} in token {spec.token!r} failed its self-test: {e}") from e
+            except BaseException:
+                self.close()
+                raise
 
     def _public_jwk_no_kid(self) -> dict[str, str]:
         return {"kty": "OKP", "crv": "Ed25519", "x": b64url(self._raw_public)}
 
-    def _private_key(self) -> Any:
-        from pkcs11 import KeyType, ObjectClass
-
-        key = getattr(self._local, "key", None)
-        if key is None:
-            session = self._token.open()  # logged in through the signer's login session
-            with self._sessions_lock:
-                self._sessions.append(session)
-            key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC_EDWARDS, label=self._spec.key)
-            self._local.key = key
-        return key
-
     def sign(self, message: bytes) -> bytes:
-        from pkcs11 import Mechanism
+        from pkcs11 import KeyType, Mechanism, ObjectClass
         from pkcs11.exceptions import PKCS11Error
 
-        try:
-            signature = self._private_key().sign(message, mechanism=Mechanism.EDDSA)
-        except PKCS11Error as e:
-            self._local.key = None  # reopen this thread's session next time (the token may be back)
-            raise SigningError(f"HSM signing failed: {type(e).__name__} {e}") from e
+        with PKCS11_LOCK:
+            try:
+                if self._key is None:  # looked up again after a failure: the token may be back
+                    self._key = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC_EDWARDS,
+                                                      label=self._spec.key)
+                signature = self._key.sign(message, mechanism=Mechanism.EDDSA)
+            except PKCS11Error as e:
+                self._key = None
+                raise SigningError(f"HSM signing failed: {type(e).__name__} {e}") from e
         if len(signature) != 64:
             raise SigningError(f"HSM returned a {len(signature)}-byte Ed25519 signature")
         return signature
@@ -243,13 +244,7 @@ class Pkcs11Signer:
         return {**self._public_jwk_no_kid(), "kid": self.kid, "alg": self.alg, "use": "sig"}
 
     def close(self) -> None:
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in [*sessions, self._login]:
-            try:
-                session.close()
-            except Exception:  # already closed or the token is gone: nothing left to release
-                pass
+        _close_session(self._session)
 
     def __enter__(self) -> "Pkcs11Signer":
         return self
@@ -275,12 +270,15 @@ class HsmWallet:
     """
 
     def __init__(self, spec: HsmKey):
+        self._spec = spec
+        with PKCS11_LOCK:
+            self._token, self._session = _login(spec)
+            self._init_keys(spec)
+
+    def _init_keys(self, spec: HsmKey) -> None:
         from eth_utils import keccak, to_checksum_address
         from pkcs11 import Attribute, KeyType
 
-        self._spec = spec
-        self._lock = threading.Lock()
-        self._token, self._session = _login(spec)
         try:
             public, self._private = _key_pair(self._session, spec, KeyType.EC)
             if public[Attribute.EC_PARAMS] != SECP256K1_OID_DER:
@@ -305,7 +303,7 @@ class HsmWallet:
         if len(digest) != 32:
             raise SigningError(f"expected a 32-byte hash, found {len(digest)} bytes")
         try:
-            with self._lock:
+            with PKCS11_LOCK:
                 rs = self._private.sign(digest, mechanism=Mechanism.ECDSA)
         except PKCS11Error as e:
             raise SigningError(f"HSM signing failed: {type(e).__name__} {e}") from e
@@ -331,10 +329,7 @@ class HsmWallet:
         return SignedTransaction(raw_transaction=HexBytes(encoded), hash=HexBytes(keccak(encoded)), r=r, s=s, v=v)
 
     def close(self) -> None:
-        try:
-            self._session.close()
-        except Exception:  # already closed or the token is gone
-            pass
+        _close_session(self._session)
 
     def __enter__(self) -> "HsmWallet":
         return self

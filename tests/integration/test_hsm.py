@@ -86,10 +86,44 @@ def test_private_key_never_leaves_the_token(token):
 
     spec, _ = token
     with Pkcs11Signer(spec) as signer:
-        private = signer._login.get_key(object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC_EDWARDS, label=spec.key)
+        private = signer._session.get_key(object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC_EDWARDS, label=spec.key)
         assert private[Attribute.SENSITIVE] and not private[Attribute.EXTRACTABLE]
         with pytest.raises(AttributeSensitive):
             private[Attribute.VALUE]
+
+
+STRESS = """
+import sys, threading
+import nacl.signing
+from ext_authz.signing import HsmKey, Pkcs11Signer
+with Pkcs11Signer(HsmKey(*sys.argv[1:4])) as signer:
+    signed, failures = [], []
+    def sign_many(n):
+        for i in range(500):  # back to back, so the calls into the module overlap
+            message = f"{n}:{i}".encode()
+            try:
+                signed.append((message, signer.sign(message)))
+            except Exception as e:
+                failures.append(repr(e))
+    threads = [threading.Thread(target=sign_many, args=(n,)) for n in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    verify_key = nacl.signing.VerifyKey(signer._raw_public)
+    for message, signature in signed:
+        verify_key.verify(message, signature)
+print(len(signed), len(failures))
+"""
+
+
+def test_eight_threads_signing_at_once_neither_crash_nor_corrupt(token):
+    """The authorizer signs from `signing_threads` workers. python-pkcs11 initializes modules without
+    locking; a first design with a session per thread made SoftHSM2 abort ("double free") as the
+    threads opened sessions and looked keys up at once. Signing concurrently through one signer
+    must neither crash nor return a bad signature."""
+    spec, _ = token
+    out = subprocess.run([sys.executable, "-c", STRESS, spec.module, spec.token, spec.key], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)  # a separate process: a crash must not take pytest down with it
+    assert (out.returncode, out.stdout.strip()) == (0, "4000 0"), out.stderr[-2000:]
 
 
 @pytest.mark.parametrize("change,message", [
@@ -177,6 +211,17 @@ def test_whole_path_with_the_sae_key_in_the_hsm(token, tmp_path):
         assert denied.status == 403
         assert verify(denied.headers["x-sae-denial"], stack.jwks, typ=DENIAL_TYP)["reason"] == "AMOUNT_OVER_LIMIT"
         assert http_get_json(f"http://127.0.0.1:{stack.ports.authz_admin}/jwks.json") == stack.jwks
+
+        # decisions in flight at once, signed on the authorizer's worker threads
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(i):
+            return stack.agent_call("procurement-01", "POST", "/v1/transfers", {"amount_cents": 1000 + i, "to": "vendor-42"})
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(one, range(48)))
+        assert [a.status for a in answers] == [200] * 48
+        assert sorted(verify(a.json()["sae"], stack.jwks)["act"]["amt"] for a in answers) == [1000 + i for i in range(48)]
 
 
 # ------------------------------------------------------------------ the anchoring wallet in the token
