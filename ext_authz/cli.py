@@ -76,7 +76,6 @@ def cmd_anchor(args: argparse.Namespace) -> int:
     from .anchoring import Anchorer, AnchorStore
     from .chain import ChainClient, Manifest
     from .config import load_config
-
     from .signing import HsmKey, HsmWallet
 
     hsm = (args.hsm_module, args.hsm_token, args.hsm_key)
@@ -107,7 +106,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _load_jwks(source: str) -> dict:
-
     try:
         if source.startswith(("http://", "https://")):
             with urllib.request.urlopen(source, timeout=5) as r:
@@ -126,7 +124,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .chain import Manifest
     from .sae import DENIAL_TYP, SAE_TYP
     from .verify import verify_anchored
-
 
     token = sys.stdin.read().strip() if args.sae == "-" else args.sae.strip()
     typ = DENIAL_TYP if args.denial else SAE_TYP
@@ -489,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="-")
     p.set_defaults(func=cmd_envoy)
 
-    hsm = sub.add_parser("hsm", help="SAE signing keys in a PKCS#11 token").add_subparsers(dest="hsm_cmd", required=True)
+    hsm = sub.add_parser("hsm", help="keys in a PKCS#11 token: the SAE signing key, the anchoring wallet").add_subparsers(dest="hsm_cmd", required=True)
     p = hsm.add_parser("keygen", help="create a key pair in the token (PIN in $SEALGATE_HSM_PIN); prints its JWK or address")
     p.add_argument("--module", required=True, help="PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so")
     p.add_argument("--token", required=True, help="token label")

@@ -64,7 +64,7 @@ class AuthorizerConfig:
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
     state_poll_seconds: float = 0.2
     max_state_age_seconds: float = 15.0
-    # decisions in flight while a device signer (HSM) signs; one PKCS#11 session each
+    # decisions in flight on worker threads when the signer is a device (HSM); its signatures are serialized
     signing_threads: int = 4
     # operator's risk feed (UEBA/XDR), by SPIFFE ID; 0-100. Never taken from the agent.
     risk_scores: dict[str, int] = field(default_factory=dict)
