@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ from .anchoring import AnchorStore, LeafQueue
 from .chain import Manifest, PinnedPolicy
 from .config import AuthorizerConfig
 from .decision import DecisionMaker
+from .errors import SigningError
 from .sae import EnvelopeEncoder
 from .server import AuthorizationService, GrpcServer, serve_admin
 from .signing import Signer, jwks_of
@@ -40,14 +42,32 @@ class Authorizer:
                                             signing_threads=self.config.signing_threads if self.signer.blocking else 0)
         self.grpc_server = GrpcServer(self.service, grpc_address)
         port = self.grpc_server.start()
+        self._last_probe = 0.0
         self.admin = serve_admin(admin_address, self.status, self.jwks)
         return port
+
+    SIGNER_PROBE_SECONDS = 1.0
+
+    def _signer_error(self) -> str | None:
+        """The signer's last failure, re-probed at most once a second: healthy again once it signs."""
+        error = self.service.signing_error
+        now = time.monotonic()
+        if error is not None and now - self._last_probe >= self.SIGNER_PROBE_SECONDS:
+            self._last_probe = now
+            try:
+                self.signer.sign(b"sealgate health probe")
+                self.service.signing_error = error = None
+            except SigningError as e:
+                self.service.signing_error = error = str(e)
+        return error
 
     def status(self) -> dict[str, Any]:
         pinned_block = self.policy.block
         fresh = pinned_block is not None and self.policy.age_seconds() <= self.config.max_state_age_seconds
+        signing_error = self._signer_error()
         return {
-            "healthy": fresh,
+            "healthy": fresh and signing_error is None,
+            "signing_error": signing_error,
             "pinned_block": pinned_block,
             "policy_registry": self.manifest.policy_registry,
             "policy_id": self.manifest.policy_id,

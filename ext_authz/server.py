@@ -109,6 +109,7 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
         self._enqueue = enqueue
         self._allow_all = allow_all
         self.counters: collections.Counter[str] = collections.Counter()
+        self.signing_error: str | None = None  # set while the signer fails; /healthz reports it
         # a device signer (HSM) blocks for its round trip: decide on threads so the loop keeps accepting
         self._executor = (concurrent.futures.ThreadPoolExecutor(signing_threads, thread_name_prefix="sealgate-decide")
                           if signing_threads > 0 else None)
@@ -149,12 +150,14 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
         except SigningError as e:
             log.error("denied unsigned: %s", e)
             self.counters[reasons.SIGNING_FAILED] += 1
+            self.signing_error = str(e)
             return _UNSIGNED[reasons.SIGNING_FAILED]
         except Exception:
             log.exception("could not sign a denial")
             self.counters[reasons.INTERNAL_ERROR] += 1
             return _UNSIGNED[reasons.INTERNAL_ERROR]
         self.counters[decision.reason] += 1
+        self.signing_error = None
         return to_check_response(decision)
 
     def close(self) -> None:

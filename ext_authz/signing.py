@@ -224,16 +224,19 @@ class Pkcs11Signer:
         return {"kty": "OKP", "crv": "Ed25519", "x": b64url(self._raw_public)}
 
     def sign(self, message: bytes) -> bytes:
-        from pkcs11 import KeyType, Mechanism, ObjectClass
+        from pkcs11 import Attribute, KeyType, Mechanism
         from pkcs11.exceptions import PKCS11Error
 
         with PKCS11_LOCK:
             try:
                 if self._key is None:  # looked up again after a failure: the token may be back
-                    self._key = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC_EDWARDS,
-                                                      label=self._spec.key)
+                    public, private = _key_pair(self._session, self._spec, KeyType.EC_EDWARDS)
+                    if _unwrap_ec_point(public[Attribute.EC_POINT], 32, "Ed25519") != self._raw_public:
+                        # a new key under the old label: its SAEs would not verify against the published JWKS
+                        raise SigningError(f"the key labelled {self._spec.key!r} is not the one this authorizer publishes")
+                    self._key = private
                 signature = self._key.sign(message, mechanism=Mechanism.EDDSA)
-            except PKCS11Error as e:
+            except (PKCS11Error, ConfigError) as e:
                 self._key = None
                 raise SigningError(f"HSM signing failed: {type(e).__name__} {e}") from e
         if len(signature) != 64:

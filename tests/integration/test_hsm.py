@@ -320,3 +320,35 @@ def test_anchoring_from_the_hsm_wallet_needs_the_governed_role_then_anchors(wall
 
     chain_stack.govern(chain_stack.gov.call_anchorer(address, grant=False))
     assert not chain_stack.anchor.functions.hasRole(w3.keccak(text="ANCHORER_ROLE"), address).call()
+
+
+@pytest.mark.slow
+def test_a_token_losing_the_key_turns_healthz_red_and_a_new_key_under_the_label_is_not_used(token, tmp_path):
+    from pkcs11 import Attribute, KeyType, Mechanism
+
+    from ext_authz.signing import ED25519_OID_DER
+
+
+    spec, _ = token
+    doomed = HsmKey(spec.module, spec.token, "sae-stack-doomed")
+    generate_hsm_key(doomed)
+    with LocalStack(tmp_path, hsm=doomed) as stack:
+        published = stack.jwks
+        assert stack.agent_call("procurement-01", "GET", "/v1/balance").status == 200
+        with stack.signer._token.open(rw=True) as session:  # another process deletes the key pair from the token
+            for obj in list(session.get_objects({Attribute.LABEL: doomed.key})):
+                obj.destroy()
+        denied = stack.agent_call("procurement-01", "GET", "/v1/balance")
+        assert denied.status == 403 and denied.headers["x-sealgate-reason"] == reasons.SIGNING_FAILED
+        assert "x-sae-denial" not in denied.headers and denied.json()["reason_code"] == reasons.SIGNING_FAILED
+        status = stack.status()
+        assert status["healthy"] is False and "HSM signing failed" in status["signing_error"]
+
+        with stack.signer._token.open(rw=True) as session:  # someone re-creates a key with the same label
+            session.generate_keypair(KeyType.EC_EDWARDS, mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN, store=True,
+                                     label=doomed.key, public_template={Attribute.EC_PARAMS: ED25519_OID_DER},
+                                     private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False})
+        denied = stack.agent_call("procurement-01", "GET", "/v1/balance")
+        assert denied.headers["x-sealgate-reason"] == reasons.SIGNING_FAILED
+        assert "not the one this authorizer publishes" in stack.status()["signing_error"]
+        assert http_get_json(f"http://127.0.0.1:{stack.ports.authz_admin}/jwks.json") == published

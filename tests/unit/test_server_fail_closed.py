@@ -128,3 +128,30 @@ def test_with_a_device_signer_decisions_run_off_the_event_loop():
         svc.close()
     assert [r.status.code for r in responses] == [0, 0]
     assert len(ran_on) == 2 and all(name.startswith("sealgate-decide") for name in ran_on)
+
+
+def test_health_probes_a_failed_signer_at_most_once_a_second_and_recovers():
+    import types
+
+    from ext_authz.app import Authorizer
+    from ext_authz.errors import SigningError
+
+    class FlakySigner:
+        def __init__(self):
+            self.up, self.calls = False, 0
+
+        def sign(self, message):
+            self.calls += 1
+            if not self.up:
+                raise SigningError("HSM signing failed: DeviceRemoved")
+            return bytes(64)
+
+    authorizer = Authorizer.__new__(Authorizer)
+    authorizer.signer = FlakySigner()
+    authorizer.service = types.SimpleNamespace(signing_error="HSM signing failed: DeviceRemoved")
+    authorizer._last_probe = 0.0
+    assert authorizer._signer_error() == "HSM signing failed: DeviceRemoved"
+    assert authorizer._signer_error() is not None and authorizer.signer.calls == 1  # not probed again within a second
+    authorizer.signer.up = True
+    authorizer._last_probe -= Authorizer.SIGNER_PROBE_SECONDS
+    assert authorizer._signer_error() is None and authorizer.service.signing_error is None
