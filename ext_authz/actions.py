@@ -58,6 +58,7 @@ class ActionRequest:
     data_class: str
     session_id: str | None
     parent_sae: str | None
+    approval: str | None = None  # x-sealgate-approval: a person's signed approval of this action
 
     @property
     def data_class_level(self) -> int:
@@ -167,6 +168,9 @@ def map_request(view: RequestView, config: AuthorizerConfig) -> ActionRequest:
     parent = view.headers.get("x-sae-parent") or None
     if parent is not None and len(parent) > limits.max_parent_sae_bytes:
         raise _reject(reasons.INPUT_OVERSIZED, f"x-sae-parent exceeds {limits.max_parent_sae_bytes} bytes")
+    approval = view.headers.get("x-sealgate-approval") or None
+    if approval is not None and len(approval) > limits.max_approval_bytes:
+        raise _reject(reasons.INPUT_OVERSIZED, f"x-sealgate-approval exceeds {limits.max_approval_bytes} bytes")
     session = view.headers.get("x-sealgate-session") or None
     if session is not None and not re.fullmatch(r"[A-Za-z0-9\-_.]{1,128}", session):
         raise _reject(reasons.INPUT_MALFORMED, "x-sealgate-session must be 1-128 URL-safe characters")
@@ -183,4 +187,5 @@ def map_request(view: RequestView, config: AuthorizerConfig) -> ActionRequest:
         data_class=rule.data_class,
         session_id=session,
         parent_sae=parent,
+        approval=approval,
     )

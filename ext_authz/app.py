@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .anchoring import AnchorStore, LeafQueue
+from .approvals import ApprovalVerifier, approver_keys
 from .chain import Manifest, PinnedPolicy
 from .config import AuthorizerConfig
 from .decision import DecisionMaker
@@ -36,8 +37,9 @@ class Authorizer:
         self.policy.start()
         self.leaves = LeafQueue(AnchorStore(self.config.anchor.db_path))
         self.leaves.start()
+        approvals = ApprovalVerifier(approver_keys(self.config.approvers)) if self.config.approvers else None
         decider = DecisionMaker(self.config, EnvelopeEncoder(self.signer), self.policy, self.manifest.chain_id,
-                                self.manifest.anchor, self.jwks)
+                                self.manifest.anchor, self.jwks, approvals=approvals)
         self.service = AuthorizationService(self.config, decider, self.leaves.enqueue, allow_all=self.allow_all,
                                             signing_threads=self.config.signing_threads if self.signer.blocking else 0)
         self.grpc_server = GrpcServer(self.service, grpc_address)

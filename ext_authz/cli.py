@@ -49,6 +49,36 @@ def cmd_hsm_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approver_keygen(args: argparse.Namespace) -> int:
+    from .signing import Ed25519Signer
+
+    if Path(args.out).exists():
+        raise ConfigError(f"{args.out} exists: an approver key is never overwritten")
+    signer = Ed25519Signer.from_file(args.out, create=True)
+    print(json.dumps({k: signer.public_jwk()[k] for k in ("kty", "crv", "x")}, sort_keys=True))
+    return 0
+
+
+def cmd_approver_sign(args: argparse.Namespace) -> int:
+    from . import reasons
+    from .approvals import sign_approval
+    from .sae import DENIAL_TYP, verify
+    from .signing import Ed25519Signer
+
+    denial = sys.stdin.read().strip() if args.denial == "-" else args.denial.strip()
+    try:  # the authorizer's signed denial tells the approver exactly what is being approved
+        claims = verify(denial, _load_jwks(args.jwks), typ=DENIAL_TYP, check_time=False)
+    except InputRejected as e:
+        raise ConfigError(f"not a denial signed by this authorizer: {e.message}") from e
+    if claims.get("reason") != reasons.HUMAN_APPROVAL_REQUIRED or not claims.get("apr_req"):
+        raise ConfigError(f"this denial does not ask for approval (reason {claims.get('reason')})")
+    act = claims["act"]
+    print(f"approving for {args.ttl} s: {claims['iss']} {act['type']} {act['m']} {act['h']}{act['p']} "
+          f"amount {act['amt']} ({act['dc']}), request {claims['apr_req']}", file=sys.stderr)
+    print(sign_approval(Ed25519Signer.from_file(args.key), args.name, claims["iss"], claims["apr_req"], args.ttl))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import Authorizer
     from .chain import Manifest
@@ -494,6 +524,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--type", choices=("ed25519", "secp256k1"), default="ed25519",
                    help="ed25519: SAE signing key (prints the JWK); secp256k1: anchoring wallet (prints the address)")
     p.set_defaults(func=cmd_hsm_keygen)
+
+    approver = sub.add_parser("approver", help="people approving actions the policy holds for approval").add_subparsers(
+        dest="approver_cmd", required=True)
+    p = approver.add_parser("keygen", help="create an approver's Ed25519 key file; prints the public JWK for `approvers:`")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_approver_keygen)
+    p = approver.add_parser("sign", help="approve the action named by a HUMAN_APPROVAL_REQUIRED denial; prints the approval")
+    p.add_argument("--denial", required=True, help="the x-sae-denial token, or - for stdin")
+    p.add_argument("--jwks", required=True, help="the authorizer's JWKS (file or URL) the denial must verify against")
+    p.add_argument("--name", required=True, help="the approver's name in the authorizer's `approvers:`")
+    p.add_argument("--key", required=True, help="the approver's key file")
+    p.add_argument("--ttl", type=int, default=300, help="seconds the approval stays usable (max 900)")
+    p.set_defaults(func=cmd_approver_sign)
 
     p = sub.add_parser("demo", help="start the local stack, run the scripted scenario, shut down")
     p.add_argument("--workdir", default=".sealgate/demo")

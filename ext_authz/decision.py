@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol
 
 from . import reasons
 from .actions import ActionRequest
+from .approvals import action_digest
 from .chain import PolicyAction, Verdict, text_id
 from .config import AuthorizerConfig
 from .errors import InputRejected
@@ -22,6 +23,10 @@ from .signing import b64url
 
 PARENT_MAX_AGE_SECONDS = 3600
 UNIDENTIFIED_ISSUER = "urn:sealgate:unidentified"  # a denial before any peer identity was read
+
+
+class ApprovalChecker(Protocol):
+    def verify(self, token: str, action: ActionRequest) -> dict[str, Any]: ...
 
 
 class PolicyEvaluator(Protocol):
@@ -39,6 +44,7 @@ class Decision:
     message: str
     token: str  # SAE on allow, signed denial record on deny
     token_hash: bytes
+    approval_request: str | None = None  # the action digest an approver signs (HUMAN_APPROVAL_REQUIRED)
 
 
 class DecisionIds:
@@ -75,8 +81,10 @@ new_decision_id = DecisionIds()
 
 class DecisionMaker:
     def __init__(self, config: AuthorizerConfig, encoder: EnvelopeEncoder, policy: PolicyEvaluator,
-                 chain_id: int, anchor_address: str, jwks: dict[str, Any], clock: Callable[[], float] = time.time):
+                 chain_id: int, anchor_address: str, jwks: dict[str, Any], clock: Callable[[], float] = time.time,
+                 approvals: ApprovalChecker | None = None):
         self._config = config
+        self._approvals = approvals
         self._encoder = encoder
         self._policy = policy
         self._chain = {"id": chain_id, "anchor": anchor_address}
@@ -93,7 +101,8 @@ class DecisionMaker:
             raise InputRejected(reasons.PARENT_SAE_INVALID, f"x-sae-parent: {e.message}") from e
         return sae_hash(parent).hex()
 
-    def allow(self, action: ActionRequest, verdict: Verdict, parent_hash: str | None) -> Decision:
+    def allow(self, action: ActionRequest, verdict: Verdict, parent_hash: str | None,
+              approval: dict[str, Any] | None = None) -> Decision:
         now = int(self._clock())
         jti = new_decision_id()
         claims = {
@@ -117,6 +126,8 @@ class DecisionMaker:
             "ctx": {"sid": action.session_id, "parent": parent_hash, "dc": action.data_class},
             "chain": self._chain,
         }
+        if approval is not None:  # who approved, and which approval: the auditor finds both in the SAE
+            claims["apr"] = {"by": approval["iss"], "jti": approval["jti"], "req": approval["req"]}
         token = self._encoder.encode(claims, SAE_TYP)
         return Decision(True, jti, reasons.OK, "allowed", token, sae_hash(token))
 
@@ -130,7 +141,7 @@ class DecisionMaker:
         }
 
     def deny(self, reason: str, message: str, action: ActionRequest | None = None, verdict: Verdict | None = None,
-             principal: str = "") -> Decision:
+             principal: str = "", approval_request: str | None = None) -> Decision:
         now = int(self._clock())
         decision_id = new_decision_id()
         claims = {
@@ -149,8 +160,10 @@ class DecisionMaker:
             "msg": message[:256],
             "chain": self._chain,
         }
+        if approval_request is not None:
+            claims["apr_req"] = approval_request
         token = self._encoder.encode(claims, DENIAL_TYP)
-        return Decision(False, decision_id, reason, message, token, sae_hash(token))
+        return Decision(False, decision_id, reason, message, token, sae_hash(token), approval_request)
 
     def decide(self, action: ActionRequest) -> Decision:
         """Evaluates the policy; chain errors propagate to the caller, which fails closed."""
@@ -171,6 +184,18 @@ class DecisionMaker:
                              action, verdict)
         if verdict.decision == "ALLOW":
             return self.allow(action, verdict, parent_hash)
-        # REQUIRE_APPROVAL is a denial until the human-approval flow exists
+        if verdict.decision == "REQUIRE_APPROVAL":
+            return self._approved(action, verdict, parent_hash)
         return self.deny(verdict.reason, reasons.MESSAGES.get(verdict.reason, verdict.reason), action, verdict)
+
+    def _approved(self, action: ActionRequest, verdict: Verdict, parent_hash: str | None) -> Decision:
+        """REQUIRE_APPROVAL: allowed only with a person's approval of exactly this action, used once."""
+        if action.approval is None or self._approvals is None:
+            return self.deny(verdict.reason, reasons.MESSAGES[reasons.HUMAN_APPROVAL_REQUIRED], action, verdict,
+                             approval_request=action_digest(action))
+        try:
+            approval = self._approvals.verify(action.approval, action)
+        except InputRejected as e:
+            return self.deny(e.reason, e.message, action, verdict, approval_request=action_digest(action))
+        return self.allow(action, verdict, parent_hash, approval)
 

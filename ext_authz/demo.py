@@ -66,7 +66,19 @@ def run_scenario(stack: LocalStack) -> tuple[list[Step], list[str]]:
     r = stack.agent_call("rogue-07", "POST", "/v1/transfers", {"amount_cents": 100, "to": "vendor-42"})
     record("rogue-07 (not registered)", "403 AGENT_UNKNOWN", f"{r.status} {_reason(r)}", r.status == 403 and _reason(r) == "AGENT_UNKNOWN")
 
-    # 6. revoked on-chain: denied from the next pinned block
+    # 6. over the rule's approval threshold: held, approved by a person, then executed once
+    held = stack.agent_call("finance-03", "POST", "/v1/transfers", {"amount_cents": 2_000_000, "to": "vendor-7"})
+    observed, ok = f"{held.status} {_reason(held)}", False
+    if held.status == 403 and _reason(held) == "HUMAN_APPROVAL_REQUIRED":
+        approval = stack.approve(held.headers["x-sae-denial"])
+        r = stack.agent_call("finance-03", "POST", "/v1/transfers", {"amount_cents": 2_000_000, "to": "vendor-7"},
+                             headers={"x-sealgate-approval": approval})
+        approved_by = verify(r.json()["sae"], stack.jwks).get("apr", {}).get("by") if r.status == 200 else None
+        observed += f", then {r.status} approved by {approved_by}"
+        ok = r.status == 200 and approved_by is not None
+    record("finance-03 pays $20,000", "403 HUMAN_APPROVAL_REQUIRED, then 200 with approval", observed, ok)
+
+    # 7. revoked on-chain: denied from the next pinned block
     before = stack.agent_call("finance-03", "GET", "/v1/balance")
     block = stack.revoke("finance-03")
     stack.wait_pinned(block)
@@ -74,10 +86,10 @@ def run_scenario(stack: LocalStack) -> tuple[list[Step], list[str]]:
     record("finance-03 revoked on-chain", "200 before, 403 AGENT_REVOKED after", f"{before.status} before, {r.status} {_reason(r)} after",
            before.status == 200 and r.status == 403 and _reason(r) == "AGENT_REVOKED")
 
-    # 7. a rogue agent process skips the mesh: the kernel refuses the connect
+    # 8. a rogue agent process skips the mesh: the kernel refuses the connect
     kernel_step(stack, record, details)
 
-    # 8. verify the SAE and the denial on-chain once the anchor batch lands
+    # 9. verify the SAE and the denial on-chain once the anchor batch lands
     wait_until(lambda: (s := stack.status())["anchor_queue"] == 0 and s["anchor_store"]["unbatched"] == 0
                and s["anchor_store"]["batches_pending"] == 0, 30, "anchoring to settle")
     store = AnchorStore(stack.workdir / "anchor.sqlite3")

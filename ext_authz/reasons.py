@@ -16,6 +16,11 @@ AMOUNT_INVALID = "AMOUNT_INVALID"
 BODY_INVALID = "BODY_INVALID"
 PARENT_SAE_INVALID = "PARENT_SAE_INVALID"
 
+# human approval (authorizer, when the policy answered REQUIRE_APPROVAL)
+APPROVAL_INVALID = "APPROVAL_INVALID"  # signature, approver, typ or lifetime
+APPROVAL_MISMATCH = "APPROVAL_MISMATCH"  # signed for another agent or another action
+APPROVAL_REPLAYED = "APPROVAL_REPLAYED"  # already used once
+
 # identity
 IDENTITY_MISSING = "IDENTITY_MISSING"
 IDENTITY_INVALID = "IDENTITY_INVALID"
@@ -85,7 +90,11 @@ MESSAGES = {
     ACTION_NOT_PERMITTED: "the agent's role may not perform this action on this target",
     DATA_CLASS_NOT_PERMITTED: "the data classification exceeds what the policy allows",
     AMOUNT_OVER_LIMIT: "the amount exceeds the policy limit",
-    HUMAN_APPROVAL_REQUIRED: "the amount needs human approval",
+    HUMAN_APPROVAL_REQUIRED: "the amount needs human approval: an approver signs the approval_request, "
+                             "then send the same request again with it in x-sealgate-approval",
+    APPROVAL_INVALID: "the approval is not signed by a configured approver, or is expired",
+    APPROVAL_MISMATCH: "the approval is for another agent or another action",
+    APPROVAL_REPLAYED: "the approval was already used",
     KEY_NOT_BOUND: "the certificate key is not the one registered for this agent",
     MODEL_NOT_APPROVED: "the agent's model is not registered, is deprecated, or is not the one this rule requires",
     RISK_TOO_HIGH: "the agent's risk score exceeds what the policy allows",

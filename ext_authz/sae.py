@@ -26,10 +26,13 @@ from .signing import Signer, b64url
 
 SAE_TYP = "application/sae+jwt"
 DENIAL_TYP = "application/sae-denial+jwt"
+APPROVAL_TYP = "application/sae-approval+jwt"  # a person's approval of one action (approvals.py)
 ALGORITHMS = ("EdDSA",)
 
 SAE_REQUIRED_CLAIMS = ("iss", "sub", "aud", "act", "pol", "mod", "iat", "nbf", "exp", "jti", "ctx", "chain")
 DENIAL_REQUIRED_CLAIMS = ("iss", "sub", "act", "pol", "iat", "jti", "reason")
+APPROVAL_REQUIRED_CLAIMS = ("iss", "sub", "req", "iat", "exp", "jti")
+REQUIRED_CLAIMS = {SAE_TYP: SAE_REQUIRED_CLAIMS, DENIAL_TYP: DENIAL_REQUIRED_CLAIMS, APPROVAL_TYP: APPROVAL_REQUIRED_CLAIMS}
 MAX_TOKEN_BYTES = 8192
 
 
@@ -59,10 +62,11 @@ def sae_hash(token: str) -> bytes:
 class EnvelopeEncoder:
     """Encodes SAEs and denial records with one signer; headers are built once."""
 
-    def __init__(self, signer: Signer):
+    def __init__(self, signer: Signer, kid: str | None = None):
         self._signer = signer
+        kid = kid or signer.kid  # an approver's key is named by the approver, not by its thumbprint
         self._headers = {
-            typ: b64url(canonical_json({"alg": signer.alg, "kid": signer.kid, "typ": typ})) for typ in (SAE_TYP, DENIAL_TYP)
+            typ: b64url(canonical_json({"alg": signer.alg, "kid": kid, "typ": typ})) for typ in REQUIRED_CLAIMS
         }
 
     @property
@@ -89,6 +93,8 @@ def verify(
     check_time: bool = True,
 ) -> dict[str, Any]:
     """Verifies signature, typ, required claims and (optionally) time; returns the payload."""
+    if typ not in REQUIRED_CLAIMS:
+        raise ValueError(f"unknown token type {typ!r}")
     if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
         raise SaeInvalid(reasons.SAE_INVALID, f"token must be a string of at most {MAX_TOKEN_BYTES} bytes")
     keys = jwks if isinstance(jwks, KeySet) else KeySet.import_key_set(jwks)
@@ -107,8 +113,7 @@ def verify(
         raise SaeInvalid(reasons.SAE_INVALID, f"payload is not JSON: {e}") from e
     if not isinstance(claims, dict):
         raise SaeInvalid(reasons.SAE_INVALID, "payload is not a JSON object")
-    required = SAE_REQUIRED_CLAIMS if typ == SAE_TYP else DENIAL_REQUIRED_CLAIMS
-    missing = [c for c in required if c not in claims]
+    missing = [c for c in REQUIRED_CLAIMS[typ] if c not in claims]
     if missing:
         raise SaeInvalid(reasons.SAE_INVALID, f"missing claims {missing}")
     if check_time and typ == SAE_TYP:

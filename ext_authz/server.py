@@ -57,7 +57,7 @@ _ALLOW_TEMPLATE = auth_pb2.CheckResponse(
     status=status_pb2.Status(code=code_pb2.OK),
     ok_response=auth_pb2.OkHttpResponse(
         headers=[_header("x-sae", ""), _header("x-sealgate-decision-id", "")],
-        headers_to_remove=["x-sae-parent"],
+        headers_to_remove=["x-sae-parent", "x-sealgate-approval"],
     ),
 )
 
@@ -70,7 +70,10 @@ def to_check_response(decision: Decision) -> auth_pb2.CheckResponse:
         sae_header.header.value = decision.token
         id_header.header.value = decision.decision_id
         return response
-    body = json.dumps({"decision_id": decision.decision_id, "reason_code": decision.reason, "message": decision.message})
+    doc = {"decision_id": decision.decision_id, "reason_code": decision.reason, "message": decision.message}
+    if decision.approval_request is not None:
+        doc["approval_request"] = decision.approval_request
+    body = json.dumps(doc)
     return auth_pb2.CheckResponse(
         status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED, message=decision.reason),
         denied_response=auth_pb2.DeniedHttpResponse(

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SPEC = ROOT / "deploy" / "local-stack.yaml"
 AUTHORITY = "payments.internal"
 AUDIENCE = "payments-api"
+APPROVER = "treasury-lead"
 
 
 def anvil_binary() -> str:
@@ -106,6 +107,10 @@ class LocalStack:
         raw = dict(self.spec["authorizer"])
         raw.update(authorizer_overrides or {})
         raw["anchor"] = {**raw.get("anchor", {}), "db_path": str(self.workdir / "anchor.sqlite3")}
+        # one person who may approve actions over a rule's approval threshold
+        self.approver_key = self.workdir / "keys" / "approver-treasury-lead.seed"
+        self.approver = Ed25519Signer.from_file(self.approver_key, create=True)
+        raw["approvers"] = {APPROVER: {k: self.approver.public_jwk()[k] for k in ("kty", "crv", "x")}, **raw.get("approvers", {})}
         self.config_raw = raw
         self.config = config_from_dict(raw, "local-stack.authorizer")
         self.trust_domain = self.config.trust_domain
@@ -338,6 +343,16 @@ class LocalStack:
 
     def agent_connection(self, agent: str | None, port: int, context: ssl.SSLContext | None = None) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection("127.0.0.1", port, context=context or self.tls_context(agent), timeout=10)
+
+    def approve(self, denial: str, ttl: int = 300) -> str:
+        """The approver's part, through the CLI as a person would run it: the approval token."""
+        out = subprocess.run([sys.executable, "-m", "ext_authz.cli", "approver", "sign", "--denial", denial,
+                              "--jwks", f"http://127.0.0.1:{self.ports.authz_admin}/jwks.json", "--name", APPROVER,
+                              "--key", str(self.approver_key), "--ttl", str(ttl)],
+                             capture_output=True, text=True, cwd=ROOT, timeout=60)
+        if out.returncode != 0:
+            raise SealgateError(f"approver sign failed: {out.stderr.strip()}")
+        return out.stdout.strip()
 
     def pep_call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
                  authority: str = AUTHORITY) -> Response:

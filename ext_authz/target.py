@@ -26,6 +26,7 @@ class _Handler(BaseHTTPRequestHandler):
             "host": self.headers.get("host"),
             "sae": self.headers.get("x-sae"),  # the target keeps the SAE as its receipt
             "body_bytes": len(body),
+            "header_names": sorted({k.lower() for k in self.headers.keys()}),  # shows what the mesh stripped
         }
         out = json.dumps(doc).encode()
         if self.server.receipts is not None:  # one line per executed request: what ran, under which SAE

@@ -14,7 +14,7 @@ def test_demo_runs_every_step_and_leaves_no_process(tmp_path):
                           capture_output=True, text=True, timeout=300)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    for step in ("pays $500", "pays $50,000", "direct call without SAE", "replay", "not registered", "revoked on-chain",
+    for step in ("pays $500", "pays $50,000", "direct call without SAE", "replay", "not registered", "pays $20,000", "revoked on-chain",
                  "verify SAE", "verify denial"):
         assert any(step in line and "[PASS]" in line for line in out.splitlines()), f"{step!r} missing:\n{out}"
     assert "[FAIL]" not in out and "all processes stopped" in out

@@ -19,6 +19,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
 from ext_authz.pki import LocalCA
 from ext_authz.sae import DENIAL_TYP, EnvelopeEncoder, sae_hash, verify
 from ext_authz.signing import Ed25519Signer
+from ext_authz.errors import SealgateError
 from ext_authz.stack import wait_until
 
 pytestmark = pytest.mark.slow
@@ -95,6 +96,35 @@ def test_data_class_and_human_approval_rules(stack):
     r = transfer(stack, agent="finance-03", amount=2_000_000)
     assert reason(r) == "HUMAN_APPROVAL_REQUIRED"
     assert transfer(stack, agent="finance-03", amount=900_000).status == 200
+
+
+def test_over_the_approval_threshold_a_persons_approval_lets_exactly_that_action_through_once(stack):
+    held = transfer(stack, agent="finance-03", amount=2_000_000)
+    assert held.status == 403 and reason(held) == "HUMAN_APPROVAL_REQUIRED"
+    request = held.json()["approval_request"]
+    assert verify(held.headers["x-sae-denial"], stack.jwks, typ=DENIAL_TYP)["apr_req"] == request
+
+    approval = stack.approve(held.headers["x-sae-denial"])  # `sealgate approver sign`, checked against the JWKS
+    done = transfer(stack, agent="finance-03", amount=2_000_000, headers={"x-sealgate-approval": approval})
+    assert done.status == 200, done.body
+    claims = sae_claims(stack, done.json()["sae"])
+    assert claims["apr"]["by"] == "treasury-lead" and claims["apr"]["req"] == request
+    assert "x-sealgate-approval" not in done.json()["header_names"]  # the sidecar strips it
+    assert "x-sae" in done.json()["header_names"]
+
+    replayed = transfer(stack, agent="finance-03", amount=2_000_000, headers={"x-sealgate-approval": approval})
+    assert (replayed.status, reason(replayed)) == (403, "APPROVAL_REPLAYED")
+    other = stack.approve(held.headers["x-sae-denial"])
+    bigger = transfer(stack, agent="finance-03", amount=4_000_000, headers={"x-sealgate-approval": other})
+    assert (bigger.status, reason(bigger)) == (403, "APPROVAL_MISMATCH")
+    forged = transfer(stack, agent="finance-03", amount=2_000_000, headers={"x-sealgate-approval": done.json()["sae"]})
+    assert (forged.status, reason(forged)) == (403, "APPROVAL_INVALID")
+
+
+def test_an_approver_cannot_approve_what_was_not_held_for_approval(stack):
+    denied = transfer(stack, amount=5_000_000)  # over the limit, not over an approval threshold
+    with pytest.raises(SealgateError, match="does not ask for approval"):
+        stack.approve(denied.headers["x-sae-denial"])
 
 
 def test_same_spiffe_id_with_another_key_is_denied(stack, tmp_path):

@@ -91,7 +91,7 @@ def test_allow_answers_carry_their_own_sae_and_overwrite_the_agents():
         headers = {h.header.key: h for h in resp.ok_response.headers}
         assert set(headers) == {"x-sae", "x-sealgate-decision-id"}
         assert all(h.append_action == h.OVERWRITE_IF_EXISTS_OR_ADD for h in headers.values())
-        assert list(resp.ok_response.headers_to_remove) == ["x-sae-parent"]
+        assert list(resp.ok_response.headers_to_remove) == ["x-sae-parent", "x-sealgate-approval"]
         claims = verify(headers["x-sae"].header.value, JWKS)
         assert claims["jti"] == headers["x-sealgate-decision-id"].header.value
         tokens.append(headers["x-sae"].header.value)

@@ -1,0 +1,107 @@
+"""Human approval of actions the policy marks REQUIRE_APPROVAL.
+
+The policy contract decides *that* an action needs a person (its amount is over the
+rule's approval threshold); an approver decides *whether*. The denial names the
+action's digest; the approver signs that digest (Ed25519 JWS, typ
+application/sae-approval+jwt, at most 15 minutes); the agent sends the same request
+again with the approval in `x-sealgate-approval`; the authorizer checks it and issues
+an SAE whose `apr` claim names the approver and the approval. One approval, one action.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from typing import Any, Callable
+
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from . import reasons
+from .actions import ActionRequest
+from .errors import ConfigError, InputRejected, SaeInvalid
+from .sae import APPROVAL_TYP, EnvelopeEncoder, canonical_json, verify
+from .signing import Signer
+
+MAX_APPROVAL_SECONDS = 900
+APPROVER_NAME = re.compile(r"[a-z0-9][a-z0-9.\-_]{0,63}")
+
+
+def action_digest(action: ActionRequest) -> str:
+    """SHA-256 over exactly what the approver approves: who, what, where, how much."""
+    return hashlib.sha256(canonical_json({
+        "iss": action.agent_spiffe_id, "type": action.action_type, "tgt": action.target, "m": action.method,
+        "h": action.authority, "p": action.path, "amt": action.amount, "dc": action.data_class,
+    })).hexdigest()
+
+
+def approver_keys(approvers: dict[str, Any]) -> KeySet:
+    """Validates the configured approvers (name -> Ed25519 public JWK); the name is the key id."""
+    keys = []
+    for name, jwk in approvers.items():
+        if not isinstance(name, str) or not APPROVER_NAME.fullmatch(name):
+            raise ConfigError(f"approver name {name!r} must be 1-64 of [a-z0-9.-_]")
+        if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or not jwk.get("x"):
+            raise ConfigError(f"approvers[{name!r}] must be an Ed25519 public JWK (kty OKP, crv Ed25519, x)")
+        if "d" in jwk:
+            raise ConfigError(f"approvers[{name!r}] holds a private key: configure the public JWK only")
+        keys.append({"kty": "OKP", "crv": "Ed25519", "x": jwk["x"], "kid": name})
+    if not keys:
+        return KeySet([])
+    try:
+        return KeySet.import_key_set({"keys": keys})
+    except (ValueError, JoseError) as e:
+        raise ConfigError(f"approvers: {e}") from e
+
+
+def sign_approval(signer: Signer, approver: str, agent: str, digest: str, ttl_seconds: int = 300,
+                  now: float | None = None, jti: str | None = None) -> str:
+    """The approver's side (`sealgate approver sign`)."""
+    import secrets
+
+    if not 1 <= ttl_seconds <= MAX_APPROVAL_SECONDS:
+        raise ConfigError(f"an approval lives 1-{MAX_APPROVAL_SECONDS} s, asked for {ttl_seconds}")
+    issued = int(time.time() if now is None else now)
+    claims = {"iss": approver, "sub": agent, "req": digest, "iat": issued, "exp": issued + ttl_seconds,
+              "jti": jti or secrets.token_urlsafe(16)}
+    return EnvelopeEncoder(signer, kid=approver).encode(claims, APPROVAL_TYP)
+
+
+class ApprovalVerifier:
+    """Checks an approval against the action it is presented with; each approval is accepted once."""
+
+    MAX_REMEMBERED = 100_000
+
+    def __init__(self, keys: KeySet, clock: Callable[[], float] = time.time):
+        self._keys = keys
+        self._clock = clock
+        self._used: dict[str, int] = {}  # approval jti -> exp
+        self._lock = threading.Lock()
+
+    def verify(self, token: str, action: ActionRequest) -> dict[str, Any]:
+        now = self._clock()
+        try:
+            claims = verify(token, self._keys, typ=APPROVAL_TYP, check_time=False)
+        except SaeInvalid as e:
+            raise InputRejected(reasons.APPROVAL_INVALID, f"x-sealgate-approval: {e.message}") from e
+        if claims["iss"] != jws.extract_compact(token.encode("ascii")).headers().get("kid"):
+            raise InputRejected(reasons.APPROVAL_INVALID, "approval iss is not the approver whose key signed it")
+        iat, exp, jti = claims["iat"], claims["exp"], claims["jti"]
+        if type(iat) is not int or type(exp) is not int or not isinstance(jti, str) or not jti:
+            raise InputRejected(reasons.APPROVAL_INVALID, "approval needs integer iat/exp and a jti")
+        if exp <= now or iat > now + 5 or exp - iat > MAX_APPROVAL_SECONDS:
+            raise InputRejected(reasons.APPROVAL_INVALID, f"approval is expired or not valid now (iat {iat}, exp {exp})")
+        if claims["sub"] != action.agent_spiffe_id or claims["req"] != action_digest(action):
+            raise InputRejected(reasons.APPROVAL_MISMATCH, "the approval is for another agent or another action")
+        with self._lock:
+            if jti in self._used:
+                raise InputRejected(reasons.APPROVAL_REPLAYED, "this approval was already used")
+            if len(self._used) >= self.MAX_REMEMBERED:
+                self._used = {k: v for k, v in self._used.items() if v > now}
+                if len(self._used) >= self.MAX_REMEMBERED:
+                    raise InputRejected(reasons.APPROVAL_INVALID, "too many live approvals to track")
+            self._used[jti] = exp
+        return claims
