@@ -45,6 +45,9 @@ class RequestView:
     headers_size: int | None = None
 
 
+EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
 @dataclass(frozen=True)
 class ActionRequest:
     agent_spiffe_id: str
@@ -59,6 +62,7 @@ class ActionRequest:
     session_id: str | None
     parent_sae: str | None
     approval: str | None = None  # x-sealgate-approval: a person's signed approval of this action
+    body_sha256: str = EMPTY_BODY_SHA256  # hex SHA-256 of the request body as the authorizer saw it
 
     @property
     def data_class_level(self) -> int:
@@ -188,4 +192,5 @@ def map_request(view: RequestView, config: AuthorizerConfig) -> ActionRequest:
         session_id=session,
         parent_sae=parent,
         approval=approval,
+        body_sha256=hashlib.sha256(view.body).hexdigest(),
     )

@@ -31,10 +31,12 @@ APPROVER_NAME = re.compile(r"[a-z0-9][a-z0-9.\-_]{0,63}")
 
 
 def action_digest(action: ActionRequest) -> str:
-    """SHA-256 over exactly what the approver approves: who, what, where, how much."""
+    """SHA-256 over exactly what the approver approves: who, what, where, how much, and the body
+    (so an approval of "pay vendor-7" cannot carry "pay someone else" the same amount)."""
     return hashlib.sha256(canonical_json({
         "iss": action.agent_spiffe_id, "type": action.action_type, "tgt": action.target, "m": action.method,
         "h": action.authority, "p": action.path, "amt": action.amount, "dc": action.data_class,
+        "bd": action.body_sha256,
     })).hexdigest()
 
 

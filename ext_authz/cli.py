@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -61,6 +62,7 @@ def cmd_approver_keygen(args: argparse.Namespace) -> int:
 
 def cmd_approver_sign(args: argparse.Namespace) -> int:
     from . import reasons
+    from .actions import EMPTY_BODY_SHA256
     from .approvals import sign_approval
     from .sae import DENIAL_TYP, verify
     from .signing import Ed25519Signer
@@ -73,6 +75,13 @@ def cmd_approver_sign(args: argparse.Namespace) -> int:
     if claims.get("reason") != reasons.HUMAN_APPROVAL_REQUIRED or not claims.get("apr_req"):
         raise ConfigError(f"this denial does not ask for approval (reason {claims.get('reason')})")
     act = claims["act"]
+    if act.get("bd") != EMPTY_BODY_SHA256:  # the approval covers the body: the person must have seen it
+        if not args.body:
+            raise ConfigError("the held request has a body: pass --body FILE with the body you approve")
+        body = Path(args.body).read_bytes()
+        if hashlib.sha256(body).hexdigest() != act.get("bd"):
+            raise ConfigError("the body you reviewed is not the one the agent sent (SHA-256 differs)")
+        print(f"body: {body[:2048].decode('utf-8', 'replace')}", file=sys.stderr)
     print(f"approving for {args.ttl} s: {claims['iss']} {act['type']} {act['m']} {act['h']}{act['p']} "
           f"amount {act['amt']} ({act['dc']}), request {claims['apr_req']}", file=sys.stderr)
     print(sign_approval(Ed25519Signer.from_file(args.key), args.name, claims["iss"], claims["apr_req"], args.ttl))
@@ -536,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", required=True, help="the approver's name in the authorizer's `approvers:`")
     p.add_argument("--key", required=True, help="the approver's key file")
     p.add_argument("--ttl", type=int, default=300, help="seconds the approval stays usable (max 900)")
+    p.add_argument("--body", help="file with the request body you reviewed (needed when the request has one)")
     p.set_defaults(func=cmd_approver_sign)
 
     p = sub.add_parser("demo", help="start the local stack, run the scripted scenario, shut down")

@@ -116,6 +116,7 @@ class DecisionMaker:
                 "p": action.path,
                 "amt": action.amount,
                 "dc": action.data_class,
+                "bd": action.body_sha256,
             },
             "pol": self._pol(verdict),
             "mod": "sha256:" + verdict.model_hash.hex(),
@@ -149,7 +150,7 @@ class DecisionMaker:
             "sub": action.target if action else None,
             "act": (
                 {"type": action.action_type, "m": action.method, "h": action.authority, "p": action.path,
-                 "amt": action.amount, "dc": action.data_class}
+                 "amt": action.amount, "dc": action.data_class, "bd": action.body_sha256}
                 if action else None
             ),
             "pol": self._pol(verdict),

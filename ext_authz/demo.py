@@ -67,12 +67,12 @@ def run_scenario(stack: LocalStack) -> tuple[list[Step], list[str]]:
     record("rogue-07 (not registered)", "403 AGENT_UNKNOWN", f"{r.status} {_reason(r)}", r.status == 403 and _reason(r) == "AGENT_UNKNOWN")
 
     # 6. over the rule's approval threshold: held, approved by a person, then executed once
-    held = stack.agent_call("finance-03", "POST", "/v1/transfers", {"amount_cents": 2_000_000, "to": "vendor-7"})
+    big = {"amount_cents": 2_000_000, "to": "vendor-7"}
+    held = stack.agent_call("finance-03", "POST", "/v1/transfers", big)
     observed, ok = f"{held.status} {_reason(held)}", False
     if held.status == 403 and _reason(held) == "HUMAN_APPROVAL_REQUIRED":
-        approval = stack.approve(held.headers["x-sae-denial"])
-        r = stack.agent_call("finance-03", "POST", "/v1/transfers", {"amount_cents": 2_000_000, "to": "vendor-7"},
-                             headers={"x-sealgate-approval": approval})
+        approval = stack.approve(held.headers["x-sae-denial"], big)
+        r = stack.agent_call("finance-03", "POST", "/v1/transfers", big, headers={"x-sealgate-approval": approval})
         approved_by = verify(r.json()["sae"], stack.jwks).get("apr", {}).get("by") if r.status == 200 else None
         observed += f", then {r.status} approved by {approved_by}"
         ok = r.status == 200 and approved_by is not None

@@ -344,11 +344,16 @@ class LocalStack:
     def agent_connection(self, agent: str | None, port: int, context: ssl.SSLContext | None = None) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection("127.0.0.1", port, context=context or self.tls_context(agent), timeout=10)
 
-    def approve(self, denial: str, ttl: int = 300) -> str:
-        """The approver's part, through the CLI as a person would run it: the approval token."""
+    def approve(self, denial: str, body: Any = None, ttl: int = 300) -> str:
+        """The approver's part, through the CLI as a person would run it, having reviewed `body`."""
+        extra = []
+        if body is not None:
+            reviewed = self.workdir / "reviewed-body"
+            reviewed.write_bytes(body if isinstance(body, bytes) else json.dumps(body).encode())
+            extra = ["--body", str(reviewed)]
         out = subprocess.run([sys.executable, "-m", "ext_authz.cli", "approver", "sign", "--denial", denial,
                               "--jwks", f"http://127.0.0.1:{self.ports.authz_admin}/jwks.json", "--name", APPROVER,
-                              "--key", str(self.approver_key), "--ttl", str(ttl)],
+                              "--key", str(self.approver_key), "--ttl", str(ttl), *extra],
                              capture_output=True, text=True, cwd=ROOT, timeout=60)
         if out.returncode != 0:
             raise SealgateError(f"approver sign failed: {out.stderr.strip()}")

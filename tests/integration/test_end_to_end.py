@@ -4,6 +4,8 @@ state) -> PEP Envoy (jwt_authn + Lua) -> target; anchoring and `sealgate verify`
 Tests run in file order; the last ones stop anvil and the authorizer.
 """
 
+import hashlib
+import json
 import ssl
 import subprocess
 import urllib.parse
@@ -47,7 +49,7 @@ def test_allowed_action_executes_with_a_bound_sae(stack):
     c = sae_claims(stack, doc["sae"])
     assert c["iss"] == stack.spiffe_id("procurement-01")
     assert c["act"] == {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers",
-                        "amt": 50_000, "dc": "internal"}
+                        "amt": 50_000, "dc": "internal", "bd": hashlib.sha256(json.dumps(TRANSFER).encode()).hexdigest()}
     assert c["pol"]["addr"] == stack.manifest.policy and c["pol"]["block"] >= stack.manifest.deploy_block
     assert c["pol"]["registry"] == stack.manifest.policy_registry and c["pol"]["id"] == stack.manifest.policy_id
     assert c["pol"]["ver"] == 1
@@ -99,12 +101,17 @@ def test_data_class_and_human_approval_rules(stack):
 
 
 def test_over_the_approval_threshold_a_persons_approval_lets_exactly_that_action_through_once(stack):
+    big = {"amount_cents": 2_000_000, "to": "vendor-42"}
     held = transfer(stack, agent="finance-03", amount=2_000_000)
     assert held.status == 403 and reason(held) == "HUMAN_APPROVAL_REQUIRED"
     request = held.json()["approval_request"]
     assert verify(held.headers["x-sae-denial"], stack.jwks, typ=DENIAL_TYP)["apr_req"] == request
+    with pytest.raises(SealgateError, match="pass --body"):
+        stack.approve(held.headers["x-sae-denial"])  # a person must see what they approve
+    with pytest.raises(SealgateError, match="not the one the agent sent"):
+        stack.approve(held.headers["x-sae-denial"], {**big, "to": "vendor-7"})
 
-    approval = stack.approve(held.headers["x-sae-denial"])  # `sealgate approver sign`, checked against the JWKS
+    approval = stack.approve(held.headers["x-sae-denial"], big)  # `sealgate approver sign`, checked against the JWKS
     done = transfer(stack, agent="finance-03", amount=2_000_000, headers={"x-sealgate-approval": approval})
     assert done.status == 200, done.body
     claims = sae_claims(stack, done.json()["sae"])
@@ -114,9 +121,12 @@ def test_over_the_approval_threshold_a_persons_approval_lets_exactly_that_action
 
     replayed = transfer(stack, agent="finance-03", amount=2_000_000, headers={"x-sealgate-approval": approval})
     assert (replayed.status, reason(replayed)) == (403, "APPROVAL_REPLAYED")
-    other = stack.approve(held.headers["x-sae-denial"])
+    other = stack.approve(held.headers["x-sae-denial"], big)
     bigger = transfer(stack, agent="finance-03", amount=4_000_000, headers={"x-sealgate-approval": other})
     assert (bigger.status, reason(bigger)) == (403, "APPROVAL_MISMATCH")
+    elsewhere = stack.agent_call("finance-03", "POST", "/v1/transfers", {**big, "to": "attacker-1"},
+                                 headers={"x-sealgate-approval": other})  # same amount, another payee
+    assert (elsewhere.status, reason(elsewhere)) == (403, "APPROVAL_MISMATCH")
     forged = transfer(stack, agent="finance-03", amount=2_000_000, headers={"x-sealgate-approval": done.json()["sae"]})
     assert (forged.status, reason(forged)) == (403, "APPROVAL_INVALID")
 
@@ -124,7 +134,7 @@ def test_over_the_approval_threshold_a_persons_approval_lets_exactly_that_action
 def test_an_approver_cannot_approve_what_was_not_held_for_approval(stack):
     denied = transfer(stack, amount=5_000_000)  # over the limit, not over an approval threshold
     with pytest.raises(SealgateError, match="does not ask for approval"):
-        stack.approve(denied.headers["x-sae-denial"])
+        stack.approve(denied.headers["x-sae-denial"], {"amount_cents": 5_000_000, "to": "vendor-42"})
 
 
 def test_same_spiffe_id_with_another_key_is_denied(stack, tmp_path):

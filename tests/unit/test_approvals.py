@@ -61,7 +61,8 @@ def test_an_approval_of_exactly_this_action_allows_it_once_and_the_sae_names_it(
     ({"agent_spiffe_id": "spiffe://sealgate.local/agent/b"}, reasons.APPROVAL_MISMATCH),
     ({"path": "/v1/transfers?to=elsewhere"}, reasons.APPROVAL_MISMATCH),
     ({"target": "other-api"}, reasons.APPROVAL_MISMATCH),
-], ids=["other_amount", "other_agent", "other_path", "other_target"])
+    ({"body_sha256": "ab" * 32}, reasons.APPROVAL_MISMATCH),
+], ids=["other_amount", "other_agent", "other_path", "other_target", "other_body_same_amount"])
 def test_an_approval_of_another_action_does_not_transfer(change, expected):
     approved = action(amount=2_000_000)
     presented = action(**{"amount": 2_000_000, **change, "approval": approval_for(approved)})

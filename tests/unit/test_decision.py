@@ -3,7 +3,7 @@
 import pytest
 
 from ext_authz import reasons
-from ext_authz.actions import ActionRequest
+from ext_authz.actions import EMPTY_BODY_SHA256, ActionRequest
 from ext_authz.chain import Verdict
 from ext_authz.config import AuthorizerConfig
 from ext_authz.decision import DecisionMaker
@@ -49,7 +49,8 @@ def test_allow_carries_every_seed_claim_bound_to_the_request():
     assert d.allowed and d.reason == "OK"
     c = verify(d.token, JWKS, now=NOW)
     assert c["iss"] == "spiffe://sealgate.local/agent/a"
-    assert c["act"] == {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers", "amt": 500, "dc": "internal"}
+    assert c["act"] == {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers", "amt": 500, "dc": "internal",
+                        "bd": EMPTY_BODY_SHA256}
     assert c["pol"] == {"registry": FixedPolicy.policy_registry, "id": "0x" + "22" * 32,
                         "addr": FixedPolicy.implementation, "ver": 3, "block": 42}
     assert c["mod"] == "sha256:" + "11" * 32
