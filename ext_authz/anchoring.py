@@ -48,6 +48,11 @@ CREATE TABLE IF NOT EXISTS batches (
     block INTEGER,
     created REAL NOT NULL
 );
+-- approvals already turned into an SAE: single use across restarts (and processes sharing the file)
+CREATE TABLE IF NOT EXISTS used_approvals (
+    jti TEXT PRIMARY KEY,
+    exp INTEGER NOT NULL
+);
 """
 
 
@@ -77,6 +82,14 @@ class AnchorStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
+
+    def claim_approval(self, jti: str, exp: int, now: float) -> bool:
+        """Records an approval as used; False if it was used before. Expired entries are dropped."""
+        conn = self._conn()
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM used_approvals WHERE exp < ?", (int(now),))
+            return conn.execute("INSERT OR IGNORE INTO used_approvals(jti, exp) VALUES (?, ?)", (jti, exp)).rowcount == 1
 
     def add_leaves(self, rows: list[tuple[bytes, str, str, float]]) -> None:
         conn = self._conn()

@@ -37,7 +37,8 @@ class Authorizer:
         self.policy.start()
         self.leaves = LeafQueue(AnchorStore(self.config.anchor.db_path))
         self.leaves.start()
-        approvals = ApprovalVerifier(approver_keys(self.config.approvers)) if self.config.approvers else None
+        approvals = (ApprovalVerifier(approver_keys(self.config.approvers), claim=self.leaves.store.claim_approval)
+                     if self.config.approvers else None)
         decider = DecisionMaker(self.config, EnvelopeEncoder(self.signer), self.policy, self.manifest.chain_id,
                                 self.manifest.anchor, self.jwks, approvals=approvals)
         self.service = AuthorizationService(self.config, decider, self.leaves.enqueue, allow_all=self.allow_all,

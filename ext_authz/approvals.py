@@ -72,16 +72,34 @@ def sign_approval(signer: Signer, approver: str, agent: str, digest: str, ttl_se
     return EnvelopeEncoder(signer, kid=approver).encode(claims, APPROVAL_TYP)
 
 
+class MemoryClaims:
+    """Used approvals in memory: for tests and tools; the authorizer uses its SQLite store."""
+
+    def __init__(self) -> None:
+        self._used: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, jti: str, exp: int, now: float) -> bool:
+        with self._lock:
+            self._used = {k: v for k, v in self._used.items() if v >= now}
+            if jti in self._used:
+                return False
+            self._used[jti] = exp
+            return True
+
+
 class ApprovalVerifier:
-    """Checks an approval against the action it is presented with; each approval is accepted once."""
+    """Checks an approval against the action it is presented with; each approval is accepted once.
 
-    MAX_REMEMBERED = 100_000
+    `claim(jti, exp, now)` records the use and says whether it is the first: the authorizer
+    passes its SQLite store, so a restart inside an approval's lifetime does not reopen it.
+    """
 
-    def __init__(self, keys: KeySet, clock: Callable[[], float] = time.time):
+    def __init__(self, keys: KeySet, clock: Callable[[], float] = time.time,
+                 claim: Callable[[str, int, float], bool] | None = None):
         self._keys = keys
         self._clock = clock
-        self._used: dict[str, int] = {}  # approval jti -> exp
-        self._lock = threading.Lock()
+        self._claim = claim or MemoryClaims()
 
     def verify(self, token: str, action: ActionRequest) -> dict[str, Any]:
         now = self._clock()
@@ -92,18 +110,12 @@ class ApprovalVerifier:
         if claims["iss"] != jws.extract_compact(token.encode("ascii")).headers().get("kid"):
             raise InputRejected(reasons.APPROVAL_INVALID, "approval iss is not the approver whose key signed it")
         iat, exp, jti = claims["iat"], claims["exp"], claims["jti"]
-        if type(iat) is not int or type(exp) is not int or not isinstance(jti, str) or not jti:
-            raise InputRejected(reasons.APPROVAL_INVALID, "approval needs integer iat/exp and a jti")
+        if type(iat) is not int or type(exp) is not int or not isinstance(jti, str) or not 0 < len(jti) <= 128:
+            raise InputRejected(reasons.APPROVAL_INVALID, "approval needs integer iat/exp and a jti of 1-128 characters")
         if exp <= now or iat > now + 5 or exp - iat > MAX_APPROVAL_SECONDS:
             raise InputRejected(reasons.APPROVAL_INVALID, f"approval is expired or not valid now (iat {iat}, exp {exp})")
         if claims["sub"] != action.agent_spiffe_id or claims["req"] != action_digest(action):
             raise InputRejected(reasons.APPROVAL_MISMATCH, "the approval is for another agent or another action")
-        with self._lock:
-            if jti in self._used:
-                raise InputRejected(reasons.APPROVAL_REPLAYED, "this approval was already used")
-            if len(self._used) >= self.MAX_REMEMBERED:
-                self._used = {k: v for k, v in self._used.items() if v > now}
-                if len(self._used) >= self.MAX_REMEMBERED:
-                    raise InputRejected(reasons.APPROVAL_INVALID, "too many live approvals to track")
-            self._used[jti] = exp
+        if not self._claim(f"{claims['iss']}/{jti}", exp, now):
+            raise InputRejected(reasons.APPROVAL_REPLAYED, "this approval was already used")
         return claims

@@ -131,6 +131,17 @@ def test_over_the_approval_threshold_a_persons_approval_lets_exactly_that_action
     assert (forged.status, reason(forged)) == (403, "APPROVAL_INVALID")
 
 
+def test_a_used_approval_stays_used_across_an_authorizer_restart(stack):
+    big = {"amount_cents": 3_000_000, "to": "vendor-42"}
+    held = transfer(stack, agent="finance-03", amount=3_000_000)
+    approval = stack.approve(held.headers["x-sae-denial"], big)
+    assert transfer(stack, agent="finance-03", amount=3_000_000, headers={"x-sealgate-approval": approval}).status == 200
+    stack.stop_process("authorizer")  # a crash or a deploy, well inside the approval's lifetime
+    stack.spawn_authorizer("authorizer", stack.ports.authz_grpc, stack.ports.authz_admin, False, stack.workdir / "anchor.sqlite3")
+    again = transfer(stack, agent="finance-03", amount=3_000_000, headers={"x-sealgate-approval": approval})
+    assert (again.status, reason(again)) == (403, "APPROVAL_REPLAYED")
+
+
 def test_an_approver_cannot_approve_what_was_not_held_for_approval(stack):
     denied = transfer(stack, amount=5_000_000)  # over the limit, not over an approval threshold
     with pytest.raises(SealgateError, match="does not ask for approval"):

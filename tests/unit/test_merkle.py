@@ -55,3 +55,4 @@ def test_absent_leaf_and_empty_tree_rejected():
         MerkleTree.build([])
     with pytest.raises(InputRejected):
         MerkleTree.build([b"short"])
+
