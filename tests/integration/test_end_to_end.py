@@ -330,6 +330,17 @@ def test_sealgate_verify_accepts_an_anchored_sae(stack):
     assert "VALID" in out.stdout and "anchored  root 0x" in out.stdout and "tx 0x" in out.stdout
 
 
+def test_sealgate_verify_shows_who_approved_an_approved_action(stack):
+    big = {"amount_cents": 1_500_000, "to": "vendor-42"}
+    held = transfer(stack, agent="finance-03", amount=1_500_000)
+    approval = stack.approve(held.headers["x-sae-denial"], big)
+    token = transfer(stack, agent="finance-03", amount=1_500_000, headers={"x-sealgate-approval": approval}).json()["sae"]
+    wait_until(lambda: anchored(stack), 30, "anchoring")
+    out = sealgate_verify(stack, token)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"approved  by treasury-lead (approval " in out.stdout and held.json()["approval_request"] in out.stdout
+
+
 def test_sealgate_verify_accepts_an_anchored_denial(stack):
     token = transfer(stack, amount=9_000_000).headers["x-sae-denial"]
     wait_until(lambda: anchored(stack), 30, "anchoring")
