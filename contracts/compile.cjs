@@ -8,7 +8,7 @@ const solc = require("solc");
 const ROOT = path.resolve(__dirname, "..");
 const SRC = path.join(__dirname, "src");
 const BUILD = path.join(__dirname, "build");
-const CONTRACTS = ["AgentRegistry", "ModelRegistry", "RuleBasedPolicy", "PolicyRegistry", "SaeAnchor", "SealgateTimelock"];
+const CONTRACTS = ["AgentRegistry", "ModelRegistry", "RuleBasedPolicy", "PolicyRegistry", "SaeAnchor", "SealgateTimelock", "ApproverRegistry"];
 const EVM_VERSION = "cancun"; // pinned: solc 0.8.37 defaults to osaka
 
 function listSources(dir, prefix = "") {

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .anchoring import AnchorStore, LeafQueue
-from .approvals import ApprovalVerifier, approver_keys
+from .approvals import ApprovalVerifier
 from .chain import Manifest, PinnedPolicy
 from .config import AuthorizerConfig
 from .decision import DecisionMaker
@@ -31,14 +31,14 @@ class Authorizer:
         self.jwks = jwks_of(self.signer)
         self.policy = PinnedPolicy(self.manifest.rpc_url, self.manifest.policy_registry,
                                    bytes.fromhex(self.manifest.policy_id.removeprefix("0x")),
-                                   watch=(self.manifest.registry, self.manifest.models),
+                                   watch=(self.manifest.registry, self.manifest.models, self.manifest.approvers),
+                                   approvers=self.manifest.approvers,
                                    poll_seconds=self.config.state_poll_seconds,
                                    max_age_seconds=self.config.max_state_age_seconds)
         self.policy.start()
         self.leaves = LeafQueue(AnchorStore(self.config.anchor.db_path))
         self.leaves.start()
-        approvals = (ApprovalVerifier(approver_keys(self.config.approvers), claim=self.leaves.store.claim_approval)
-                     if self.config.approvers else None)
+        approvals = ApprovalVerifier(self.policy.approver_key, claim=self.leaves.store.claim_approval)
         decider = DecisionMaker(self.config, EnvelopeEncoder(self.signer), self.policy, self.manifest.chain_id,
                                 self.manifest.anchor, self.jwks, approvals=approvals)
         self.service = AuthorizationService(self.config, decider, self.leaves.enqueue, allow_all=self.allow_all,

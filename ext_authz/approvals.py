@@ -1,7 +1,8 @@
 """Human approval of actions the policy marks REQUIRE_APPROVAL.
 
 The policy contract decides *that* an action needs a person (its amount is over the
-rule's approval threshold); an approver decides *whether*. The denial names the
+rule's approval threshold); an approver registered in the on-chain ApproverRegistry
+decides *whether*. The denial names the
 action's digest; the approver signs that digest (Ed25519 JWS, typ
 application/sae-approval+jwt, at most 15 minutes); the agent sends the same request
 again with the approval in `x-sealgate-approval`; the authorizer checks it and issues
@@ -24,7 +25,7 @@ from . import reasons
 from .actions import ActionRequest
 from .errors import ConfigError, InputRejected, SaeInvalid
 from .sae import APPROVAL_TYP, EnvelopeEncoder, canonical_json, verify
-from .signing import Signer
+from .signing import Signer, b64url
 
 MAX_APPROVAL_SECONDS = 900
 APPROVER_NAME = re.compile(r"[a-z0-9][a-z0-9.\-_]{0,63}")
@@ -38,25 +39,6 @@ def action_digest(action: ActionRequest) -> str:
         "h": action.authority, "p": action.path, "amt": action.amount, "dc": action.data_class,
         "bd": action.body_sha256,
     })).hexdigest()
-
-
-def approver_keys(approvers: dict[str, Any]) -> KeySet:
-    """Validates the configured approvers (name -> Ed25519 public JWK); the name is the key id."""
-    keys = []
-    for name, jwk in approvers.items():
-        if not isinstance(name, str) or not APPROVER_NAME.fullmatch(name):
-            raise ConfigError(f"approver name {name!r} must be 1-64 of [a-z0-9.-_]")
-        if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or not jwk.get("x"):
-            raise ConfigError(f"approvers[{name!r}] must be an Ed25519 public JWK (kty OKP, crv Ed25519, x)")
-        if "d" in jwk:
-            raise ConfigError(f"approvers[{name!r}] holds a private key: configure the public JWK only")
-        keys.append({"kty": "OKP", "crv": "Ed25519", "x": jwk["x"], "kid": name})
-    if not keys:
-        return KeySet([])
-    try:
-        return KeySet.import_key_set({"keys": keys})
-    except (ValueError, JoseError) as e:
-        raise ConfigError(f"approvers: {e}") from e
 
 
 def sign_approval(signer: Signer, approver: str, agent: str, digest: str, ttl_seconds: int = 300,
@@ -91,23 +73,39 @@ class MemoryClaims:
 class ApprovalVerifier:
     """Checks an approval against the action it is presented with; each approval is accepted once.
 
+    `approver_key(name)` gives the approver's Ed25519 public key, or None when unknown or
+    revoked: the authorizer reads the on-chain ApproverRegistry at the pinned block.
     `claim(jti, exp, now)` records the use and says whether it is the first: the authorizer
     passes its SQLite store, so a restart inside an approval's lifetime does not reopen it.
     """
 
-    def __init__(self, keys: KeySet, clock: Callable[[], float] = time.time,
+    def __init__(self, approver_key: Callable[[str], bytes | None], clock: Callable[[], float] = time.time,
                  claim: Callable[[str, int, float], bool] | None = None):
-        self._keys = keys
+        self._approver_key = approver_key
         self._clock = clock
         self._claim = claim or MemoryClaims()
 
+    def _keys(self, token: str) -> tuple[str, KeySet]:
+        try:
+            name = jws.extract_compact(token.encode("ascii")).headers().get("kid")
+        except (JoseError, ValueError, UnicodeEncodeError) as e:
+            raise InputRejected(reasons.APPROVAL_INVALID, f"x-sealgate-approval is not a JWS: {e}") from e
+        if not isinstance(name, str) or not APPROVER_NAME.fullmatch(name):
+            raise InputRejected(reasons.APPROVAL_INVALID, "approval kid is not an approver name")
+        key = self._approver_key(name)  # chain errors propagate: the caller fails closed
+        if key is None:
+            raise InputRejected(reasons.APPROVAL_INVALID, f"approver {name!r} is not registered or was revoked")
+        jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64url(key), "kid": name}
+        return name, KeySet.import_key_set({"keys": [jwk]})
+
     def verify(self, token: str, action: ActionRequest) -> dict[str, Any]:
         now = self._clock()
+        name, keys = self._keys(token)
         try:
-            claims = verify(token, self._keys, typ=APPROVAL_TYP, check_time=False)
+            claims = verify(token, keys, typ=APPROVAL_TYP, check_time=False)
         except SaeInvalid as e:
             raise InputRejected(reasons.APPROVAL_INVALID, f"x-sealgate-approval: {e.message}") from e
-        if claims["iss"] != jws.extract_compact(token.encode("ascii")).headers().get("kid"):
+        if claims["iss"] != name:
             raise InputRejected(reasons.APPROVAL_INVALID, "approval iss is not the approver whose key signed it")
         iat, exp, jti = claims["iat"], claims["exp"], claims["jti"]
         if type(iat) is not int or type(exp) is not int or not isinstance(jti, str) or not 0 < len(jti) <= 128:
@@ -116,6 +114,6 @@ class ApprovalVerifier:
             raise InputRejected(reasons.APPROVAL_INVALID, f"approval is expired or not valid now (iat {iat}, exp {exp})")
         if claims["sub"] != action.agent_spiffe_id or claims["req"] != action_digest(action):
             raise InputRejected(reasons.APPROVAL_MISMATCH, "the approval is for another agent or another action")
-        if not self._claim(f"{claims['iss']}/{jti}", exp, now):
+        if not self._claim(f"{name}/{jti}", exp, now):
             raise InputRejected(reasons.APPROVAL_REPLAYED, "this approval was already used")
         return claims

@@ -124,6 +124,7 @@ class Manifest:
     delay_seconds: int
     guardian: str
     anchorer: str
+    approvers: str  # ApproverRegistry
 
     def to_json(self) -> str:
         return json.dumps({**self.__dict__, "owners": list(self.owners)}, indent=2, sort_keys=True) + "\n"
@@ -185,6 +186,7 @@ class Bootstrap:
     registry: Any
     models: Any
     policy: Any
+    approvers: Any
 
 
 def deploy_all(rpc_url: str, manifest_path: str | Path, *, delay_seconds: int = DEFAULT_TIMELOCK_DELAY,
@@ -198,7 +200,8 @@ def deploy_all(rpc_url: str, manifest_path: str | Path, *, delay_seconds: int = 
     if path.exists():
         try:
             existing = Manifest.load(path)
-            addresses = (existing.registry, existing.models, existing.policy_registry, existing.anchor, existing.timelock, existing.safe)
+            addresses = (existing.registry, existing.models, existing.policy_registry, existing.anchor, existing.timelock,
+                         existing.safe, existing.approvers)
             if existing.chain_id == client.w3.eth.chain_id and all(client.w3.eth.get_code(to_checksum_address(a)) for a in addresses):
                 return existing
         except ConfigError:
@@ -215,6 +218,7 @@ def deploy_all(rpc_url: str, manifest_path: str | Path, *, delay_seconds: int = 
                                                                registry.address, models.address))
     policy_registry = client.contract("PolicyRegistry", client.deploy(deployer, "PolicyRegistry", deployer.address))
     anchor = client.contract("SaeAnchor", client.deploy(deployer, "SaeAnchor", deployer.address))
+    approvers = client.contract("ApproverRegistry", client.deploy(deployer, "ApproverRegistry", deployer.address))
     safe = deploy_safe(client, deployer, owners, threshold)
     timelock = client.contract("SealgateTimelock", client.deploy(deployer, "SealgateTimelock", delay_seconds,
                                                                   [safe.address], [ZERO_ADDRESS]))
@@ -222,12 +226,12 @@ def deploy_all(rpc_url: str, manifest_path: str | Path, *, delay_seconds: int = 
     grant = lambda contract, role, who: client.transact(deployer, contract.functions.grantRole(role_id(role), who))  # noqa: E731
     # bootstrap window: the deployer seeds, then hands over
     for contract, role in ((registry, "REGISTRAR_ROLE"), (models, "MODEL_ADMIN_ROLE"), (policy, "POLICY_ADMIN_ROLE"),
-                           (policy_registry, "POLICY_ADMIN_ROLE")):
+                           (policy_registry, "POLICY_ADMIN_ROLE"), (approvers, "APPROVER_ADMIN_ROLE")):
         grant(contract, role, deployer.address)
     policy_id = keccak(text=POLICY_NAME)
     client.transact(deployer, policy_registry.functions.deploy(policy_id, policy.address))
     if bootstrap is not None:
-        bootstrap(Bootstrap(client, deployer, registry, models, policy))
+        bootstrap(Bootstrap(client, deployer, registry, models, policy, approvers))
 
     handover = (
         (registry, ("REGISTRAR_ROLE",), True),
@@ -235,6 +239,7 @@ def deploy_all(rpc_url: str, manifest_path: str | Path, *, delay_seconds: int = 
         (policy, ("POLICY_ADMIN_ROLE",), True),
         (policy_registry, ("POLICY_ADMIN_ROLE",), False),
         (anchor, (), False),
+        (approvers, ("APPROVER_ADMIN_ROLE",), True),
     )
     for contract, roles, has_guardian in handover:
         for role in roles:
@@ -253,7 +258,7 @@ def deploy_all(rpc_url: str, manifest_path: str | Path, *, delay_seconds: int = 
         registry=registry.address, models=models.address, policy=policy.address,
         policy_registry=policy_registry.address, policy_id="0x" + policy_id.hex(), anchor=anchor.address,
         timelock=timelock.address, safe=safe.address, owners=tuple(owners), threshold=threshold,
-        delay_seconds=delay_seconds, guardian=guardian.address, anchorer=anchorer.address,
+        delay_seconds=delay_seconds, guardian=guardian.address, anchorer=anchorer.address, approvers=approvers.address,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(manifest.to_json())
@@ -300,6 +305,7 @@ class Verdict:
 EVALUATE_SIGNATURE = "evaluate(bytes32,(bytes32,bytes32,bytes32,bytes32,uint256,uint8,uint8))"
 _EVALUATE_SELECTOR = function_signature_to_4byte_selector(EVALUATE_SIGNATURE)
 _CURRENT_SELECTOR = function_signature_to_4byte_selector("current(bytes32)")
+_APPROVER_KEY_SELECTOR = function_signature_to_4byte_selector("approverKey(bytes32)")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -411,9 +417,10 @@ class PinnedPolicy:
     WARM_CALLS = 32
 
     def __init__(self, rpc_url: str, policy_registry: str, policy_id: bytes, *, watch: tuple[str, ...] = (),
-                 poll_seconds: float = 0.2, max_age_seconds: float = 15.0):
+                 poll_seconds: float = 0.2, max_age_seconds: float = 15.0, approvers: str | None = None):
         self._rpc_url = rpc_url
         self._registry = to_checksum_address(policy_registry)
+        self._approvers = to_checksum_address(approvers) if approvers else None
         self.policy_id = policy_id
         # contracts whose state the verdict depends on; each of their state changes emits an
         # event. The current implementation is added at every pin (an upgrade logs first).
@@ -500,13 +507,13 @@ class PinnedPolicy:
             except ChainError as e:
                 log.warning("policy state refresh failed: %s", e)
 
-    def _call(self, pinned: _Pinned, calldata: bytes) -> bytes:
+    def _call(self, pinned: _Pinned, calldata: bytes, to: str | None = None) -> bytes:
         with pinned.lock:
             evm = pinned.evm
             try:
                 checkpoint = evm.snapshot()
                 try:
-                    return bytes(evm.message_call(ZERO_ADDRESS, self._registry, calldata, is_static=True))
+                    return bytes(evm.message_call(ZERO_ADDRESS, to or self._registry, calldata, is_static=True))
                 finally:
                     # pyrevm leaves each call's journal frame behind (~4 entries per call, never freed
                     # while the pin lives); reverting drops it and keeps the fetched storage cached
@@ -514,13 +521,28 @@ class PinnedPolicy:
             except BaseException as e:  # pyrevm raises pyo3 panics as BaseException
                 raise ChainError(f"evaluate failed at block {pinned.block}: {e}") from e
 
-    def evaluate(self, action: PolicyAction) -> Verdict:
+    def _fresh(self) -> _Pinned:
         pinned = self._pinned
         if pinned is None:
             raise StateStale("no policy state pinned yet")
         age = time.monotonic() - pinned.checked_at
         if age > self._max_age:
             raise StateStale(f"pinned block {pinned.block} unconfirmed for {age:.1f}s (limit {self._max_age}s)")
+        return pinned
+
+    def approver_key(self, name: str) -> bytes | None:
+        """An approver's Ed25519 public key in the ApproverRegistry at the pinned block; None when
+        unknown or revoked."""
+        if self._approvers is None:
+            return None
+        out = self._call(self._fresh(), _APPROVER_KEY_SELECTOR + text_id(name), to=self._approvers)
+        if len(out) != 64:
+            raise ChainError(f"approverKey returned {len(out)} bytes, expected 64")
+        key, active = out[:32], int.from_bytes(out[32:], "big")
+        return key if active == 1 and any(key) else None
+
+    def evaluate(self, action: PolicyAction) -> Verdict:
+        pinned = self._fresh()
         calldata = encode_evaluate(self.policy_id, action)
         verdict = decode_verdict(self._call(pinned, calldata), pinned.block)
         warm = calldata[:164] + bytes(32) + calldata[196:]  # storage read depends on who/what, not the amount

@@ -282,6 +282,8 @@ def cmd_gov_propose(args: argparse.Namespace) -> int:
         call = gov.call_set_rule(args.role, args.action_type, args.target, rule)
     elif args.what == "reactivate":
         call = gov.call_reactivate(args.agent)
+    elif args.what == "register-approver":
+        call = gov.call_register_approver(args.name, args.key_x)
     elif args.what in ("grant-anchorer", "revoke-anchorer"):
         call = gov.call_anchorer(args.address, grant=args.what == "grant-anchorer")
     elif args.what == "unpause":
@@ -345,13 +347,15 @@ def cmd_gov_pending(args: argparse.Namespace) -> int:
 
 
 def cmd_gov_guardian(args: argparse.Namespace) -> int:
-    """Emergency actions: no timelock (revoke an agent, pause the policy, deprecate a model)."""
+    """Emergency actions: no timelock (revoke an agent or an approver, pause the policy, deprecate a model)."""
     from .chain import text_id
 
     gov, _ = _gov(args)
     guardian = _account(args, gov)
     if args.action == "revoke":
         fn = gov.registry.functions.revoke(text_id(args.agent))
+    elif args.action == "revoke-approver":
+        fn = gov.approvers.functions.revoke(text_id(args.name))
     elif args.action == "pause":
         fn = gov.current_policy().functions.pause()
     else:
@@ -473,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--disable", action="store_true")
     k = kinds.add_parser("reactivate")
     k.add_argument("--agent", required=True, help="SPIFFE ID")
+    k = kinds.add_parser("register-approver", help="let a person approve held actions (key from `sealgate approver keygen`)")
+    k.add_argument("--name", required=True)
+    k.add_argument("--key-x", required=True, help="the `x` of the approver's public JWK")
     k = kinds.add_parser("grant-anchorer", help="let a wallet anchor batches (e.g. a new HSM wallet)")
     k.add_argument("--address", required=True)
     k = kinds.add_parser("revoke-anchorer", help="take anchoring away from a wallet (e.g. the old hot key)")
@@ -498,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     p = govsub.add_parser("revoke", help="guardian: revoke an agent now")
     p.add_argument("--agent", required=True, help="SPIFFE ID")
     p.set_defaults(func=cmd_gov_guardian, action="revoke")
+    p = govsub.add_parser("revoke-approver", help="guardian: revoke an approver now")
+    p.add_argument("--name", required=True)
+    p.set_defaults(func=cmd_gov_guardian, action="revoke-approver")
     p = govsub.add_parser("pause", help="guardian: pause the current policy now")
     p.set_defaults(func=cmd_gov_guardian, action="pause")
     p = govsub.add_parser("deprecate-model", help="guardian: deprecate a model now")
@@ -538,13 +548,13 @@ def main(argv: list[str] | None = None) -> int:
 
     approver = sub.add_parser("approver", help="people approving actions the policy holds for approval").add_subparsers(
         dest="approver_cmd", required=True)
-    p = approver.add_parser("keygen", help="create an approver's Ed25519 key file; prints the public JWK for `approvers:`")
+    p = approver.add_parser("keygen", help="create an approver's Ed25519 key file; prints the public JWK (`gov propose register-approver`)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_approver_keygen)
     p = approver.add_parser("sign", help="approve the action named by a HUMAN_APPROVAL_REQUIRED denial; prints the approval")
     p.add_argument("--denial", required=True, help="the x-sae-denial token, or - for stdin")
     p.add_argument("--jwks", required=True, help="the authorizer's JWKS (file or URL) the denial must verify against")
-    p.add_argument("--name", required=True, help="the approver's name in the authorizer's `approvers:`")
+    p.add_argument("--name", required=True, help="the approver's name in the on-chain ApproverRegistry")
     p.add_argument("--key", required=True, help="the approver's key file")
     p.add_argument("--ttl", type=int, default=300, help="seconds the approval stays usable (max 900)")
     p.add_argument("--body", help="file with the request body you reviewed (needed when the request has one)")

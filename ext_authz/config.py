@@ -69,8 +69,6 @@ class AuthorizerConfig:
     signing_threads: int = 4
     # operator's risk feed (UEBA/XDR), by SPIFFE ID; 0-100. Never taken from the agent.
     risk_scores: dict[str, int] = field(default_factory=dict)
-    # people who may approve REQUIRE_APPROVAL actions: name -> Ed25519 public JWK
-    approvers: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         lo, hi = SAE_TTL_RANGE
@@ -82,9 +80,6 @@ class AuthorizerConfig:
             raise ConfigError("max_state_age_seconds must exceed state_poll_seconds")
         if type(self.signing_threads) is not int or not 1 <= self.signing_threads <= 64:
             raise ConfigError(f"signing_threads must be an integer 1-64, found {self.signing_threads!r}")
-        from .approvals import approver_keys  # here, not at the top: approvals imports this module
-
-        approver_keys(self.approvers)
         for agent, score in self.risk_scores.items():
             if type(score) is not int or not 0 <= score <= 100:
                 raise ConfigError(f"risk_scores[{agent!r}] must be an integer 0-100, found {score!r}")

@@ -79,6 +79,7 @@ class Governance:
         self.timelock = client.contract("SealgateTimelock", manifest.timelock)
         self.registry = client.contract("AgentRegistry", manifest.registry)
         self.models = client.contract("ModelRegistry", manifest.models)
+        self.approvers = client.contract("ApproverRegistry", manifest.approvers)
         self.policy_registry = client.contract("PolicyRegistry", manifest.policy_registry)
         self.policy_id = bytes.fromhex(manifest.policy_id.removeprefix("0x"))
 
@@ -99,6 +100,19 @@ class Governance:
 
     def call_reactivate(self, spiffe_id: str) -> tuple[str, Any, str]:
         return self.registry.address, self.registry.functions.reactivate(text_id(spiffe_id)), f"reactivate {spiffe_id}"
+
+    def call_register_approver(self, name: str, ed25519_x: str) -> tuple[str, Any, str]:
+        """`ed25519_x`: the approver's public key, base64url as in the JWK `sealgate approver keygen` prints."""
+        import base64
+
+        try:
+            key = base64.urlsafe_b64decode(ed25519_x + "=" * (-len(ed25519_x) % 4))
+        except ValueError as e:
+            raise ConfigError(f"approver key must be base64url: {e}") from e
+        if len(key) != 32:
+            raise ConfigError(f"an Ed25519 public key is 32 bytes, found {len(key)}")
+        fn = self.approvers.functions.register(text_id(name), key)
+        return self.approvers.address, fn, f"register approver {name}"
 
     def call_anchorer(self, address: str, grant: bool = True) -> tuple[str, Any, str]:
         anchor = self.client.contract("SaeAnchor", self.manifest.anchor)

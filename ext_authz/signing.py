@@ -53,6 +53,10 @@ class Ed25519Signer:
         self._raw_public = bytes(key.verify_key)
         self.kid = OKPKey.import_key(self._public_jwk_no_kid()).thumbprint()
 
+    @property
+    def raw_public(self) -> bytes:
+        return self._raw_public
+
     def _public_jwk_no_kid(self) -> dict[str, str]:
         return {"kty": "OKP", "crv": "Ed25519", "x": b64url(self._raw_public)}
 

@@ -107,10 +107,9 @@ class LocalStack:
         raw = dict(self.spec["authorizer"])
         raw.update(authorizer_overrides or {})
         raw["anchor"] = {**raw.get("anchor", {}), "db_path": str(self.workdir / "anchor.sqlite3")}
-        # one person who may approve actions over a rule's approval threshold
+        # one person who may approve actions over a rule's approval threshold (registered on-chain at deploy)
         self.approver_key = self.workdir / "keys" / "approver-treasury-lead.seed"
         self.approver = Ed25519Signer.from_file(self.approver_key, create=True)
-        raw["approvers"] = {APPROVER: {k: self.approver.public_jwk()[k] for k in ("kty", "crv", "x")}, **raw.get("approvers", {})}
         self.config_raw = raw
         self.config = config_from_dict(raw, "local-stack.authorizer")
         self.trust_domain = self.config.trust_domain
@@ -203,9 +202,10 @@ class LocalStack:
         self.policy = self.chain.contract("RuleBasedPolicy", self.manifest.policy)
         self.policy_registry = self.gov.policy_registry
         self.anchor = self.chain.contract("SaeAnchor", self.manifest.anchor)
+        self.approvers = self.gov.approvers
 
     def _seed(self, b: Bootstrap) -> None:
-        """Bootstrap window (the deployer still holds the admin roles): demo models, agents, rules."""
+        """Bootstrap window (the deployer still holds the admin roles): demo models, agents, rules, approver."""
         for m in self.spec["models"]:
             b.client.transact(b.deployer, b.models.functions.register(text_id(m["id"]), bytes.fromhex(m["sha256"]), m["sbom"]))
         for a in self.spec["agents"]:
@@ -218,7 +218,7 @@ class LocalStack:
             fn = b.policy.functions.setRule(text_id(r["role"]), text_id(r["action_type"]), text_id(r["target"]),
                                             self.rule_from_spec(r))
             b.client.transact(b.deployer, fn)
-
+        b.client.transact(b.deployer, b.approvers.functions.register(text_id(APPROVER), self.approver.raw_public))
     @staticmethod
     def rule_from_spec(r: dict[str, Any]) -> tuple:
         return rule_tuple(r["max_amount"], r.get("approval_threshold", 0),

@@ -142,6 +142,25 @@ def test_a_used_approval_stays_used_across_an_authorizer_restart(stack):
     assert (again.status, reason(again)) == (403, "APPROVAL_REPLAYED")
 
 
+def test_an_approver_revoked_on_chain_approves_nothing_from_the_next_pinned_block(stack):
+    from ext_authz.chain import text_id
+    from ext_authz.signing import b64url
+
+    big = {"amount_cents": 2_500_000, "to": "vendor-42"}
+    held = transfer(stack, agent="finance-03", amount=2_500_000)
+    approval = stack.approve(held.headers["x-sae-denial"], big)  # signed while still an approver
+    block = stack.chain.transact(stack.guardian, stack.approvers.functions.revoke(text_id("treasury-lead"))).blockNumber
+    try:
+        stack.wait_pinned(block)
+        r = transfer(stack, agent="finance-03", amount=2_500_000, headers={"x-sealgate-approval": approval})
+        assert (r.status, reason(r)) == (403, "APPROVAL_INVALID")
+        assert "not registered or was revoked" in verify(r.headers["x-sae-denial"], stack.jwks, typ=DENIAL_TYP)["msg"]
+    finally:  # reinstated through the Safe and the timelock, for the tests after this one
+        stack.wait_pinned(stack.govern(stack.gov.call_register_approver("treasury-lead", b64url(stack.approver.raw_public))).blockNumber)
+    r = transfer(stack, agent="finance-03", amount=2_500_000, headers={"x-sealgate-approval": approval})
+    assert r.status == 200, r.body  # unused until now, still within its lifetime
+
+
 def test_an_approver_cannot_approve_what_was_not_held_for_approval(stack):
     denied = transfer(stack, amount=5_000_000)  # over the limit, not over an approval threshold
     with pytest.raises(SealgateError, match="does not ask for approval"):

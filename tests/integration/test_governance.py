@@ -10,7 +10,7 @@ from web3.exceptions import ContractCustomError
 from web3.logs import DISCARD
 
 from ext_authz.chain import DEV_KEYS, ZERO_ADDRESS, PinnedPolicy, PolicyAction, role_id, text_id
-from ext_authz.errors import ChainError
+from ext_authz.errors import ChainError, ConfigError
 from ext_authz.governance import rule_tuple
 
 pytestmark = pytest.mark.slow
@@ -36,12 +36,13 @@ def test_ownership_is_handed_to_the_timelock(chain_stack):
     deployer = Account.from_key(DEV_KEYS["deployer"]).address
     admin = bytes(32)
     for name, address in (("AgentRegistry", m.registry), ("ModelRegistry", m.models), ("RuleBasedPolicy", m.policy),
-                          ("PolicyRegistry", m.policy_registry), ("SaeAnchor", m.anchor)):
+                          ("PolicyRegistry", m.policy_registry), ("SaeAnchor", m.anchor), ("ApproverRegistry", m.approvers)):
         c = chain_stack.chain.contract(name, address)
         assert c.functions.hasRole(admin, m.timelock).call(), name
         assert not c.functions.hasRole(admin, deployer).call(), name
     for c, role in ((chain_stack.registry, "REGISTRAR_ROLE"), (chain_stack.models, "MODEL_ADMIN_ROLE"),
-                    (chain_stack.policy, "POLICY_ADMIN_ROLE"), (chain_stack.policy_registry, "POLICY_ADMIN_ROLE")):
+                    (chain_stack.policy, "POLICY_ADMIN_ROLE"), (chain_stack.policy_registry, "POLICY_ADMIN_ROLE"),
+                    (chain_stack.approvers, "APPROVER_ADMIN_ROLE")):
         assert c.functions.hasRole(role_id(role), m.timelock).call()
         assert not c.functions.hasRole(role_id(role), deployer).call()
     # separate keys: deployer, anchorer, guardian, owners
@@ -185,9 +186,36 @@ def test_every_state_change_is_access_controlled(chain_stack):
         (s.policy_registry.functions.deploy(text_id("other"), s.manifest.policy), outsider),
         (s.anchor.functions.anchor(b"\x01" * 32, 1, 1, 1), guardian),
         (s.registry.functions.grantRole(role_id("GUARDIAN_ROLE"), outsider), guardian),
+        (s.approvers.functions.register(text_id("eve"), b"\x01" * 32), guardian),  # guardians revoke; adding is governed
+        (s.approvers.functions.revoke(text_id("treasury-lead")), outsider),
     ]
     for fn, sender in cases:
         assert_custom_error(s, fn, sender, unauthorized)
+
+
+def test_approvers_are_registered_through_the_timelock_and_revoked_by_the_guardian(chain_stack):
+    from ext_authz.signing import Ed25519Signer, b64url
+
+    s = chain_stack
+    eve = Ed25519Signer(bytes([5]) * 32).raw_public
+    assert s.approvers.functions.approverKey(text_id("treasury-lead")).call() == [s.approver.raw_public, True]
+    assert s.approvers.functions.approverKey(text_id("eve")).call() == [bytes(32), False]
+    s.govern(s.gov.call_register_approver("eve", b64url(eve)))
+    assert s.approvers.functions.approverKey(text_id("eve")).call() == [eve, True]
+    assert_custom_error(s, s.approvers.functions.register(text_id("eve"), eve), s.manifest.timelock,
+                        "ApproverAlreadyActive(bytes32)")
+    assert_custom_error(s, s.approvers.functions.register(text_id("zed"), bytes(32)), s.manifest.timelock,
+                        "ApproverKeyMissing(bytes32)")
+    s.chain.transact(s.guardian, s.approvers.functions.revoke(text_id("eve")))
+    assert s.approvers.functions.approverKey(text_id("eve")).call() == [eve, False]
+    assert_custom_error(s, s.approvers.functions.revoke(text_id("eve")), s.guardian.address, "ApproverNotActive(bytes32)")
+    pinned = PinnedPolicy(s.manifest.rpc_url, s.manifest.policy_registry, bytes.fromhex(s.manifest.policy_id[2:]),
+                          approvers=s.manifest.approvers)
+    pinned.refresh()
+    assert pinned.approver_key("treasury-lead") == s.approver.raw_public
+    assert pinned.approver_key("eve") is None and pinned.approver_key("nobody") is None
+    with pytest.raises(ConfigError, match="32 bytes"):
+        s.gov.call_register_approver("short", b64url(b"\x01" * 31))
 
 
 def test_registry_and_model_errors(chain_stack):

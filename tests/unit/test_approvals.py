@@ -7,8 +7,8 @@ tests/integration/test_end_to_end.py.
 import pytest
 
 from ext_authz import reasons
-from ext_authz.approvals import MAX_APPROVAL_SECONDS, ApprovalVerifier, action_digest, approver_keys, sign_approval
-from ext_authz.config import AuthorizerConfig, config_from_dict
+from ext_authz.approvals import MAX_APPROVAL_SECONDS, ApprovalVerifier, action_digest, sign_approval
+from ext_authz.config import AuthorizerConfig
 from ext_authz.decision import DecisionMaker
 from ext_authz.errors import ConfigError
 from ext_authz.sae import APPROVAL_TYP, DENIAL_TYP, EnvelopeEncoder, verify
@@ -18,13 +18,12 @@ from test_decision import JWKS, NOW, SIGNER, FixedPolicy, action
 
 ALICE = Ed25519Signer(bytes([7]) * 32)
 MALLORY = Ed25519Signer(bytes([9]) * 32)
-APPROVERS = {"alice": {k: ALICE.public_jwk()[k] for k in ("kty", "crv", "x")}}
+REGISTRY = {"alice": ALICE.raw_public}  # stands in for the on-chain ApproverRegistry at the pinned block
 
 
-def maker(decision="REQUIRE_APPROVAL", reason="HUMAN_APPROVAL_REQUIRED", approvers=APPROVERS):
-    config = AuthorizerConfig(approvers=approvers)
-    checker = ApprovalVerifier(approver_keys(approvers), clock=lambda: NOW) if approvers else None
-    return DecisionMaker(config, EnvelopeEncoder(SIGNER), FixedPolicy(decision, reason), 31337, "0xAnchor", JWKS,
+def maker(decision="REQUIRE_APPROVAL", reason="HUMAN_APPROVAL_REQUIRED", registry=REGISTRY, approvals=True):
+    checker = ApprovalVerifier(registry.get, clock=lambda: NOW) if approvals else None
+    return DecisionMaker(AuthorizerConfig(), EnvelopeEncoder(SIGNER), FixedPolicy(decision, reason), 31337, "0xAnchor", JWKS,
                          clock=lambda: NOW, approvals=checker)
 
 
@@ -81,8 +80,9 @@ def test_an_approval_of_another_action_does_not_transfer(change, expected):
     (lambda a: approval_for(a, iat="now"), reasons.APPROVAL_INVALID),
     (lambda a: EnvelopeEncoder(ALICE, kid="alice").encode({"iss": "alice", "sub": a.agent_spiffe_id}), reasons.APPROVAL_INVALID),
     (lambda a: "not.a.jws", reasons.APPROVAL_INVALID),
+    (lambda a: EnvelopeEncoder(ALICE, kid="Alice!").encode({"iss": "Alice!"}, APPROVAL_TYP), reasons.APPROVAL_INVALID),
 ], ids=["expired", "lifetime_over_15_min", "issued_in_the_future", "unknown_approver", "signed_by_another_key",
-        "iss_is_not_the_signer", "iat_not_an_integer", "an_sae_is_not_an_approval", "garbage"])
+        "iss_is_not_the_signer", "iat_not_an_integer", "an_sae_is_not_an_approval", "garbage", "kid_not_a_name"])
 def test_approvals_that_do_not_verify_are_refused(make, expected):
     act = action(amount=2_000_000)
     d = maker().decide(action(amount=2_000_000, approval=make(act)))
@@ -94,25 +94,32 @@ def test_an_approval_is_not_consumed_where_none_is_needed():
     token = approval_for(act)
     assert maker("ALLOW", "OK").decide(action(amount=500, approval=token)).allowed  # below the threshold: ignored
     assert maker("DENY", "AGENT_REVOKED").decide(action(amount=500, approval=token)).reason == "AGENT_REVOKED"
-    checker = ApprovalVerifier(approver_keys(APPROVERS), clock=lambda: NOW)
+    checker = ApprovalVerifier(REGISTRY.get, clock=lambda: NOW)
     assert checker.verify(token, act)["iss"] == "alice"  # still unused
 
 
-def test_without_configured_approvers_an_approval_changes_nothing():
+def test_an_approver_revoked_in_the_registry_approves_nothing():
     act = action(amount=2_000_000)
-    d = maker(approvers={}).decide(action(amount=2_000_000, approval=approval_for(act)))
+    d = maker(registry={}).decide(action(amount=2_000_000, approval=approval_for(act)))
+    assert (d.allowed, d.reason) == (False, reasons.APPROVAL_INVALID)
+    assert "not registered or was revoked" in d.message
+
+
+def test_without_an_approval_checker_the_action_stays_held():
+    act = action(amount=2_000_000)
+    d = maker(approvals=False).decide(action(amount=2_000_000, approval=approval_for(act)))
     assert (d.allowed, d.reason) == (False, reasons.HUMAN_APPROVAL_REQUIRED)
 
 
-@pytest.mark.parametrize("approvers,message", [
-    ({"Alice": APPROVERS["alice"]}, "approver name"),
-    ({"alice": {**APPROVERS["alice"], "d": "secret"}}, "private key"),
-    ({"alice": {"kty": "EC", "crv": "P-256", "x": "x"}}, "Ed25519 public JWK"),
-    ({"alice": {"kty": "OKP", "crv": "Ed25519", "x": "!!"}}, "approvers"),
-], ids=["name_upper_case", "private_key_in_config", "not_ed25519", "x_not_base64url"])
-def test_approver_config_is_checked_at_load(approvers, message):
-    with pytest.raises(ConfigError, match=message):
-        config_from_dict({"approvers": approvers})
+def test_a_registry_read_failure_propagates_so_the_edge_fails_closed():
+    from ext_authz.errors import StateStale
+
+    def stale(name):
+        raise StateStale("pinned block 7 unconfirmed for 20s")
+
+    act = action(amount=2_000_000)
+    with pytest.raises(StateStale):
+        maker(registry=type("R", (), {"get": staticmethod(stale)})()).decide(action(amount=2_000_000, approval=approval_for(act)))
 
 
 def test_lifetime_is_capped_when_signing():
@@ -136,7 +143,8 @@ def test_approver_cli_signs_only_denials_of_this_authorizer_that_ask_for_approva
     capsys.readouterr()
     assert main([*args, "--denial", held]) == 0
     approval = capsys.readouterr().out.strip()
-    claims = verify(approval, approver_keys({"alice": jwk}), typ=APPROVAL_TYP, check_time=False)
+    keys = {"keys": [{**jwk, "kid": "alice"}]}
+    claims = verify(approval, keys, typ=APPROVAL_TYP, check_time=False)
     assert (claims["sub"], claims["req"]) == (act.agent_spiffe_id, action_digest(act))
     foreign = DecisionMaker(AuthorizerConfig(), EnvelopeEncoder(MALLORY), FixedPolicy("REQUIRE_APPROVAL", "HUMAN_APPROVAL_REQUIRED"),
                             31337, "0xAnchor", JWKS, clock=lambda: NOW).decide(act).token
