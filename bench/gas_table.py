@@ -36,6 +36,7 @@ def main() -> int:
             for name, ctor in (("AgentRegistry", (deployer.address,)), ("ModelRegistry", (deployer.address,)),
                                ("RuleBasedPolicy", (deployer.address, m.registry, m.models)),
                                ("PolicyRegistry", (deployer.address,)), ("SaeAnchor", (deployer.address,)),
+                               ("ApproverRegistry", (deployer.address,)),
                                ("SealgateTimelock", (3600, [m.safe], ["0x" + "00" * 20]))):
                 art = __import__("ext_authz.chain", fromlist=["artifact"]).artifact(name)
                 factory = c.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
@@ -62,6 +63,9 @@ def main() -> int:
             rows.append(("ModelRegistry", "deprecate (guardian)", c.transact(stack.guardian, stack.models.functions.deprecate(
                 text_id("gas-model"))).gasUsed))
             rows.append(("RuleBasedPolicy", "pause (guardian)", c.transact(stack.guardian, stack.policy.functions.pause()).gasUsed))
+            governed("register", "ApproverRegistry", gov.call_register_approver("gas-approver", "AQ" * 21 + "A"))
+            rows.append(("ApproverRegistry", "revoke (guardian)", c.transact(stack.guardian, stack.approvers.functions.revoke(
+                text_id("gas-approver"))).gasUsed))
             governed("unpause", "RuleBasedPolicy", gov.call_unpause())
             v2 = c.deploy(deployer, "RuleBasedPolicy", m.timelock, m.registry, m.models)
             governed("upgrade", "PolicyRegistry", gov.call_upgrade_policy(v2))
