@@ -34,10 +34,16 @@ APPROVER_NAME = re.compile(r"[a-z0-9][a-z0-9.\-_]{0,63}")
 def action_digest(action: ActionRequest) -> str:
     """SHA-256 over exactly what the approver approves: who, what, where, how much, and the body
     (so an approval of "pay vendor-7" cannot carry "pay someone else" the same amount)."""
+    return digest_of(action.agent_spiffe_id, action.target, {
+        "type": action.action_type, "m": action.method, "h": action.authority, "p": action.path,
+        "amt": action.amount, "dc": action.data_class, "bd": action.body_sha256})
+
+
+def digest_of(agent: str, target: str, act: dict[str, Any]) -> str:
+    """The same digest from an SAE's `iss`, `sub` and `act` claims (`sealgate verify`)."""
     return hashlib.sha256(canonical_json({
-        "iss": action.agent_spiffe_id, "type": action.action_type, "tgt": action.target, "m": action.method,
-        "h": action.authority, "p": action.path, "amt": action.amount, "dc": action.data_class,
-        "bd": action.body_sha256,
+        "iss": agent, "type": act["type"], "tgt": target, "m": act["m"], "h": act["h"], "p": act["p"],
+        "amt": act["amt"], "dc": act["dc"], "bd": act["bd"],
     })).hexdigest()
 
 
@@ -85,35 +91,41 @@ class ApprovalVerifier:
         self._clock = clock
         self._claim = claim or MemoryClaims()
 
-    def _keys(self, token: str) -> tuple[str, KeySet]:
-        try:
-            name = jws.extract_compact(token.encode("ascii")).headers().get("kid")
-        except (JoseError, ValueError, UnicodeEncodeError) as e:
-            raise InputRejected(reasons.APPROVAL_INVALID, f"x-sealgate-approval is not a JWS: {e}") from e
-        if not isinstance(name, str) or not APPROVER_NAME.fullmatch(name):
-            raise InputRejected(reasons.APPROVAL_INVALID, "approval kid is not an approver name")
-        key = self._approver_key(name)  # chain errors propagate: the caller fails closed
-        if key is None:
-            raise InputRejected(reasons.APPROVAL_INVALID, f"approver {name!r} is not registered or was revoked")
-        jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64url(key), "kid": name}
-        return name, KeySet.import_key_set({"keys": [jwk]})
-
     def verify(self, token: str, action: ActionRequest) -> dict[str, Any]:
         now = self._clock()
-        name, keys = self._keys(token)
-        try:
-            claims = verify(token, keys, typ=APPROVAL_TYP, check_time=False)
-        except SaeInvalid as e:
-            raise InputRejected(reasons.APPROVAL_INVALID, f"x-sealgate-approval: {e.message}") from e
-        if claims["iss"] != name:
-            raise InputRejected(reasons.APPROVAL_INVALID, "approval iss is not the approver whose key signed it")
-        iat, exp, jti = claims["iat"], claims["exp"], claims["jti"]
-        if type(iat) is not int or type(exp) is not int or not isinstance(jti, str) or not 0 < len(jti) <= 128:
-            raise InputRejected(reasons.APPROVAL_INVALID, "approval needs integer iat/exp and a jti of 1-128 characters")
-        if exp <= now or iat > now + 5 or exp - iat > MAX_APPROVAL_SECONDS:
-            raise InputRejected(reasons.APPROVAL_INVALID, f"approval is expired or not valid now (iat {iat}, exp {exp})")
-        if claims["sub"] != action.agent_spiffe_id or claims["req"] != action_digest(action):
-            raise InputRejected(reasons.APPROVAL_MISMATCH, "the approval is for another agent or another action")
-        if not self._claim(f"{name}/{jti}", exp, now):
+        claims = check_approval(token, self._approver_key, action.agent_spiffe_id, action_digest(action), now)
+        if not self._claim(f"{claims['iss']}/{claims['jti']}", claims["exp"], now):
             raise InputRejected(reasons.APPROVAL_REPLAYED, "this approval was already used")
         return claims
+
+
+def check_approval(token: str, approver_key: Callable[[str], bytes | None], agent: str, digest: str,
+                   at: float) -> dict[str, Any]:
+    """Signature by a registered approver, lifetime covering `at`, and exactly this agent and action.
+
+    Used on the decision path (at = now) and by `sealgate verify` (at = the SAE's iat, the key
+    read at the SAE's policy block). Returns the approval's claims."""
+    try:
+        name = jws.extract_compact(token.encode("ascii")).headers().get("kid")
+    except (JoseError, ValueError, UnicodeEncodeError) as e:
+        raise InputRejected(reasons.APPROVAL_INVALID, f"the approval is not a JWS: {e}") from e
+    if not isinstance(name, str) or not APPROVER_NAME.fullmatch(name):
+        raise InputRejected(reasons.APPROVAL_INVALID, "approval kid is not an approver name")
+    key = approver_key(name)  # chain errors propagate: the caller fails closed
+    if key is None:
+        raise InputRejected(reasons.APPROVAL_INVALID, f"approver {name!r} is not registered or was revoked")
+    keys = KeySet.import_key_set({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": b64url(key), "kid": name}]})
+    try:
+        claims = verify(token, keys, typ=APPROVAL_TYP, check_time=False)
+    except SaeInvalid as e:
+        raise InputRejected(reasons.APPROVAL_INVALID, f"approval: {e.message}") from e
+    if claims["iss"] != name:
+        raise InputRejected(reasons.APPROVAL_INVALID, "approval iss is not the approver whose key signed it")
+    iat, exp, jti = claims["iat"], claims["exp"], claims["jti"]
+    if type(iat) is not int or type(exp) is not int or not isinstance(jti, str) or not 0 < len(jti) <= 128:
+        raise InputRejected(reasons.APPROVAL_INVALID, "approval needs integer iat/exp and a jti of 1-128 characters")
+    if exp <= at or iat > at + 5 or exp - iat > MAX_APPROVAL_SECONDS:
+        raise InputRejected(reasons.APPROVAL_INVALID, f"approval is expired or not yet valid (iat {iat}, exp {exp})")
+    if claims["sub"] != agent or claims["req"] != digest:
+        raise InputRejected(reasons.APPROVAL_MISMATCH, "the approval is for another agent or another action")
+    return claims

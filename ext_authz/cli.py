@@ -182,8 +182,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"  anchored  root 0x{result.root} in block {result.block}, tx {result.tx_hash}")
     if typ == SAE_TYP:
         print(f"  expiry    {c['exp']} ({'expired' if result.expired else 'still valid'})")
-    if "apr" in c:
-        print(f"  approved  by {c['apr']['by']} (approval {c['apr']['jti']}, request {c['apr']['req']})")
+    if result.approval is not None:
+        a = result.approval
+        print(f"  approved  by {a['iss']}: approval {a['jti']} signed with the key registered at block "
+              f"{c['pol']['block']}, for request {a['req']}")
     return 0
 
 

@@ -103,6 +103,7 @@ class DecisionMaker:
 
     def allow(self, action: ActionRequest, verdict: Verdict, parent_hash: str | None,
               approval: dict[str, Any] | None = None) -> Decision:
+        """`approval`: the verified approval's claims; the SAE then carries the approval itself."""
         now = int(self._clock())
         jti = new_decision_id()
         claims = {
@@ -127,8 +128,8 @@ class DecisionMaker:
             "ctx": {"sid": action.session_id, "parent": parent_hash, "dc": action.data_class},
             "chain": self._chain,
         }
-        if approval is not None:  # who approved, and which approval: the auditor finds both in the SAE
-            claims["apr"] = {"by": approval["iss"], "jti": approval["jti"], "req": approval["req"]}
+        if approval is not None:  # who approved, and the signed approval itself: an auditor re-checks it
+            claims["apr"] = {"by": approval["iss"], "jti": approval["jti"], "req": approval["req"], "tok": action.approval}
         token = self._encoder.encode(claims, SAE_TYP)
         return Decision(True, jti, reasons.OK, "allowed", token, sae_hash(token))
 

@@ -7,16 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_utils import to_checksum_address
-
-from . import reasons
 from web3.logs import DISCARD
 
+from . import reasons
 from .anchoring import AnchorStore
-from .chain import ChainClient, Manifest
+from .approvals import check_approval, digest_of
+from .chain import ChainClient, Manifest, text_id
 from .errors import InputRejected, SaeInvalid
 from .merkle import leaf_hash, verify_proof
 from .sae import SAE_TYP, sae_hash, verify
-
 
 
 @dataclass(frozen=True)
@@ -27,6 +26,7 @@ class VerifiedAnchor:
     block: int
     tx_hash: str
     expired: bool
+    approval: dict[str, Any] | None = None  # the approval's claims, re-checked, when a person approved
 
 
 def verify_anchored(token: str, jwks: dict[str, Any], manifest: Manifest, store: AnchorStore,
@@ -36,6 +36,8 @@ def verify_anchored(token: str, jwks: dict[str, Any], manifest: Manifest, store:
     chain = claims.get("chain") or {}
     if chain.get("id") != manifest.chain_id or str(chain.get("anchor", "")).lower() != manifest.anchor.lower():
         raise SaeInvalid(reasons.SAE_INVALID, f"token names chain {chain}, this deployment is {manifest.chain_id}/{manifest.anchor}")
+    client = ChainClient(manifest.rpc_url)
+    approval = _verify_approval(claims, client, manifest) if typ == SAE_TYP and "apr" in claims else None
     digest = sae_hash(token)
     found = store.proof_for(digest)
     if found is None:
@@ -44,7 +46,6 @@ def verify_anchored(token: str, jwks: dict[str, Any], manifest: Manifest, store:
         raise InputRejected(reasons.NOT_ANCHORED, f"this token's hash is {found.status}, not yet anchored")
     if not verify_proof(found.root, digest, found.proof):
         raise InputRejected(reasons.ANCHOR_MISMATCH, "the stored Merkle proof does not lead to the stored root")
-    client = ChainClient(manifest.rpc_url)
     anchor = client.contract("SaeAnchor", manifest.anchor)
     if not anchor.functions.verifyInclusion(found.root, leaf_hash(digest), found.proof).call():
         raise InputRejected(reasons.ANCHOR_MISMATCH, f"root 0x{found.root.hex()} is not anchored on-chain or the proof fails there")
@@ -56,4 +57,23 @@ def verify_anchored(token: str, jwks: dict[str, Any], manifest: Manifest, store:
         raise InputRejected(reasons.ANCHOR_MISMATCH, f"transaction {found.tx_hash} does not anchor root 0x{found.root.hex()}")
     t = time.time() if now is None else now
     expired = typ == SAE_TYP and claims["exp"] <= t
-    return VerifiedAnchor(claims, digest.hex(), found.root.hex(), batch_block, found.tx_hash, expired)
+    return VerifiedAnchor(claims, digest.hex(), found.root.hex(), batch_block, found.tx_hash, expired, approval)
+
+
+def _verify_approval(claims: dict[str, Any], client: ChainClient, manifest: Manifest) -> dict[str, Any]:
+    """The approval inside the SAE: signed by an approver registered at the SAE's policy block,
+    valid when the SAE was issued, and for exactly the action the SAE describes."""
+    apr, block = claims["apr"], claims["pol"]["block"]
+    if not isinstance(apr, dict) or not isinstance(apr.get("tok"), str) or type(block) is not int:
+        raise SaeInvalid(reasons.SAE_INVALID, "apr claim must carry the approval token (tok) and pol.block a number")
+    registry = client.contract("ApproverRegistry", manifest.approvers)
+
+    def key_at_policy_block(name: str) -> bytes | None:
+        key, active = registry.functions.approverKey(text_id(name)).call(block_identifier=block)
+        return bytes(key) if active else None
+
+    approval = check_approval(apr["tok"], key_at_policy_block, claims["iss"],
+                              digest_of(claims["iss"], claims["sub"], claims["act"]), claims["iat"])
+    if (approval["iss"], approval["jti"], approval["req"]) != (apr.get("by"), apr.get("jti"), apr.get("req")):
+        raise InputRejected(reasons.APPROVAL_MISMATCH, "the apr claim does not describe the approval it carries")
+    return approval

@@ -357,7 +357,18 @@ def test_sealgate_verify_shows_who_approved_an_approved_action(stack):
     wait_until(lambda: anchored(stack), 30, "anchoring")
     out = sealgate_verify(stack, token)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert f"approved  by treasury-lead (approval " in out.stdout and held.json()["approval_request"] in out.stdout
+    assert "approved  by treasury-lead: approval " in out.stdout and held.json()["approval_request"] in out.stdout
+
+    # an SAE (signed with the authorizer's key) whose approval does not hold up is rejected
+    claims = verify(token, stack.jwks)
+    other_act = {**claims["act"], "amt": claims["act"]["amt"] + 1}
+    out = sealgate_verify(stack, craft(stack, **{**claims, "act": other_act, "jti": "approval-for-another-amount"}))
+    assert out.returncode == 1 and "INVALID APPROVAL_MISMATCH" in out.stdout
+    from ext_authz.approvals import sign_approval
+
+    forged = sign_approval(Ed25519Signer(bytes([3]) * 32), "treasury-lead", claims["iss"], claims["apr"]["req"], now=claims["iat"])
+    out = sealgate_verify(stack, craft(stack, **{**claims, "apr": {**claims["apr"], "tok": forged}, "jti": "forged-approval"}))
+    assert out.returncode == 1 and "INVALID APPROVAL_INVALID" in out.stdout
 
 
 def test_sealgate_verify_accepts_an_anchored_denial(stack):
