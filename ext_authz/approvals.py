@@ -2,17 +2,18 @@
 
 The policy contract decides *that* an action needs a person (its amount is over the
 rule's approval threshold); an approver registered in the on-chain ApproverRegistry
-decides *whether*. The denial names the
-action's digest; the approver signs that digest (Ed25519 JWS, typ
-application/sae-approval+jwt, at most 15 minutes); the agent sends the same request
-again with the approval in `x-sealgate-approval`; the authorizer checks it and issues
-an SAE whose `apr` claim names the approver and the approval. One approval, one action.
+decides *whether*. The denial names the action's digest; the approver signs that
+digest (Ed25519 JWS, typ application/sae-approval+jwt, at most 15 minutes); the agent
+sends the same request again with the approval in `x-sealgate-approval`; the
+authorizer checks it and issues an SAE whose `apr` claim carries the approval. One
+approval, one action.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import threading
 import time
 from typing import Any, Callable
@@ -50,8 +51,6 @@ def digest_of(agent: str, target: str, act: dict[str, Any]) -> str:
 def sign_approval(signer: Signer, approver: str, agent: str, digest: str, ttl_seconds: int = 300,
                   now: float | None = None, jti: str | None = None) -> str:
     """The approver's side (`sealgate approver sign`)."""
-    import secrets
-
     if not 1 <= ttl_seconds <= MAX_APPROVAL_SECONDS:
         raise ConfigError(f"an approval lives 1-{MAX_APPROVAL_SECONDS} s, asked for {ttl_seconds}")
     issued = int(time.time() if now is None else now)

@@ -105,6 +105,10 @@ class Governance:
         """`ed25519_x`: the approver's public key, base64url as in the JWK `sealgate approver keygen` prints."""
         import base64
 
+        from .approvals import APPROVER_NAME
+
+        if not APPROVER_NAME.fullmatch(name):
+            raise ConfigError(f"approver name {name!r} must be 1-64 of [a-z0-9.-_], starting with a letter or digit")
         try:
             key = base64.urlsafe_b64decode(ed25519_x + "=" * (-len(ed25519_x) % 4))
         except ValueError as e:

@@ -72,8 +72,11 @@ def _verify_approval(claims: dict[str, Any], client: ChainClient, manifest: Mani
         key, active = registry.functions.approverKey(text_id(name)).call(block_identifier=block)
         return bytes(key) if active else None
 
-    approval = check_approval(apr["tok"], key_at_policy_block, claims["iss"],
-                              digest_of(claims["iss"], claims["sub"], claims["act"]), claims["iat"])
+    try:
+        digest = digest_of(claims["iss"], claims["sub"], claims["act"])
+    except (KeyError, TypeError) as e:
+        raise SaeInvalid(reasons.SAE_INVALID, f"act claim lacks what an approval covers: {e}") from e
+    approval = check_approval(apr["tok"], key_at_policy_block, claims["iss"], digest, claims["iat"])
     if (approval["iss"], approval["jti"], approval["req"]) != (apr.get("by"), apr.get("jti"), apr.get("req")):
         raise InputRejected(reasons.APPROVAL_MISMATCH, "the apr claim does not describe the approval it carries")
     return approval

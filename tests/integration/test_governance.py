@@ -216,6 +216,8 @@ def test_approvers_are_registered_through_the_timelock_and_revoked_by_the_guardi
     assert pinned.approver_key("eve") is None and pinned.approver_key("nobody") is None
     with pytest.raises(ConfigError, match="32 bytes"):
         s.gov.call_register_approver("short", b64url(b"\x01" * 31))
+    with pytest.raises(ConfigError, match="approver name"):  # a name no approval could carry as its kid
+        s.gov.call_register_approver("Treasury Lead", b64url(eve))
 
 
 def test_registry_and_model_errors(chain_stack):
