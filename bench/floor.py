@@ -71,7 +71,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=200)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "floor.json"))
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="sealgate-floor-") as tmp, LocalStack(tmp) as stack:
+    with tempfile.TemporaryDirectory(prefix="sealgate-floor-") as tmp, LocalStack(tmp, target_checks_sae=False) as stack:
         allow_grpc = free_port()
         stack.spawn_authorizer("authorizer_allow_all", allow_grpc, free_port(), True, Path(tmp) / "allow.sqlite3")
         hop_port, hop_admin = free_port(), free_port()

@@ -132,7 +132,7 @@ def main() -> int:
     ap.add_argument("--hsm", action="store_true", help="sign SAEs in a SoftHSM2 token (PKCS#11) instead of a key file")
     args = ap.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="sealgate-bench-") as tmp, LocalStack(tmp, hsm=softhsm_key(tmp) if args.hsm else None) as stack:
+    with tempfile.TemporaryDirectory(prefix="sealgate-bench-") as tmp, LocalStack(tmp, hsm=softhsm_key(tmp) if args.hsm else None, target_checks_sae=False) as stack:
         allow_grpc, allow_admin = free_port(), free_port()
         stack.spawn_authorizer("authorizer_allow_all", allow_grpc, allow_admin, True, Path(tmp) / "allow.sqlite3")
         direct_port, allow_port, decision_port = free_port(), free_port(), free_port()

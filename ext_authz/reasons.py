@@ -50,6 +50,7 @@ SAE_INVALID = "SAE_INVALID"
 SAE_TYPE_INVALID = "SAE_TYPE_INVALID"
 SAE_BINDING_MISMATCH = "SAE_BINDING_MISMATCH"
 SAE_REPLAYED = "SAE_REPLAYED"
+SAE_BODY_MISMATCH = "SAE_BODY_MISMATCH"  # at the target: the body is not the one the SAE was issued for
 PEP_ERROR = "PEP_ERROR"
 
 # `sealgate verify` (auditor side)

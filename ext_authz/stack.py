@@ -95,12 +95,15 @@ class StackPorts:
 
 class LocalStack:
     def __init__(self, workdir: str | Path, spec_path: str | Path = DEFAULT_SPEC, allow_all: bool = False,
-                 authorizer_overrides: dict[str, Any] | None = None, hsm: HsmKey | None = None):
+                 authorizer_overrides: dict[str, Any] | None = None, hsm: HsmKey | None = None,
+                 target_checks_sae: bool = True):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.spec = yaml.safe_load(Path(spec_path).read_text())
         self.allow_all = allow_all
         self.hsm = hsm  # SAE key in a PKCS#11 token instead of a seed file (PIN in $SEALGATE_HSM_PIN)
+        # the target re-checks each SAE, body digest included (off for benchmarks that skip the PEP)
+        self.target_checks_sae = target_checks_sae
         self.ports = StackPorts()
         self.procs: dict[str, subprocess.Popen] = {}
         self.rpc_url = f"http://127.0.0.1:{self.ports.anvil}"
@@ -308,8 +311,12 @@ class LocalStack:
         wait_until(lambda: self._check_alive(name) and _ready(admin_port), 30, f"{name} envoy /ready")
 
     def start_target_and_pep(self) -> None:
+        checks = []
+        if self.target_checks_sae:
+            (self.workdir / "jwks.json").write_text(json.dumps(self.jwks))
+            checks = ["--jwks", str(self.workdir / "jwks.json"), "--audience", AUDIENCE]
         self._spawn("target", [sys.executable, "-m", "ext_authz.target", "--port", str(self.ports.target),
-                               "--receipts", str(self.workdir / "target-receipts.jsonl")])
+                               "--receipts", str(self.workdir / "target-receipts.jsonl"), *checks])
         wait_until(lambda: self._check_alive("target") and _tcp_open(self.ports.target), 20, "target")
         self.pep_conf = pep_config(PepPorts(self.ports.pep, self.ports.pep_admin, self.ports.target), self.jwks, AUDIENCE)
         self._start_envoy("pep", self.pep_conf, self.ports.pep_admin)

@@ -8,6 +8,11 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from joserfc.jwk import KeySet
+
+from .errors import InputRejected
+from .target_check import check_sae
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -19,6 +24,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
+        if self.server.keys is not None:  # verify the SAE here too: the body binding the PEP cannot check
+            try:
+                check_sae(self.headers.get("x-sae"), self.server.keys, method=self.command, path=self.path,
+                          authority=self.headers.get("host") or "", body=body, audience=self.server.audience)
+            except InputRejected as e:
+                return self._send(403, {"reason_code": e.reason, "message": e.message}, {"x-sealgate-reason": e.reason})
         doc = {
             "executed": True,
             "method": self.command,
@@ -28,13 +39,18 @@ class _Handler(BaseHTTPRequestHandler):
             "body_bytes": len(body),
             "header_names": sorted({k.lower() for k in self.headers.keys()}),  # shows what the mesh stripped
         }
-        out = json.dumps(doc).encode()
         if self.server.receipts is not None:  # one line per executed request: what ran, under which SAE
             with self.server.lock:
                 self.server.receipts.write(json.dumps({"method": self.command, "path": self.path, "sae": doc["sae"]}) + "\n")
-        self.send_response(200)
+        self._send(200, doc)
+
+    def _send(self, status: int, doc: dict, headers: dict[str, str] | None = None) -> None:
+        out = json.dumps(doc).encode()
+        self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(out)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(out)
 
@@ -48,6 +64,8 @@ class TargetServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
     receipts = None
+    keys: KeySet | None = None  # with --jwks: SAEs are checked here too, body included
+    audience = ""
     lock = threading.Lock()
 
 
@@ -55,8 +73,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Sealgate demo target service")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--receipts", help="append a JSON line per executed request (with its SAE) to this file")
+    parser.add_argument("--jwks", help="the authorizer's JWKS file: check every SAE here as well, body digest included")
+    parser.add_argument("--audience", default="payments-api", help="this service's name, the SAEs' aud")
     args = parser.parse_args()
     server = TargetServer(("127.0.0.1", args.port), _Handler)
+    if args.jwks:
+        server.keys = KeySet.import_key_set(json.loads(open(args.jwks).read()))
+        server.audience = args.audience
     if args.receipts:
         server.receipts = open(args.receipts, "a", buffering=1)
     server.serve_forever()

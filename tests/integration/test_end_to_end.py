@@ -247,7 +247,8 @@ def craft(stack, **overrides):
     """A correctly signed SAE for POST /v1/transfers, with claims overridden (tests own the key)."""
     now = int(time.time())
     claims = {"iss": stack.spiffe_id("procurement-01"), "sub": "payments-api", "aud": "payments-api",
-              "act": {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers", "amt": 1, "dc": "internal"},
+              "act": {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers", "amt": 1, "dc": "internal",
+                      "bd": hashlib.sha256(json.dumps(TRANSFER).encode()).hexdigest()},
               "pol": {"addr": stack.manifest.policy, "block": 1}, "mod": "sha256:00", "iat": now, "nbf": now,
               "exp": now + 60, "jti": f"crafted-{time.monotonic_ns()}", "ctx": {}, "chain": {"id": 31337, "anchor": stack.manifest.anchor}}
     claims.update(overrides)
@@ -271,6 +272,13 @@ def test_pep_rejections(stack, name, token, expected):
     r = stack.pep_call("POST", "/v1/transfers", TRANSFER, headers=headers)
     assert (r.status, reason(r)) == (403, expected), r.body
     assert r.json()["reason_code"] == expected
+
+
+def test_the_target_refuses_an_sae_for_another_body_which_the_pep_cannot_see(stack):
+    token = craft(stack)  # a valid SAE, bound to TRANSFER's bytes
+    r = stack.pep_call("POST", "/v1/transfers", {**TRANSFER, "to": "attacker-1"}, headers={"x-sae": token})
+    assert (r.status, reason(r)) == (403, "SAE_BODY_MISMATCH")  # from the target: the PEP let it through
+    assert r.json()["reason_code"] == "SAE_BODY_MISMATCH"
 
 
 def test_pep_accepts_a_valid_sae_once(stack):
