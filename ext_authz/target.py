@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from joserfc.jwk import KeySet
 
@@ -78,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     server = TargetServer(("127.0.0.1", args.port), _Handler)
     if args.jwks:
-        server.keys = KeySet.import_key_set(json.loads(open(args.jwks).read()))
+        server.keys = KeySet.import_key_set(json.loads(Path(args.jwks).read_text()))
         server.audience = args.audience
     if args.receipts:
         server.receipts = open(args.receipts, "a", buffering=1)
