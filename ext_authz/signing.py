@@ -39,18 +39,15 @@ class Signer(Protocol):
     def public_jwk(self) -> dict[str, str]: ...
 
 
-class Ed25519Signer:
-    """Ed25519 with PyNaCl; the key is a 32-byte seed held in memory."""
+class _Ed25519Public:
+    """The public half both Ed25519 signers share: raw key, JWK, kid (RFC 7638 thumbprint)."""
 
     alg = "EdDSA"
-    blocking = False
+    _raw_public: bytes
+    kid: str
 
-    def __init__(self, seed: bytes):
-        if len(seed) != 32:
-            raise ConfigError(f"Ed25519 seed must be 32 bytes, found {len(seed)}")
-        key = nacl.signing.SigningKey(seed)
-        self._secret = key._signing_key  # seed || public key, as libsodium's crypto_sign takes it
-        self._raw_public = bytes(key.verify_key)
+    def _set_public(self, raw_public: bytes) -> None:
+        self._raw_public = raw_public
         self.kid = OKPKey.import_key(self._public_jwk_no_kid()).thumbprint()
 
     @property
@@ -60,12 +57,25 @@ class Ed25519Signer:
     def _public_jwk_no_kid(self) -> dict[str, str]:
         return {"kty": "OKP", "crv": "Ed25519", "x": b64url(self._raw_public)}
 
+    def public_jwk(self) -> dict[str, str]:
+        return {**self._public_jwk_no_kid(), "kid": self.kid, "alg": self.alg, "use": "sig"}
+
+
+class Ed25519Signer(_Ed25519Public):
+    """Ed25519 with PyNaCl; the key is a 32-byte seed held in memory."""
+
+    blocking = False
+
+    def __init__(self, seed: bytes):
+        if len(seed) != 32:
+            raise ConfigError(f"Ed25519 seed must be 32 bytes, found {len(seed)}")
+        key = nacl.signing.SigningKey(seed)
+        self._secret = key._signing_key  # seed || public key, as libsodium's crypto_sign takes it
+        self._set_public(bytes(key.verify_key))
+
     def sign(self, message: bytes) -> bytes:
         # the binding directly: SigningKey.sign wraps the result in a SignedMessage we don't need
         return nacl.bindings.crypto_sign(message, self._secret)[: nacl.bindings.crypto_sign_BYTES]
-
-    def public_jwk(self) -> dict[str, str]:
-        return {**self._public_jwk_no_kid(), "kid": self.kid, "alg": self.alg, "use": "sig"}
 
     @classmethod
     def from_file(cls, path: str | Path, create: bool = False) -> "Ed25519Signer":
@@ -115,6 +125,21 @@ def _close_session(session: Any) -> None:
             session.close()  # the last session closing logs the process out
         except Exception:  # already closed or the token is gone: nothing left to release
             pass
+
+
+class _TokenSession:
+    """One logged-in PKCS#11 session for the object's life; `close()` (or `with`) logs out."""
+
+    _session: Any
+
+    def close(self) -> None:
+        _close_session(self._session)
+
+    def __enter__(self):  # noqa: ANN204 (the subclass)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _open_token(spec: HsmKey) -> Any:
@@ -194,7 +219,7 @@ def generate_hsm_key(spec: HsmKey, key_type: str = "ed25519") -> None:
         raise ConfigError(f"cannot create {spec.key!r} in token {spec.token!r}: {type(e).__name__} {e}") from e
 
 
-class Pkcs11Signer:
+class Pkcs11Signer(_Ed25519Public, _TokenSession):
     """Ed25519 (CKM_EDDSA) with the private key inside a PKCS#11 token; it never leaves it.
 
     One logged-in session for the signer's life; every PKCS#11 call holds
@@ -202,7 +227,6 @@ class Pkcs11Signer:
     first is open fails (UserAlreadyLoggedIn). `close()` (or `with`) logs out.
     """
 
-    alg = "EdDSA"
     blocking = True
 
     def __init__(self, spec: HsmKey):
@@ -213,8 +237,7 @@ class Pkcs11Signer:
             self._token, self._session = _login(spec)
             try:
                 public, self._key = _key_pair(self._session, spec, KeyType.EC_EDWARDS)
-                self._raw_public = _unwrap_ec_point(public[Attribute.EC_POINT], 32, "Ed25519")
-                self.kid = OKPKey.import_key(self._public_jwk_no_kid()).thumbprint()
+                self._set_public(_unwrap_ec_point(public[Attribute.EC_POINT], 32, "Ed25519"))
                 signature = self.sign(b"sealgate self-test")  # fail at start, not on the first request
                 nacl.signing.VerifyKey(self._raw_public).verify(b"sealgate self-test", signature)
             except (SigningError, nacl.exceptions.BadSignatureError) as e:
@@ -223,9 +246,6 @@ class Pkcs11Signer:
             except BaseException:
                 self.close()
                 raise
-
-    def _public_jwk_no_kid(self) -> dict[str, str]:
-        return {"kty": "OKP", "crv": "Ed25519", "x": b64url(self._raw_public)}
 
     def sign(self, message: bytes) -> bytes:
         from pkcs11 import Attribute, KeyType, Mechanism
@@ -247,18 +267,6 @@ class Pkcs11Signer:
             raise SigningError(f"HSM returned a {len(signature)}-byte Ed25519 signature")
         return signature
 
-    def public_jwk(self) -> dict[str, str]:
-        return {**self._public_jwk_no_kid(), "kid": self.kid, "alg": self.alg, "use": "sig"}
-
-    def close(self) -> None:
-        _close_session(self._session)
-
-    def __enter__(self) -> "Pkcs11Signer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 SECP256K1_N = SECPK1_N  # the group order, from eth_keys rather than typed out
 
@@ -268,7 +276,7 @@ def low_s(s: int) -> int:
     return SECP256K1_N - s if s > SECP256K1_N // 2 else s
 
 
-class HsmWallet:
+class HsmWallet(_TokenSession):
     """An Ethereum account whose secp256k1 key stays in a PKCS#11 token (CKM_ECDSA over the hash).
 
     Drop-in for eth_account's LocalAccount where ChainClient uses it (`address`,
@@ -334,15 +342,6 @@ class HsmWallet:
             raise SigningError(f"transaction is from {sender}, this wallet is {self.address}")
         v, r, s, encoded = sign_transaction_dict(self, transaction)
         return SignedTransaction(raw_transaction=HexBytes(encoded), hash=HexBytes(keccak(encoded)), r=r, s=s, v=v)
-
-    def close(self) -> None:
-        _close_session(self._session)
-
-    def __enter__(self) -> "HsmWallet":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def jwks_of(*signers: Signer) -> dict[str, list[dict[str, str]]]:
