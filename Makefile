@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 PYBIN := $(VENV)/bin/python
+export ANVIL_BIN ?= $(CURDIR)/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 APT_PACKAGES := softhsm2 python3-bpfcc bpftool linux-headers-cloud-amd64 iproute2
 
 .PHONY: install install-python install-node install-system setup-ebpf contracts contracts-check demo test test-fast bench clean

@@ -23,7 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ext_authz import egress  # noqa: E402
+from ext_authz.egress.config import EgressConfig, agent_cgroup, parent_cgroup
+from ext_authz.egress.enforcer import EgressEnforcer, uninstall
+from ext_authz.egress.kernel import cgroup2_mount, require
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,11 +45,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--out", default=str(HERE / "results" / "egress.json"))
     args = ap.parse_args()
-    egress.require()
+    require()
 
     tag = f"sg-bench-{os.getpid()}"
     port = 15999
-    config = egress.EgressConfig.from_dict({"pin_dir": f"/sys/fs/bpf/{tag}", "cgroup_parent": tag, "agents": [
+    config = EgressConfig.from_dict({"pin_dir": f"/sys/fs/bpf/{tag}", "cgroup_parent": tag, "agents": [
         {"id": "bench", "allow": [{"addr": "127.0.0.1", "port": port, "proto": "udp"}]}]})
     events = 0
 
@@ -58,14 +60,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         binary = Path(tmp) / "connect_loop"
         subprocess.run(["gcc", "-O2", "-o", str(binary), str(HERE / "connect_loop.c")], check=True)
-        baseline = egress.cgroup2_mount() / f"{tag}-baseline"
+        baseline = cgroup2_mount() / f"{tag}-baseline"
         baseline.mkdir()
-        enforcer = egress.EgressEnforcer(config, sink=count)
+        enforcer = EgressEnforcer(config, sink=count)
         try:
             enforcer.load()
             enforcer.attach()
             enforcer.sync_maps()
-            agent_cg = egress.agent_cgroup(config, "bench")
+            agent_cg = agent_cgroup(config, "bench")
             samples: dict[str, list[tuple[float, float]]] = {"without programs": [], "with programs": []}
             for _ in range(args.rounds):
                 for name, cg in (("without programs", baseline), ("with programs", agent_cg)):
@@ -80,8 +82,8 @@ def main() -> int:
             dropped = enforcer.drops() - drops_before
         finally:
             enforcer.close(detach=True)
-            egress.uninstall(config)
-            for cg in (egress.agent_cgroup(config, "bench"), egress.parent_cgroup(config), baseline):
+            uninstall(config)
+            for cg in (agent_cgroup(config, "bench"), parent_cgroup(config), baseline):
                 try:
                     cg.rmdir()
                 except OSError:

@@ -37,10 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run_bench import connect_pool, cpu_seconds, pct, run_load  # noqa: E402
 
-from ext_authz.chain import PinnedPolicy, PolicyAction, text_id  # noqa: E402
-from ext_authz.envoyconf import PepPorts, SidecarPorts, pep_config  # noqa: E402
-from ext_authz.signing import Ed25519Signer  # noqa: E402
-from ext_authz.stack import LocalStack, free_port  # noqa: E402
+from ext_authz.local.stack import LocalStack, free_port
+from ext_authz.mesh.configs import PepPorts, SidecarPorts, pep_config
+from ext_authz.policy.abi import PolicyAction, text_id
+from ext_authz.policy.pinned import PinnedPolicy
+from ext_authz.signing.file_key import Ed25519Signer
 
 
 def mandatory_decision_cpu_us(stack: LocalStack, rate: float, calls: int = 1000) -> float:

@@ -15,10 +15,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eth_account import Account  # noqa: E402
 
-from ext_authz.chain import DEV_KEYS, text_id  # noqa: E402
-from ext_authz.governance import rule_tuple  # noqa: E402
-from ext_authz.merkle import MerkleTree  # noqa: E402
-from ext_authz.stack import LocalStack  # noqa: E402
+from ext_authz.anchoring.merkle import MerkleTree
+from ext_authz.chain.dev import DEV_KEYS
+from ext_authz.chain.governance import rule_tuple
+from ext_authz.local.stack import LocalStack
+from ext_authz.policy.abi import text_id
 
 
 def main() -> int:
@@ -38,7 +39,7 @@ def main() -> int:
                                ("PolicyRegistry", (deployer.address,)), ("SaeAnchor", (deployer.address,)),
                                ("ApproverRegistry", (deployer.address,)),
                                ("SealgateTimelock", (3600, [m.safe], ["0x" + "00" * 20]))):
-                art = __import__("ext_authz.chain", fromlist=["artifact"]).artifact(name)
+                art = __import__("ext_authz.chain.artifacts", fromlist=["artifact"]).artifact(name)
                 factory = c.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
                 rows.append((name, "deploy", c.transact(deployer, factory.constructor(*ctor)).gasUsed))
 

@@ -33,9 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ext_authz.envoyconf import SidecarPorts  # noqa: E402
-from ext_authz.signing import HSM_PIN_ENV, HsmKey, generate_hsm_key  # noqa: E402
-from ext_authz.stack import AUTHORITY, LocalStack, free_port, http_get_json  # noqa: E402
+from ext_authz.local.stack import AUTHORITY, LocalStack, free_port, http_get_json
+from ext_authz.mesh.configs import SidecarPorts
+from ext_authz.signing.pkcs11 import HSM_PIN_ENV, HsmKey, generate_hsm_key
 
 # varied amounts, so no layer can answer from a cache of identical requests
 BODIES = [json.dumps({"amount_cents": 1_000 + 7 * i, "to": "vendor-42"}).encode() for i in range(997)]

@@ -1,5 +1,7 @@
-// Compiles contracts/src with npm solc (standard JSON) into contracts/build.
-// Usage: node contracts/compile.cjs [--check]   (--check: fail if build/ drifts)
+// Compiles contracts/src with npm solc (standard JSON) into the package data dir ext_authz/chain/contracts,
+// and vendors the audited Safe 1.4.1 artifacts (ABI + bytecode) from node_modules next to them, so the
+// installed package never reads node_modules.
+// Usage: node contracts/compile.cjs [--check]   (--check: fail if the committed artifacts drift)
 "use strict";
 const fs = require("fs");
 const path = require("path");
@@ -7,7 +9,9 @@ const solc = require("solc");
 
 const ROOT = path.resolve(__dirname, "..");
 const SRC = path.join(__dirname, "src");
-const BUILD = path.join(__dirname, "build");
+const BUILD = path.join(ROOT, "ext_authz", "chain", "contracts");
+const SAFE_BUILD = path.join(ROOT, "node_modules/@safe-global/safe-contracts/build/artifacts/contracts");
+const VENDORED = { Safe: "Safe.sol/Safe.json", SafeProxyFactory: "proxies/SafeProxyFactory.sol/SafeProxyFactory.json" };
 const CONTRACTS = ["AgentRegistry", "ModelRegistry", "RuleBasedPolicy", "PolicyRegistry", "SaeAnchor", "SealgateTimelock", "ApproverRegistry"];
 const EVM_VERSION = "cancun"; // pinned: solc 0.8.37 defaults to osaka
 
@@ -50,9 +54,9 @@ if (errors.length) process.exit(1);
 const check = process.argv.includes("--check");
 let drift = false;
 fs.mkdirSync(BUILD, { recursive: true });
-for (const name of CONTRACTS) {
+const artifacts = CONTRACTS.map((name) => {
   const unit = output.contracts[`${name}.sol`][name];
-  const artifact = {
+  return {
     contractName: name,
     compiler: `solc-js ${solc.version()}`,
     evmVersion: EVM_VERSION,
@@ -60,6 +64,14 @@ for (const name of CONTRACTS) {
     bytecode: "0x" + unit.evm.bytecode.object,
     deployedBytecode: "0x" + unit.evm.deployedBytecode.object,
   };
+});
+for (const [name, rel] of Object.entries(VENDORED)) {
+  const safe = JSON.parse(fs.readFileSync(path.join(SAFE_BUILD, rel), "utf8"));
+  artifacts.push({ contractName: name, source: `@safe-global/safe-contracts ${require("@safe-global/safe-contracts/package.json").version}`,
+    abi: safe.abi, bytecode: safe.bytecode, deployedBytecode: safe.deployedBytecode });
+}
+for (const artifact of artifacts) {
+  const name = artifact.contractName;
   const text = JSON.stringify(artifact, null, 2) + "\n";
   const file = path.join(BUILD, `${name}.json`);
   if (check) {
@@ -73,4 +85,4 @@ for (const name of CONTRACTS) {
   }
 }
 if (drift) process.exit(2);
-process.stdout.write(check ? "contracts: build matches sources\n" : `contracts: wrote ${CONTRACTS.length} artifacts\n`);
+process.stdout.write(check ? "contracts: build matches sources\n" : `contracts: wrote ${artifacts.length} artifacts\n`);

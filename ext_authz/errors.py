@@ -11,6 +11,10 @@ class ConfigError(SealgateError):
     """Configuration is invalid; raised once, at load."""
 
 
+class UsageError(ConfigError):
+    """The command line is wrong or its input unreadable: exit 2 with a message, nothing was checked."""
+
+
 class InputRejected(SealgateError):
     """Untrusted input (a request, an SAE, a proof) failed validation.
 

@@ -1,5 +1,7 @@
-import sys
+"""Suite-wide setup: the checkout's pinned anvil (npm) unless ANVIL_BIN names another."""
+
+import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("ANVIL_BIN", str(REPO / "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"))

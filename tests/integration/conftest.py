@@ -1,6 +1,6 @@
 import pytest
 
-from ext_authz.stack import LocalStack
+from ext_authz.local.stack import LocalStack
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,14 @@ import pytest
 from eth_account import Account
 from web3.exceptions import ContractCustomError
 
-from ext_authz.anchoring import AnchorStore, Anchorer, LeafQueue
-from ext_authz.chain import DEV_KEYS, PinnedPolicy, PolicyAction, text_id
+from ext_authz.anchoring.anchorer import Anchorer
+from ext_authz.anchoring.merkle import MerkleTree, leaf_hash
+from ext_authz.anchoring.queue import LeafQueue
+from ext_authz.anchoring.store import AnchorStore
+from ext_authz.chain.dev import DEV_KEYS
 from ext_authz.errors import ChainError, StateStale
-from ext_authz.merkle import MerkleTree, leaf_hash
+from ext_authz.policy.abi import PolicyAction, text_id
+from ext_authz.policy.pinned import PinnedPolicy
 
 pytestmark = pytest.mark.slow
 

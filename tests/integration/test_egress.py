@@ -1,7 +1,7 @@
 """Kernel egress enforcement with real bcc programs, real cgroups and a "remote" host in a
 network namespace (pyroute2). Needs root, cgroup2, bpffs and kernel headers: `make install`
 prepares them on our CI machines, where these tests must run; elsewhere they skip with
-the exact reason from `egress.probe()`."""
+the exact reason from `probe()`."""
 
 import json
 import os
@@ -13,13 +13,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ext_authz import egress
-from ext_authz.envoyconf import envoy_binary
-from ext_authz.stack import free_port, wait_until
+from ext_authz.egress import kernel as egress_kernel
+from ext_authz.egress.config import EgressConfig, agent_cgroup, cgroup_id, parent_cgroup
+from ext_authz.egress.enforcer import uninstall
+from ext_authz.egress.kernel import cgroup2_mount, probe
+from ext_authz.egress.launcher import connect_errno, spawn_agent
+from ext_authz.local.stack import free_port, wait_until
+from ext_authz.mesh.configs import envoy_binary
 
 pytestmark = pytest.mark.slow
 
-REASON = egress.probe()
+REASON = probe()
 if REASON:
     pytest.skip(f"eBPF egress enforcement unavailable: {REASON}", allow_module_level=True)
 
@@ -92,7 +96,7 @@ def remote():
                 "S(('::', %d), http.server.SimpleHTTPRequestHandler).serve_forever()\n") % (UDP_PORT, HTTP_PORT)
         server = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", code], cwd="/tmp",
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_until(lambda: egress.connect_errno(REMOTE4, HTTP_PORT) == 0, 15, "remote HTTP server")
+        wait_until(lambda: connect_errno(REMOTE4, HTTP_PORT) == 0, 15, "remote HTTP server")
         yield name
     finally:
         if server:
@@ -125,7 +129,7 @@ def mesh_proxy(remote, tmp_path_factory):
     proc = subprocess.Popen([envoy_binary(), "-c", str(path), "--disable-hot-restart", "--concurrency", "1", "-l", "error"],
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: egress.connect_errno("127.0.0.1", port) == 0, 30, "mesh proxy")
+        wait_until(lambda: connect_errno("127.0.0.1", port) == 0, 30, "mesh proxy")
         yield port
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -154,8 +158,8 @@ class Daemon:
         self.proc: subprocess.Popen | None = None
 
     @property
-    def config(self) -> egress.EgressConfig:
-        return egress.EgressConfig.from_dict(self.raw)
+    def config(self) -> EgressConfig:
+        return EgressConfig.from_dict(self.raw)
 
     def write_config(self) -> None:
         self.config_path.write_text(yaml.safe_dump(self.raw))
@@ -193,7 +197,7 @@ class Daemon:
 
     def run_agent(self, agent: str, steps: list, user: str | None = None) -> dict:
         python = NOBODY_PYTHON if user else sys.executable
-        proc = egress.spawn_agent(self.config, agent, [python, "-c", PROBE, json.dumps(steps)], user=user,
+        proc = spawn_agent(self.config, agent, [python, "-c", PROBE, json.dumps(steps)], user=user,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
@@ -208,8 +212,8 @@ def daemon(mesh_proxy, tmp_path_factory):
         yield d
     finally:
         d.stop()
-        egress.uninstall(d.config)
-        parent = egress.parent_cgroup(d.config)
+        uninstall(d.config)
+        parent = parent_cgroup(d.config)
         for sub in sorted(parent.glob("**/"), key=lambda p: len(p.parts), reverse=True) if parent.exists() else []:
             try:
                 sub.rmdir()
@@ -231,7 +235,7 @@ def blocked_event(d: Daemon, pid: int, hook: str, ip: str | None = None, port: i
 
 
 def test_programs_are_attached_with_allow_multi(daemon):
-    progs = subprocess.run(["bpftool", "-j", "cgroup", "show", str(egress.parent_cgroup(daemon.config))],
+    progs = subprocess.run(["bpftool", "-j", "cgroup", "show", str(parent_cgroup(daemon.config))],
                            capture_output=True, text=True, check=True)
     attached = {(p["attach_type"], p["name"], p["attach_flags"]) for p in json.loads(progs.stdout)}
     assert {(t, n) for t, n, _ in attached} == {
@@ -259,7 +263,7 @@ def test_direct_egress_is_blocked_and_reported(daemon, name, step, hook, ip):
     ev = blocked_event(daemon, r["pid"], hook, ip, step[2])
     assert ev["class_uid"] == 4001 and ev["activity_id"] == 5 and ev["type_uid"] == 400105
     assert ev["connection_info"]["protocol_name"] == ("tcp" if step[0] == "tcp" else "udp")
-    assert ev["unmapped"]["cgroup_id"] == egress.cgroup_id(egress.agent_cgroup(daemon.config, "worker"))
+    assert ev["unmapped"]["cgroup_id"] == cgroup_id(agent_cgroup(daemon.config, "worker"))
     assert ev["actor"]["process"]["name"].startswith("python")
 
 
@@ -271,20 +275,20 @@ def test_raw_icmp_socket_is_blocked_and_reported(daemon):
 
 
 def test_escaping_into_a_child_cgroup_does_not_escape(daemon):
-    child = egress.agent_cgroup(daemon.config, "worker") / "escape"
+    child = agent_cgroup(daemon.config, "worker") / "escape"
     r = daemon.run_agent("worker", [["mkdir", str(child)], ["move", str(child)], ["tcp", REMOTE4, HTTP_PORT]])
     try:
         assert r["results"] == [0, 0, EPERM]
         ev = blocked_event(daemon, r["pid"], "connect4", REMOTE4)
-        assert ev["unmapped"]["cgroup_id"] == egress.cgroup_id(child)  # the task's own cgroup is the child...
-        assert ev["unmapped"]["agent_cgroup_id"] == egress.cgroup_id(child.parent)  # ...judged as its agent
+        assert ev["unmapped"]["cgroup_id"] == cgroup_id(child)  # the task's own cgroup is the child...
+        assert ev["unmapped"]["agent_cgroup_id"] == cgroup_id(child.parent)  # ...judged as its agent
     finally:
         child.rmdir()
 
 
 def test_non_root_agent_cannot_leave_its_cgroup_and_stays_blocked(daemon):
-    parent = egress.parent_cgroup(daemon.config)
-    root = egress.cgroup2_mount()
+    parent = parent_cgroup(daemon.config)
+    root = cgroup2_mount()
     r = daemon.run_agent("worker", [["move", str(parent)], ["move", str(root)], ["tcp", REMOTE4, HTTP_PORT]], user="nobody")
     assert r["uid"] == 65534
     assert r["results"][0] in (1, 13) and r["results"][1] in (1, 13)  # EPERM / EACCES: cgroup.procs is root's
@@ -294,11 +298,11 @@ def test_non_root_agent_cannot_leave_its_cgroup_and_stays_blocked(daemon):
 
 
 def test_unregistered_task_under_the_attach_point_fails_closed(daemon):
-    stray = egress.parent_cgroup(daemon.config) / "stray"
+    stray = parent_cgroup(daemon.config) / "stray"
     stray.mkdir(exist_ok=True)
     code = (f"import os; open('{stray}/cgroup.procs','w').write(str(os.getpid()));"
-            f"import sys; sys.path.insert(0, {str(Path(egress.__file__).parents[1])!r});"
-            f"from ext_authz.egress import connect_errno; print(os.getpid(), connect_errno('{REMOTE4}', {HTTP_PORT}))")
+            f"import sys; sys.path.insert(0, {str(Path(egress_kernel.__file__).parents[2])!r});"
+            f"from ext_authz.egress.launcher import connect_errno; print(os.getpid(), connect_errno('{REMOTE4}', {HTTP_PORT}))")
     try:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
         pid, result = int(out[0]), int(out[1])
@@ -330,7 +334,7 @@ def test_audit_mode_lets_traffic_through_and_reports_it(daemon):
 
 
 def test_daemon_restart_keeps_enforcement_and_replaces_its_programs(daemon):
-    parent = egress.parent_cgroup(daemon.config)
+    parent = parent_cgroup(daemon.config)
 
     def attached():
         out = subprocess.run(["bpftool", "-j", "cgroup", "show", str(parent)], capture_output=True, text=True, check=True)
@@ -355,7 +359,7 @@ def test_ring_buffer_overflow_is_reported_not_silent(daemon):
         # 256 pages / 88-byte events: ~12k fit; send more denied sendtos than that
         code = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                 f"for _ in range(30000):\n    try: s.sendto(b'x', ('{REMOTE4}', {UDP_PORT}))\n    except OSError: pass\n")
-        proc = egress.spawn_agent(daemon.config, "worker", [sys.executable, "-c", code])
+        proc = spawn_agent(daemon.config, "worker", [sys.executable, "-c", code])
         assert proc.wait(timeout=120) == 0
     finally:
         daemon.proc.send_signal(signal.SIGCONT)
@@ -367,7 +371,7 @@ def test_uninstall_detaches_everything(daemon):
     daemon.stop()
     subprocess.run([sys.executable, "-m", "ext_authz.cli", "egress", "uninstall", "--config", str(daemon.config_path)],
                    check=True, capture_output=True)
-    out = subprocess.run(["bpftool", "-j", "cgroup", "show", str(egress.parent_cgroup(daemon.config))],
+    out = subprocess.run(["bpftool", "-j", "cgroup", "show", str(parent_cgroup(daemon.config))],
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out in ("", "[]")
     assert not Path(daemon.raw["pin_dir"]).exists()

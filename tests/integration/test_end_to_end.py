@@ -8,21 +8,22 @@ import hashlib
 import json
 import ssl
 import subprocess
-import urllib.parse
-from pathlib import Path
 import sys
 import time
+import urllib.parse
+from pathlib import Path
 
 import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
 from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
 
-from ext_authz.pki import LocalCA
-from ext_authz.sae import DENIAL_TYP, EnvelopeEncoder, sae_hash, verify
-from ext_authz.signing import Ed25519Signer
+from ext_authz.envelope.encoding import sae_hash
+from ext_authz.envelope.jws import DENIAL_TYP, EnvelopeEncoder, verify
 from ext_authz.errors import SealgateError
-from ext_authz.stack import wait_until
+from ext_authz.local.pki import LocalCA
+from ext_authz.local.stack import wait_until
+from ext_authz.signing.file_key import Ed25519Signer
 
 pytestmark = pytest.mark.slow
 
@@ -143,8 +144,8 @@ def test_a_used_approval_stays_used_across_an_authorizer_restart(stack):
 
 
 def test_an_approver_revoked_on_chain_approves_nothing_from_the_next_pinned_block(stack):
-    from ext_authz.chain import text_id
-    from ext_authz.signing import b64url
+    from ext_authz.envelope.encoding import b64url
+    from ext_authz.policy.abi import text_id
 
     big = {"amount_cents": 2_500_000, "to": "vendor-42"}
     held = transfer(stack, agent="finance-03", amount=2_500_000)
@@ -372,7 +373,7 @@ def test_sealgate_verify_shows_who_approved_an_approved_action(stack):
     other_act = {**claims["act"], "amt": claims["act"]["amt"] + 1}
     out = sealgate_verify(stack, craft(stack, **{**claims, "act": other_act, "jti": "approval-for-another-amount"}))
     assert out.returncode == 1 and "INVALID APPROVAL_MISMATCH" in out.stdout
-    from ext_authz.approvals import sign_approval
+    from ext_authz.authz.approvals import sign_approval
 
     forged = sign_approval(Ed25519Signer(bytes([3]) * 32), "treasury-lead", claims["iss"], claims["apr"]["req"], now=claims["iat"])
     out = sealgate_verify(stack, craft(stack, **{**claims, "apr": {**claims["apr"], "tok": forged}, "jti": "forged-approval"}))

@@ -4,10 +4,11 @@ import copy
 
 import pytest
 
-from ext_authz.envoyconf import PepPorts, SidecarPorts, pep_config, sidecar_config, validate
 from ext_authz.errors import ConfigError
-from ext_authz.pki import LocalCA
-from ext_authz.signing import Ed25519Signer, jwks_of
+from ext_authz.local.pki import LocalCA
+from ext_authz.mesh.configs import PepPorts, SidecarPorts, pep_config, sidecar_config, validate
+from ext_authz.signing.base import jwks_of
+from ext_authz.signing.file_key import Ed25519Signer
 
 CA = LocalCA()
 SERVER = CA.issue_server()

@@ -9,9 +9,12 @@ from eth_account import Account
 from web3.exceptions import ContractCustomError
 from web3.logs import DISCARD
 
-from ext_authz.chain import DEV_KEYS, ZERO_ADDRESS, PinnedPolicy, PolicyAction, role_id, text_id
+from ext_authz.chain.artifacts import role_id
+from ext_authz.chain.dev import DEV_KEYS
+from ext_authz.chain.governance import rule_tuple
 from ext_authz.errors import ChainError, ConfigError
-from ext_authz.governance import rule_tuple
+from ext_authz.policy.abi import ZERO_ADDRESS, PolicyAction, text_id
+from ext_authz.policy.pinned import PinnedPolicy
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +54,7 @@ def test_ownership_is_handed_to_the_timelock(chain_stack):
 
 
 def test_deploy_is_idempotent(chain_stack):
-    from ext_authz.chain import deploy_all
+    from ext_authz.chain.deploy import deploy_all
 
     block = chain_stack.chain.w3.eth.block_number
     again = deploy_all(chain_stack.rpc_url, chain_stack.workdir / "addresses.json")
@@ -194,7 +197,8 @@ def test_every_state_change_is_access_controlled(chain_stack):
 
 
 def test_approvers_are_registered_through_the_timelock_and_revoked_by_the_guardian(chain_stack):
-    from ext_authz.signing import Ed25519Signer, b64url
+    from ext_authz.envelope.encoding import b64url
+    from ext_authz.signing.file_key import Ed25519Signer
 
     s = chain_stack
     eve = Ed25519Signer(bytes([5]) * 32).raw_public

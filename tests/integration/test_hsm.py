@@ -16,14 +16,15 @@ from joserfc import jws
 from joserfc.jwk import KeySet
 
 from ext_authz import reasons
-from ext_authz.chain import Verdict
-from ext_authz.config import config_from_dict
-from ext_authz.decision import DecisionMaker
+from ext_authz.authz.decision import DecisionMaker
+from ext_authz.envelope.jws import DENIAL_TYP, SAE_TYP, EnvelopeEncoder, verify
 from ext_authz.errors import ConfigError
-from ext_authz.sae import DENIAL_TYP, SAE_TYP, EnvelopeEncoder, verify
-from ext_authz.server import AuthorizationService
-from ext_authz.signing import HSM_PIN_ENV, HsmKey, Pkcs11Signer, generate_hsm_key, jwks_of
-from ext_authz.stack import ROOT, LocalStack, http_get_json, wait_until
+from ext_authz.local.stack import LocalStack, http_get_json, wait_until
+from ext_authz.policy.abi import Verdict
+from ext_authz.server.config import config_from_dict
+from ext_authz.server.grpc_service import AuthorizationService
+from ext_authz.signing.base import jwks_of
+from ext_authz.signing.pkcs11 import HSM_PIN_ENV, HsmKey, Pkcs11Signer, generate_hsm_key
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PIN = "4321"
@@ -47,7 +48,7 @@ def token(tmp_path_factory):
                        check=True, capture_output=True)
         spec = HsmKey(MODULE, "sealgate-test", "sae-ed25519")
         out = subprocess.run([sys.executable, "-m", "ext_authz.cli", "hsm", "keygen", "--module", MODULE, "--token", spec.token,
-                              "--key", spec.key], capture_output=True, text=True, cwd=ROOT, timeout=60)
+                              "--key", spec.key], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         yield spec, json.loads(out.stdout)
     finally:
@@ -60,7 +61,7 @@ def test_keygen_prints_the_public_jwk_and_refuses_a_second_key_with_the_label(to
     with Pkcs11Signer(spec) as signer:
         assert jwk["kty"] == "OKP" and jwk["crv"] == "Ed25519" and jwk == signer.public_jwk()
     again = subprocess.run([sys.executable, "-m", "ext_authz.cli", "hsm", "keygen", "--module", MODULE, "--token", spec.token,
-                            "--key", spec.key], capture_output=True, text=True, cwd=ROOT, timeout=60)
+                            "--key", spec.key], capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "already holds a key labelled 'sae-ed25519'" in again.stderr
 
 
@@ -95,7 +96,7 @@ def test_private_key_never_leaves_the_token(token):
 STRESS = """
 import sys, threading
 import nacl.signing
-from ext_authz.signing import HsmKey, Pkcs11Signer
+from ext_authz.signing.pkcs11 import HsmKey, Pkcs11Signer
 with Pkcs11Signer(HsmKey(*sys.argv[1:4])) as signer:
     signed, failures = [], []
     def sign_many(n):
@@ -122,7 +123,7 @@ def test_eight_threads_signing_at_once_neither_crash_nor_corrupt(token):
     must neither crash nor return a bad signature."""
     spec, _ = token
     out = subprocess.run([sys.executable, "-c", STRESS, spec.module, spec.token, spec.key], capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)  # a separate process: a crash must not take pytest down with it
+                         timeout=120)  # a separate process: a crash must not take pytest down with it
     assert (out.returncode, out.stdout.strip()) == (0, "4000 0"), out.stderr[-2000:]
 
 
@@ -143,7 +144,7 @@ def test_startup_errors_name_the_problem(token, monkeypatch, change, message):
 def test_a_key_that_could_leave_the_token_is_refused(token):
     from pkcs11 import Attribute, KeyType, Mechanism
 
-    from ext_authz.signing import ED25519_OID_DER
+    from ext_authz.signing.pkcs11 import ED25519_OID_DER
 
     spec, _ = token
     with Pkcs11Signer(spec) as signer, signer._token.open(rw=True) as session:
@@ -231,7 +232,7 @@ def wallet_key(token):
     spec, _ = token
     wallet = HsmKey(spec.module, spec.token, "anchor-wallet")
     out = subprocess.run([sys.executable, "-m", "ext_authz.cli", "hsm", "keygen", "--type", "secp256k1", "--module", MODULE,
-                          "--token", spec.token, "--key", wallet.key], capture_output=True, text=True, cwd=ROOT, timeout=60)
+                          "--token", spec.token, "--key", wallet.key], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return wallet, json.loads(out.stdout)["address"]
 
@@ -240,7 +241,7 @@ def test_wallet_signatures_are_low_s_and_recover_to_its_address(wallet_key):
     from eth_keys import keys
     from eth_utils import keccak
 
-    from ext_authz.signing import SECP256K1_N, HsmWallet
+    from ext_authz.chain.hsm_wallet import SECP256K1_N, HsmWallet
 
     spec, address = wallet_key
     with HsmWallet(spec) as wallet:
@@ -253,7 +254,7 @@ def test_wallet_signatures_are_low_s_and_recover_to_its_address(wallet_key):
 
 
 def test_an_ed25519_key_is_not_a_wallet(token):
-    from ext_authz.signing import HsmWallet
+    from ext_authz.chain.hsm_wallet import HsmWallet
 
     spec, _ = token
     with pytest.raises(ConfigError, match="NoSuchKey"):
@@ -264,11 +265,13 @@ def test_an_ed25519_key_is_not_a_wallet(token):
 def test_anchoring_from_the_hsm_wallet_needs_the_governed_role_then_anchors(wallet_key, chain_stack, tmp_path):
     from eth_account import Account
 
-    from ext_authz.anchoring import Anchorer, AnchorStore, LeafQueue
-    from ext_authz.chain import DEV_KEYS
+    from ext_authz.anchoring.anchorer import Anchorer
+    from ext_authz.anchoring.merkle import leaf_hash
+    from ext_authz.anchoring.queue import LeafQueue
+    from ext_authz.anchoring.store import AnchorStore
+    from ext_authz.chain.dev import DEV_KEYS
+    from ext_authz.chain.hsm_wallet import SECP256K1_N, HsmWallet
     from ext_authz.errors import ChainError
-    from ext_authz.merkle import leaf_hash
-    from ext_authz.signing import SECP256K1_N, HsmWallet
 
     spec, address = wallet_key
     w3 = chain_stack.chain.w3
@@ -307,7 +310,7 @@ def test_anchoring_from_the_hsm_wallet_needs_the_governed_role_then_anchors(wall
     env = {k: v for k, v in os.environ.items() if k != "SEALGATE_ANCHORER_KEY"}
     proc = subprocess.Popen([sys.executable, "-m", "ext_authz.cli", "anchor", "--config", str(config),
                              "--manifest", str(chain_stack.workdir / "addresses.json"), "--hsm-module", spec.module,
-                             "--hsm-token", spec.token, "--hsm-key", spec.key], cwd=ROOT, env=env,
+                             "--hsm-token", spec.token, "--hsm-key", spec.key], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_until(lambda: (AnchorStore(db).proof_for(late) or None) and AnchorStore(db).proof_for(late).status == "anchored",
@@ -326,7 +329,7 @@ def test_anchoring_from_the_hsm_wallet_needs_the_governed_role_then_anchors(wall
 def test_a_token_losing_the_key_turns_healthz_red_and_a_new_key_under_the_label_is_not_used(token, tmp_path):
     from pkcs11 import Attribute, KeyType, Mechanism
 
-    from ext_authz.signing import ED25519_OID_DER
+    from ext_authz.signing.pkcs11 import ED25519_OID_DER
 
 
     spec, _ = token

@@ -4,9 +4,9 @@ import sys
 import pytest
 
 from ext_authz import reasons
-from ext_authz.actions import RequestView, map_request
-from ext_authz.config import config_from_dict
+from ext_authz.authz.actions import RequestView, map_request
 from ext_authz.errors import InputRejected
+from ext_authz.server.config import config_from_dict
 
 CONFIG = config_from_dict(
     {
@@ -129,7 +129,7 @@ def test_key_fingerprint_is_sha256_of_the_peer_spki():
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from ext_authz.pki import LocalCA
+    from ext_authz.local.pki import LocalCA
 
     pem = LocalCA().issue_agent(AGENT).cert_pem
     spki = x509.load_pem_x509_certificate(pem.encode()).public_key().public_bytes(

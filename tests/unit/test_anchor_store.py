@@ -1,6 +1,6 @@
 """The authorizer's SQLite store: what must survive a restart."""
 
-from ext_authz.anchoring import AnchorStore
+from ext_authz.anchoring.store import AnchorStore
 
 
 def test_the_store_claims_an_approval_once_and_forgets_it_after_it_expires(tmp_path):

@@ -5,16 +5,15 @@ tests/integration/test_end_to_end.py.
 """
 
 import pytest
+from test_decision import JWKS, NOW, SIGNER, FixedPolicy, action
 
 from ext_authz import reasons
-from ext_authz.approvals import MAX_APPROVAL_SECONDS, ApprovalVerifier, action_digest, sign_approval
-from ext_authz.config import AuthorizerConfig
-from ext_authz.decision import DecisionMaker
+from ext_authz.authz.approvals import MAX_APPROVAL_SECONDS, ApprovalVerifier, action_digest, sign_approval
+from ext_authz.authz.decision import DecisionMaker
+from ext_authz.envelope.jws import APPROVAL_TYP, DENIAL_TYP, EnvelopeEncoder, verify
 from ext_authz.errors import ConfigError
-from ext_authz.sae import APPROVAL_TYP, DENIAL_TYP, EnvelopeEncoder, verify
-from ext_authz.signing import Ed25519Signer, jwks_of
-
-from test_decision import JWKS, NOW, SIGNER, FixedPolicy, action
+from ext_authz.server.config import AuthorizerConfig
+from ext_authz.signing.file_key import Ed25519Signer
 
 ALICE = Ed25519Signer(bytes([7]) * 32)
 MALLORY = Ed25519Signer(bytes([9]) * 32)

@@ -1,7 +1,7 @@
 import pytest
 
-from ext_authz.config import config_from_dict, load_config
 from ext_authz.errors import ConfigError
+from ext_authz.server.config import config_from_dict, load_config
 
 ROUTE = {"method": "GET", "authority": "a", "path": "/x", "action_type": "t", "target": "s"}
 
@@ -30,7 +30,7 @@ def test_invalid_config_is_rejected_with_a_clear_message(raw, needle):
 def test_local_stack_defaults_load(tmp_path):
     import yaml
 
-    from ext_authz.stack import DEFAULT_SPEC
+    from ext_authz.local.stack import DEFAULT_SPEC
 
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(yaml.safe_load(DEFAULT_SPEC.read_text())["authorizer"]))

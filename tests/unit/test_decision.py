@@ -3,13 +3,15 @@
 import pytest
 
 from ext_authz import reasons
-from ext_authz.actions import EMPTY_BODY_SHA256, ActionRequest
-from ext_authz.chain import Verdict
-from ext_authz.config import AuthorizerConfig
-from ext_authz.decision import DecisionMaker
+from ext_authz.authz.actions import EMPTY_BODY_SHA256, ActionRequest
+from ext_authz.authz.decision import DecisionMaker
+from ext_authz.envelope.encoding import sae_hash
+from ext_authz.envelope.jws import DENIAL_TYP, EnvelopeEncoder, verify
 from ext_authz.errors import InputRejected
-from ext_authz.sae import DENIAL_TYP, EnvelopeEncoder, sae_hash, verify
-from ext_authz.signing import Ed25519Signer, jwks_of
+from ext_authz.policy.abi import Verdict
+from ext_authz.server.config import AuthorizerConfig
+from ext_authz.signing.base import jwks_of
+from ext_authz.signing.file_key import Ed25519Signer
 
 SIGNER = Ed25519Signer(bytes(range(32)))
 JWKS = jwks_of(SIGNER)
@@ -64,7 +66,7 @@ def test_allow_carries_every_seed_claim_bound_to_the_request():
 def test_policy_input_uses_hashed_names_class_level_key_and_operator_risk():
     policy = FixedPolicy()
     maker(policy, {"spiffe://sealgate.local/agent/a": 70}).decide(action(data_class="confidential"))
-    from ext_authz.chain import text_id
+    from ext_authz.policy.abi import text_id
 
     sent = policy.calls[0]
     assert sent.agent_id == text_id("spiffe://sealgate.local/agent/a") and sent.data_class == 2 and sent.amount == 500
@@ -115,7 +117,7 @@ def test_decision_ids_are_unique_url_safe_128_bit_values():
     import base64
     import re
 
-    from ext_authz.decision import DecisionIds
+    from ext_authz.authz.decision import DecisionIds
 
     ids = DecisionIds()
     made = [ids() for _ in range(3 * DecisionIds.BATCH + 7)]  # across several buffer refills
@@ -127,7 +129,7 @@ def test_decision_ids_are_unique_url_safe_128_bit_values():
 def test_a_forked_child_never_repeats_the_parents_next_decision_ids():
     import os
 
-    from ext_authz.decision import DecisionIds
+    from ext_authz.authz.decision import DecisionIds
 
     ids = DecisionIds()
     ids()  # the buffer now holds the parent's next ids

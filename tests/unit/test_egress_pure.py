@@ -6,10 +6,11 @@ import socket
 
 import pytest
 
-from ext_authz import egress
+from ext_authz.egress import kernel as egress_kernel
+from ext_authz.egress.config import AgentEgress, EgressConfig
+from ext_authz.egress.events import ocsf_event
+from ext_authz.egress.kernel import HOOKS, C, bpffs_mounted, cgroup2_mount, probe
 from ext_authz.errors import ConfigError
-
-C = egress.C
 
 
 class Event(ctypes.Structure):  # mirrors struct egress_event in ebpf/egress.h
@@ -30,11 +31,11 @@ def event(hook, addr: bytes, family, verdict=None, proto=socket.IPPROTO_TCP, age
 
 def test_header_constants_are_parsed():
     assert C["MODE_AUDIT"] == 1 and C["HOOK_SOCK_CREATE"] == 5 and C["AGENT_UNREGISTERED"] == 0
-    assert set(egress.HOOKS.values()) == {"connect4", "connect6", "sendmsg4", "sendmsg6", "sock_create"}
+    assert set(HOOKS.values()) == {"connect4", "connect6", "sendmsg4", "sendmsg6", "sock_create"}
 
 
 def test_blocked_v4_connect_maps_to_ocsf_refuse():
-    doc = egress.ocsf_event(event(C["HOOK_CONNECT4"], bytes([10, 0, 0, 2]), 4), {7: "worker"}, now_ms=5)
+    doc = ocsf_event(event(C["HOOK_CONNECT4"], bytes([10, 0, 0, 2]), 4), {7: "worker"}, now_ms=5)
     assert (doc["class_uid"], doc["activity_id"], doc["type_uid"], doc["disposition_id"]) == (4001, 5, 400105, 2)
     assert doc["dst_endpoint"] == {"ip": "10.0.0.2", "port": 8080}
     assert doc["actor"]["process"] == {"pid": 42, "name": "curl", "user": {"uid": "1000"}}
@@ -44,21 +45,21 @@ def test_blocked_v4_connect_maps_to_ocsf_refuse():
 
 def test_v6_and_v4_mapped_addresses():
     v6 = ipaddress.IPv6Address("fd00::2").packed
-    assert egress.ocsf_event(event(C["HOOK_CONNECT6"], v6, 6), {})["dst_endpoint"]["ip"] == "fd00::2"
+    assert ocsf_event(event(C["HOOK_CONNECT6"], v6, 6), {})["dst_endpoint"]["ip"] == "fd00::2"
     # an IPv6 address whose last 12 bytes are zero is still IPv6
     sparse = ipaddress.IPv6Address("fd00::").packed
-    assert egress.ocsf_event(event(C["HOOK_CONNECT6"], sparse, 6), {})["dst_endpoint"]["ip"] == "fd00::"
+    assert ocsf_event(event(C["HOOK_CONNECT6"], sparse, 6), {})["dst_endpoint"]["ip"] == "fd00::"
     # a v4-mapped destination is judged (and reported) by its IPv4 address
-    mapped = egress.ocsf_event(event(C["HOOK_CONNECT6"], bytes([10, 0, 0, 2]), 6), {})
+    mapped = ocsf_event(event(C["HOOK_CONNECT6"], bytes([10, 0, 0, 2]), 6), {})
     assert mapped["dst_endpoint"]["ip"] == "10.0.0.2" and mapped["connection_info"]["protocol_ver_id"] == 6
 
 
 def test_audit_and_unregistered_and_sock_create():
-    audited = egress.ocsf_event(event(C["HOOK_SENDMSG4"], bytes(4), 4, verdict=C["VERDICT_AUDITED"]), {7: "a"})
+    audited = ocsf_event(event(C["HOOK_SENDMSG4"], bytes(4), 4, verdict=C["VERDICT_AUDITED"]), {7: "a"})
     assert (audited["activity_id"], audited["disposition_id"], audited["action_id"]) == (1, 1, 1)
-    stray = egress.ocsf_event(event(C["HOOK_CONNECT4"], bytes([1, 2, 3, 4]), 4, agent_idx=0), {})
+    stray = ocsf_event(event(C["HOOK_CONNECT4"], bytes([1, 2, 3, 4]), 4, agent_idx=0), {})
     assert stray["unmapped"]["agent_id"] == "unregistered"
-    raw = egress.ocsf_event(event(C["HOOK_SOCK_CREATE"], bytes(16), 4, proto=socket.IPPROTO_ICMP), {})
+    raw = ocsf_event(event(C["HOOK_SOCK_CREATE"], bytes(16), 4, proto=socket.IPPROTO_ICMP), {})
     assert raw["dst_endpoint"]["ip"] is None and raw["connection_info"]["protocol_name"] == "icmp"
 
 
@@ -73,23 +74,23 @@ def test_audit_and_unregistered_and_sock_create():
 ])
 def test_invalid_egress_config_is_rejected(raw, needle):
     with pytest.raises(ConfigError) as err:
-        egress.EgressConfig.from_dict(raw)
+        EgressConfig.from_dict(raw)
     assert needle in str(err.value)
 
 
 def test_agent_index_is_stable_and_nonzero():
-    a = egress.AgentEgress(id="procurement-01")
-    assert a.index == egress.AgentEgress(id="procurement-01").index != 0
+    a = AgentEgress(id="procurement-01")
+    assert a.index == AgentEgress(id="procurement-01").index != 0
 
 
 def test_cgroup2_and_bpffs_found_from_mounts():
     mounts = "cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\nbpf /sys/fs/bpf bpf rw 0 0\n"
-    assert str(egress.cgroup2_mount(mounts)) == "/sys/fs/cgroup/unified"
-    assert egress.bpffs_mounted(mounts)
-    assert egress.cgroup2_mount("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n") is None
-    assert not egress.bpffs_mounted("")
+    assert str(cgroup2_mount(mounts)) == "/sys/fs/cgroup/unified"
+    assert bpffs_mounted(mounts)
+    assert cgroup2_mount("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n") is None
+    assert not bpffs_mounted("")
 
 
 def test_probe_names_not_root(monkeypatch):
-    monkeypatch.setattr(egress.os, "geteuid", lambda: 1000)
-    assert egress.probe().startswith("not root")
+    monkeypatch.setattr(egress_kernel.os, "geteuid", lambda: 1000)
+    assert probe().startswith("not root")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from ext_authz.anchoring.merkle import MerkleTree, verify_proof
 from ext_authz.errors import InputRejected
-from ext_authz.merkle import MerkleTree, verify_proof
 
 ROOT = Path(__file__).resolve().parents[2]
 

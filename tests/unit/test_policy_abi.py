@@ -4,8 +4,8 @@ import pytest
 from eth_abi import encode
 from eth_utils import function_signature_to_4byte_selector
 
-from ext_authz.chain import EVALUATE_SIGNATURE, PolicyAction, decode_verdict, encode_evaluate
 from ext_authz.errors import ChainError
+from ext_authz.policy.abi import EVALUATE_SIGNATURE, PolicyAction, decode_verdict, encode_evaluate
 
 
 @pytest.mark.parametrize("amount,dc,risk", [(0, 0, 0), (500, 1, 20), (2**256 - 1, 3, 100)])

@@ -2,9 +2,11 @@ import pytest
 from joserfc import jws
 from joserfc.jwk import KeySet
 
+from ext_authz.envelope.encoding import sae_hash
+from ext_authz.envelope.jws import DENIAL_TYP, SAE_TYP, EnvelopeEncoder, verify
 from ext_authz.errors import SaeInvalid
-from ext_authz.sae import DENIAL_TYP, SAE_TYP, EnvelopeEncoder, sae_hash, verify
-from ext_authz.signing import Ed25519Signer, jwks_of
+from ext_authz.signing.base import jwks_of
+from ext_authz.signing.file_key import Ed25519Signer
 
 SIGNER = Ed25519Signer(bytes(32))
 JWKS = jwks_of(SIGNER)
@@ -56,7 +58,7 @@ def test_sae_hash_is_sha256_of_compact_form():
 
 
 def test_payload_is_compact_sorted_json_like_the_stdlib_encoder():
-    from ext_authz.sae import canonical_json, compact_json
+    from ext_authz.envelope.encoding import canonical_json, compact_json
 
     claims = {**CLAIMS, "act": {"type": "payment.transfer", "amt": 2**63, "p": "/v1/x?a=1&b='c'"}, "ctx": {"parent": None}}
     assert compact_json(claims) == canonical_json(claims)
@@ -83,7 +85,7 @@ def test_non_ascii_text_in_a_denial_round_trips():
 def test_low_s_normalisation_for_wallet_signatures(s, expected):
     from eth_keys.constants import SECPK1_N as n
 
-    from ext_authz.signing import low_s
+    from ext_authz.chain.hsm_wallet import low_s
 
     named = {"half": n // 2, "half+1": n // 2 + 1, "n-half-1": n - (n // 2 + 1), "n-1": n - 1}
     assert low_s(named.get(s, s)) == named.get(expected, expected)
@@ -99,10 +101,10 @@ def test_low_s_normalisation_for_wallet_signatures(s, expected):
 ], ids=["raw_ed25519", "der_wrapped_ed25519", "der_wrapped_secp256k1", "wrapped_wrong_size", "truncated_der", "raw_short"])
 def test_hsm_public_points_are_unwrapped_or_refused(point, size, ok):
     from ext_authz.errors import ConfigError
-    from ext_authz.signing import _unwrap_ec_point
+    from ext_authz.signing.pkcs11 import unwrap_ec_point
 
     if ok:
-        assert len(_unwrap_ec_point(point, size, "test")) == size
+        assert len(unwrap_ec_point(point, size, "test")) == size
     else:
         with pytest.raises(ConfigError):
-            _unwrap_ec_point(point, size, "test")
+            unwrap_ec_point(point, size, "test")

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from ext_authz.envelope.jws import verify
 from ext_authz.errors import SaeInvalid
-from ext_authz.sae import verify
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 JWKS = json.loads((VECTORS / "jwks.json").read_text())

@@ -4,13 +4,14 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
 
 from ext_authz import reasons
-from ext_authz.chain import Verdict
-from ext_authz.config import config_from_dict
-from ext_authz.decision import DecisionMaker
+from ext_authz.authz.decision import DecisionMaker
+from ext_authz.envelope.jws import DENIAL_TYP, EnvelopeEncoder, verify
 from ext_authz.errors import ChainError, StateStale
-from ext_authz.sae import DENIAL_TYP, EnvelopeEncoder, verify
-from ext_authz.server import AuthorizationService
-from ext_authz.signing import Ed25519Signer, jwks_of
+from ext_authz.policy.abi import Verdict
+from ext_authz.server.config import config_from_dict
+from ext_authz.server.grpc_service import AuthorizationService
+from ext_authz.signing.base import jwks_of
+from ext_authz.signing.file_key import Ed25519Signer
 
 SIGNER = Ed25519Signer(bytes(range(32)))
 JWKS = jwks_of(SIGNER)
@@ -133,8 +134,8 @@ def test_with_a_device_signer_decisions_run_off_the_event_loop():
 def test_health_probes_a_failed_signer_at_most_once_a_second_and_recovers():
     import types
 
-    from ext_authz.app import Authorizer
     from ext_authz.errors import SigningError
+    from ext_authz.server.app import Authorizer
 
     class FlakySigner:
         def __init__(self):

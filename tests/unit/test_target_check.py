@@ -5,10 +5,11 @@ import hashlib
 import pytest
 
 from ext_authz import reasons
+from ext_authz.envelope.jws import EnvelopeEncoder
 from ext_authz.errors import InputRejected
-from ext_authz.sae import EnvelopeEncoder
-from ext_authz.signing import Ed25519Signer, jwks_of
-from ext_authz.target_check import check_sae
+from ext_authz.sdk.target import check_sae
+from ext_authz.signing.base import jwks_of
+from ext_authz.signing.file_key import Ed25519Signer
 
 SIGNER = Ed25519Signer(bytes(range(32)))
 BODY = b'{"amount_cents": 500, "to": "vendor-42"}'

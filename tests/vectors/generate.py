@@ -13,8 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ext_authz.sae import DENIAL_TYP, SAE_TYP, EnvelopeEncoder, canonical_json  # noqa: E402
-from ext_authz.signing import Ed25519Signer, b64url, jwks_of  # noqa: E402
+from ext_authz.envelope.encoding import b64url, canonical_json
+from ext_authz.envelope.jws import DENIAL_TYP, SAE_TYP, EnvelopeEncoder
+from ext_authz.signing.base import jwks_of
+from ext_authz.signing.file_key import Ed25519Signer
 
 HERE = Path(__file__).resolve().parent
 NOW = 1_800_000_000

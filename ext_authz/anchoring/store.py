@@ -1,0 +1,138 @@
+"""The anchor store: SAE / denial hashes, Merkle batches and their on-chain transactions (SQLite)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ext_authz.anchoring.merkle import MerkleTree
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS leaves (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash BLOB NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    decision_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    batch_root BLOB
+);
+CREATE INDEX IF NOT EXISTS leaves_unbatched ON leaves(seq) WHERE batch_root IS NULL;
+CREATE INDEX IF NOT EXISTS leaves_batch ON leaves(batch_root);
+CREATE TABLE IF NOT EXISTS batches (
+    root BLOB PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    leaf_count INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'anchored')),
+    tx_hash TEXT,
+    block INTEGER,
+    created REAL NOT NULL
+);
+-- approvals already turned into an SAE: single use across restarts (and processes sharing the file)
+CREATE TABLE IF NOT EXISTS used_approvals (
+    jti TEXT PRIMARY KEY,
+    exp INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    sae_hash: bytes
+    root: bytes
+    proof: list[bytes]
+    status: str
+    tx_hash: str | None
+    block: int | None
+
+
+class AnchorStore:
+    """SQLite store of leaves and batches (WAL; one connection per thread)."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self._local = threading.local()
+        self._conn().executescript(SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def claim_approval(self, jti: str, exp: int, now: float) -> bool:
+        """Records an approval as used; False if it was used before. Expired entries are dropped."""
+        conn = self._conn()
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM used_approvals WHERE exp < ?", (int(now),))
+            return conn.execute("INSERT OR IGNORE INTO used_approvals(jti, exp) VALUES (?, ?)", (jti, exp)).rowcount == 1
+
+    def add_leaves(self, rows: list[tuple[bytes, str, str, float]]) -> None:
+        conn = self._conn()
+        with conn:
+            conn.execute("BEGIN")
+            conn.executemany("INSERT OR IGNORE INTO leaves(hash, kind, decision_id, created) VALUES (?,?,?,?)", rows)
+
+    def cut_batch(self, max_leaves: int) -> tuple[bytes, int, int, list[bytes]] | None:
+        """Groups the oldest unbatched leaves into a pending batch; returns it."""
+        conn = self._conn()
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            rows = conn.execute(
+                "SELECT seq, hash FROM leaves WHERE batch_root IS NULL ORDER BY seq LIMIT ?", (max_leaves,)
+            ).fetchall()
+            if not rows:
+                return None
+            # the contract requires a contiguous range: stop at the first gap
+            first = rows[0][0]
+            rows = [r for i, r in enumerate(rows) if r[0] == first + i]
+            values = [r[1] for r in rows]
+            root = MerkleTree.build(values).root
+            last = rows[-1][0]
+            conn.execute(
+                "INSERT INTO batches(root, first_seq, last_seq, leaf_count, status, created) VALUES (?,?,?,?, 'pending', ?)",
+                (root, first, last, len(rows), time.time()),
+            )
+            conn.execute("UPDATE leaves SET batch_root=? WHERE seq BETWEEN ? AND ?", (root, first, last))
+        return root, first, last, values
+
+    def pending_batches(self) -> list[tuple[bytes, int, int, int]]:
+        return self._conn().execute(
+            "SELECT root, first_seq, last_seq, leaf_count FROM batches WHERE status='pending' ORDER BY first_seq"
+        ).fetchall()
+
+    def mark_anchored(self, root: bytes, tx_hash: str, block: int) -> None:
+        conn = self._conn()
+        with conn:
+            conn.execute("BEGIN")
+            conn.execute("UPDATE batches SET status='anchored', tx_hash=?, block=? WHERE root=?", (tx_hash, block, root))
+
+    def proof_for(self, sae_hash: bytes) -> InclusionProof | None:
+        conn = self._conn()
+        row = conn.execute("SELECT batch_root FROM leaves WHERE hash=?", (sae_hash,)).fetchone()
+        if row is None:
+            return None
+        root = row[0]
+        if root is None:
+            return InclusionProof(sae_hash, b"", [], "queued", None, None)
+        status, tx_hash, block = conn.execute("SELECT status, tx_hash, block FROM batches WHERE root=?", (root,)).fetchone()
+        values = [r[0] for r in conn.execute("SELECT hash FROM leaves WHERE batch_root=? ORDER BY seq", (root,))]
+        tree = MerkleTree.build(values)
+        return InclusionProof(sae_hash, root, tree.proof(sae_hash), status, tx_hash, block)
+
+    def counts(self) -> dict[str, int]:
+        conn = self._conn()
+        return {
+            "leaves": conn.execute("SELECT count(*) FROM leaves").fetchone()[0],
+            "unbatched": conn.execute("SELECT count(*) FROM leaves WHERE batch_root IS NULL").fetchone()[0],
+            "batches_pending": conn.execute("SELECT count(*) FROM batches WHERE status='pending'").fetchone()[0],
+            "batches_anchored": conn.execute("SELECT count(*) FROM batches WHERE status='anchored'").fetchone()[0],
+        }
+

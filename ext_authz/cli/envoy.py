@@ -1,0 +1,66 @@
+"""`sealgate envoy`: validated Envoy bootstraps for the agent sidecar and the target PEP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ext_authz.cli.common import command, group, load_jwks, port
+
+
+def register(sub: Any) -> None:
+    envoy = group(sub, "envoy", "generate Envoy configs for operators, checked by `envoy --mode validate`")
+    p = command(envoy, "sidecar", "agent sidecar: mTLS listener + ext_authz (fail closed) -> upstream",
+                "sealgate envoy sidecar --listen 15001 --admin 15000 --authorizer-port 9001 --upstream-port 16001 \\\n"
+                "    --ca agents-ca.pem --cert sidecar.pem --key sidecar.key --out sidecar.json",
+                env="ENVOY_BIN  the envoy binary used for validation (default: next to python, then PATH)")
+    p.add_argument("--listen", type=port, required=True, metavar="PORT", help="port agents connect to (mTLS)")
+    p.add_argument("--admin", type=port, required=True, metavar="PORT", help="Envoy admin port on 127.0.0.1")
+    p.add_argument("--authorizer-port", type=port, required=True, metavar="PORT", help="`sealgate serve` gRPC port on 127.0.0.1")
+    p.add_argument("--upstream-port", type=port, required=True, metavar="PORT", help="the target's PEP on 127.0.0.1")
+    p.add_argument("--ca", required=True, metavar="PEM", help="CA bundle that issues agent certificates")
+    p.add_argument("--cert", required=True, metavar="PEM", help="the sidecar's server certificate")
+    p.add_argument("--key", required=True, metavar="PEM", help="its private key")
+    p.add_argument("--trust-domain", default="sealgate.local", help="SPIFFE trust domain of the agents")
+    p.add_argument("--max-body-bytes", type=int, default=64 * 1024, metavar="BYTES",
+                   help="largest request body buffered for the authorizer (larger: 413)")
+    p.add_argument("--out", default="-", metavar="FILE", help="where to write the JSON config (- for stdout)")
+    p.set_defaults(func=cmd_envoy, kind="sidecar")
+    p = command(envoy, "pep", "target PEP: jwt_authn with the authorizer's JWKS + the Lua binding filter",
+                "sealgate envoy pep --listen 16001 --admin 16000 --target-port 8080 \\\n"
+                "    --jwks http://127.0.0.1:9002/jwks.json --audience payments-api --out pep.json",
+                env="ENVOY_BIN  the envoy binary used for validation (default: next to python, then PATH)")
+    p.add_argument("--listen", type=port, required=True, metavar="PORT", help="port the sidecars forward to")
+    p.add_argument("--admin", type=port, required=True, metavar="PORT", help="Envoy admin port on 127.0.0.1")
+    p.add_argument("--target-port", type=port, required=True, metavar="PORT", help="the target service on 127.0.0.1")
+    p.add_argument("--jwks", required=True, metavar="FILE|URL", help="the authorizer's JWKS (/jwks.json), inlined")
+    p.add_argument("--audience", required=True, help="the target service name SAEs are issued for (aud)")
+    p.add_argument("--out", default="-", metavar="FILE", help="where to write the JSON config (- for stdout)")
+    p.set_defaults(func=cmd_envoy, kind="pep")
+
+
+def cmd_envoy(args: argparse.Namespace) -> int:
+    """Writes an Envoy bootstrap for the agent sidecar or the target PEP, checked by `envoy --mode validate`."""
+    import tempfile
+
+    from ext_authz.mesh.configs import PepPorts, SidecarPorts, pep_config, sidecar_config, validate
+
+    if args.kind == "sidecar":
+        read = lambda p: Path(p).read_text()  # noqa: E731
+        config = sidecar_config(SidecarPorts(args.listen, args.admin, args.authorizer_port, args.upstream_port),
+                                read(args.ca), read(args.cert), read(args.key), args.trust_domain,
+                                max_body_bytes=args.max_body_bytes)
+    else:
+        config = pep_config(PepPorts(args.listen, args.admin, args.target_port), load_jwks(args.jwks), args.audience)
+    with tempfile.TemporaryDirectory() as tmp:
+        validate(config, Path(tmp))
+    text = json.dumps(config, indent=2) + "\n"
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out} (envoy --mode validate: ok)", file=sys.stderr)
+    return 0

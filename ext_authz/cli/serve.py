@@ -1,0 +1,85 @@
+"""`sealgate serve` (the authorizer) and `sealgate anchor` (the anchoring worker, which alone holds the wallet key)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+from ext_authz.cli.common import HSM_PIN_HELP, add_signer_flags, command, hostport, signer_from_args, stop_on_signal
+from ext_authz.errors import UsageError
+
+ANCHORER_KEY_ENV = "SEALGATE_ANCHORER_KEY"
+
+
+def register(sub: Any) -> None:
+    p = command(sub, "serve", "run the ext_authz gRPC authorizer and its admin HTTP port",
+                "sealgate serve --config authorizer.yaml --manifest addresses.json --key sae-ed25519.seed \\\n"
+                "    --grpc 127.0.0.1:9001 --admin 127.0.0.1:9002",
+                env="SEALGATE_HSM_PIN  user PIN of the token (with --hsm-module)")
+    p.add_argument("--config", required=True, metavar="FILE", help="authorizer config, YAML or JSON (README: Configuration)")
+    p.add_argument("--manifest", required=True, metavar="FILE", help="address manifest written by `sealgate deploy`")
+    add_signer_flags(p)
+    p.add_argument("--grpc", default="127.0.0.1:9001", metavar="HOST:PORT", help="ext_authz gRPC listen address")
+    p.add_argument("--admin", default="127.0.0.1:9002", type=hostport, metavar="HOST:PORT",
+                   help="admin HTTP listen address (/status, /jwks.json, /healthz)")
+    p.add_argument("--allow-all", action="store_true", help="benchmark baseline only: answer OK without deciding")
+    p.set_defaults(func=cmd_serve)
+
+    p = command(sub, "anchor", "anchor queued SAE / denial hashes on-chain in Merkle batches (holds the wallet key)",
+                "SEALGATE_ANCHORER_KEY=0x... sealgate anchor --config authorizer.yaml --manifest addresses.json\n"
+                "sealgate anchor --config authorizer.yaml --manifest addresses.json \\\n"
+                "    --hsm-module /usr/lib/softhsm/libsofthsm2.so --hsm-token T --hsm-key anchor-wallet",
+                env=f"{ANCHORER_KEY_ENV}  hex secp256k1 key of the anchoring wallet (unless --hsm-*)\n"
+                    "SEALGATE_HSM_PIN       user PIN of the token (with --hsm-module)")
+    p.add_argument("--config", required=True, metavar="FILE", help="the authorizer config (its anchor: section)")
+    p.add_argument("--manifest", required=True, metavar="FILE", help="address manifest written by `sealgate deploy`")
+    p.add_argument("--hsm-module", metavar="LIB", help=f"PKCS#11 library holding the wallet's secp256k1 key; {HSM_PIN_HELP}")
+    p.add_argument("--hsm-token", metavar="LABEL", help="token label (with --hsm-module)")
+    p.add_argument("--hsm-key", metavar="LABEL", help="label of the secp256k1 key pair (`sealgate hsm keygen --type secp256k1`)")
+    p.set_defaults(func=cmd_anchor)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ext_authz.chain.manifest import Manifest
+    from ext_authz.server.app import Authorizer
+    from ext_authz.server.config import load_config
+
+    authorizer = Authorizer(load_config(args.config), Manifest.load(args.manifest), signer_from_args(args),
+                            allow_all=args.allow_all)
+    port = authorizer.start(args.grpc, args.admin)
+    logging.getLogger("sealgate").info("authorizer listening: grpc %s, admin %s:%d", port, *args.admin)
+    stop_on_signal().wait()
+    authorizer.stop()  # flushes the anchor queue to disk
+    return 0
+
+
+def cmd_anchor(args: argparse.Namespace) -> int:
+    from eth_account import Account
+
+    from ext_authz.anchoring.anchorer import Anchorer
+    from ext_authz.anchoring.store import AnchorStore
+    from ext_authz.chain.client import ChainClient
+    from ext_authz.chain.hsm_wallet import HsmWallet
+    from ext_authz.chain.manifest import Manifest
+    from ext_authz.server.config import load_config
+    from ext_authz.signing.pkcs11 import HsmKey
+
+    hsm = (args.hsm_module, args.hsm_token, args.hsm_key)
+    key = os.environ.get(ANCHORER_KEY_ENV)
+    if any(hsm):
+        if not all(hsm):
+            raise UsageError("the anchoring wallet in an HSM needs --hsm-module, --hsm-token and --hsm-key")
+        wallet = HsmWallet(HsmKey(*hsm))
+    elif key:
+        wallet = Account.from_key(key)
+    else:
+        raise UsageError(f"no anchoring wallet: set {ANCHORER_KEY_ENV} (hex secp256k1 key) or give --hsm-*")
+    config, manifest = load_config(args.config), Manifest.load(args.manifest)
+    anchorer = Anchorer(AnchorStore(config.anchor.db_path), ChainClient(manifest.rpc_url), manifest.anchor,
+                        wallet, interval_seconds=config.anchor.interval_seconds,
+                        batch_max_leaves=config.anchor.batch_max_leaves)
+    logging.getLogger("sealgate").info("anchoring %s to %s", config.anchor.db_path, manifest.anchor)
+    anchorer.run(stop_on_signal())
+    return 0

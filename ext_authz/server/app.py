@@ -1,0 +1,98 @@
+"""Wires the authorizer process: pinned policy, signer, decision maker, anchoring, gRPC and admin."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ext_authz.anchoring.queue import LeafQueue
+from ext_authz.anchoring.store import AnchorStore
+from ext_authz.authz.approvals import ApprovalVerifier
+from ext_authz.authz.decision import DecisionMaker
+from ext_authz.chain.manifest import Manifest
+from ext_authz.envelope.jws import EnvelopeEncoder
+from ext_authz.errors import SigningError
+from ext_authz.policy.pinned import PinnedPolicy
+from ext_authz.server.admin import serve_admin
+from ext_authz.server.config import AuthorizerConfig
+from ext_authz.server.grpc_service import AuthorizationService, GrpcServer
+from ext_authz.signing.base import Signer, jwks_of
+
+log = logging.getLogger("sealgate")
+
+
+@dataclass
+class Authorizer:
+    config: AuthorizerConfig
+    manifest: Manifest
+    signer: Signer
+    allow_all: bool = False
+
+    def start(self, grpc_address: str, admin_address: tuple[str, int]) -> int:
+        self.jwks = jwks_of(self.signer)
+        self.policy = PinnedPolicy(self.manifest.rpc_url, self.manifest.policy_registry,
+                                   bytes.fromhex(self.manifest.policy_id.removeprefix("0x")),
+                                   watch=(self.manifest.registry, self.manifest.models, self.manifest.approvers),
+                                   approvers=self.manifest.approvers,
+                                   poll_seconds=self.config.state_poll_seconds,
+                                   max_age_seconds=self.config.max_state_age_seconds)
+        self.policy.start()
+        self.leaves = LeafQueue(AnchorStore(self.config.anchor.db_path))
+        self.leaves.start()
+        approvals = ApprovalVerifier(self.policy.approver_key, claim=self.leaves.store.claim_approval)
+        decider = DecisionMaker(self.config, EnvelopeEncoder(self.signer), self.policy, self.manifest.chain_id,
+                                self.manifest.anchor, self.jwks, approvals=approvals)
+        self.service = AuthorizationService(self.config, decider, self.leaves.enqueue, allow_all=self.allow_all,
+                                            signing_threads=self.config.signing_threads if self.signer.blocking else 0)
+        self.grpc_server = GrpcServer(self.service, grpc_address)
+        port = self.grpc_server.start()
+        self._last_probe = 0.0
+        self.admin = serve_admin(admin_address, self.status, self.jwks)
+        return port
+
+    SIGNER_PROBE_SECONDS = 1.0
+
+    def _signer_error(self) -> str | None:
+        """The signer's last failure, re-probed at most once a second: healthy again once it signs."""
+        error = self.service.signing_error
+        now = time.monotonic()
+        if error is not None and now - self._last_probe >= self.SIGNER_PROBE_SECONDS:
+            self._last_probe = now
+            try:
+                self.signer.sign(b"sealgate health probe")
+                self.service.signing_error = error = None
+            except SigningError as e:
+                self.service.signing_error = error = str(e)
+        return error
+
+    def status(self) -> dict[str, Any]:
+        pinned_block = self.policy.block
+        fresh = pinned_block is not None and self.policy.age_seconds() <= self.config.max_state_age_seconds
+        signing_error = self._signer_error()
+        return {
+            "healthy": fresh and signing_error is None,
+            "signing_error": signing_error,
+            "pinned_block": pinned_block,
+            "policy_registry": self.manifest.policy_registry,
+            "policy_id": self.manifest.policy_id,
+            "anchor": self.manifest.anchor,
+            "chain_id": self.manifest.chain_id,
+            "kid": self.signer.kid,
+            "decisions": dict(self.service.counters),
+            "anchor_queue": self.leaves.queued,
+            "anchor_store": self.leaves.store.counts(),
+            "anchor_store_error": self.leaves.last_error,
+            "allow_all": self.allow_all,
+        }
+
+    def stop(self) -> None:
+        self.grpc_server.stop(grace=2)
+        self.service.close()
+        self.admin.shutdown()
+        self.policy.stop()
+        self.leaves.stop()  # flushes the queue to disk
+        close = getattr(self.signer, "close", None)
+        if close is not None:
+            close()  # an HSM signer logs out

@@ -1,0 +1,125 @@
+"""Typed configuration with named defaults and explicit limits, validated once at load."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ext_authz.errors import ConfigError
+
+DATA_CLASSES = ("public", "internal", "confidential", "restricted")
+DEFAULT_SAE_TTL_SECONDS = 60
+SAE_TTL_RANGE = (30, 300)  # seed: expiry 30-300 s
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Inputs above these sizes are denied with INPUT_OVERSIZED, never parsed."""
+
+    max_path_bytes: int = 2048
+    max_headers_bytes: int = 16 * 1024
+    max_body_bytes: int = 64 * 1024
+    max_parent_sae_bytes: int = 4096
+    max_approval_bytes: int = 4096
+
+
+@dataclass(frozen=True)
+class RouteRule:
+    """Maps a request to an action. Amount and data class come from the request, never a claim."""
+
+    method: str
+    authority: str
+    path: str  # exact path, or a prefix when it ends with "*"
+    action_type: str
+    target: str
+    data_class: str = "internal"
+    amount_field: str | None = None  # top-level JSON body field holding an integer amount
+
+    def matches(self, method: str, authority: str, path: str) -> bool:
+        if method != self.method or authority != self.authority:
+            return False
+        if self.path.endswith("*"):
+            return path.startswith(self.path[:-1])
+        return path == self.path
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    db_path: str = "sealgate-anchor.sqlite3"
+    batch_max_leaves: int = 512
+    interval_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class AuthorizerConfig:
+    trust_domain: str = "sealgate.local"
+    sae_ttl_seconds: int = DEFAULT_SAE_TTL_SECONDS
+    routes: tuple[RouteRule, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    anchor: AnchorConfig = field(default_factory=AnchorConfig)
+    state_poll_seconds: float = 0.2
+    max_state_age_seconds: float = 15.0
+    # decisions in flight on worker threads when the signer is a device (HSM); its signatures are serialized
+    signing_threads: int = 4
+    # operator's risk feed (UEBA/XDR), by SPIFFE ID; 0-100. Never taken from the agent.
+    risk_scores: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        lo, hi = SAE_TTL_RANGE
+        if not lo <= self.sae_ttl_seconds <= hi:
+            raise ConfigError(f"sae_ttl_seconds must be in [{lo}, {hi}], found {self.sae_ttl_seconds}")
+        if not re.fullmatch(r"[a-z0-9.\-_]{1,255}", self.trust_domain):
+            raise ConfigError(f"trust_domain must be a SPIFFE trust domain name, found {self.trust_domain!r}")
+        if self.max_state_age_seconds <= self.state_poll_seconds:
+            raise ConfigError("max_state_age_seconds must exceed state_poll_seconds")
+        if type(self.signing_threads) is not int or not 1 <= self.signing_threads <= 64:
+            raise ConfigError(f"signing_threads must be an integer 1-64, found {self.signing_threads!r}")
+        for agent, score in self.risk_scores.items():
+            if type(score) is not int or not 0 <= score <= 100:
+                raise ConfigError(f"risk_scores[{agent!r}] must be an integer 0-100, found {score!r}")
+        seen = set()
+        for r in self.routes:
+            if r.data_class not in DATA_CLASSES:
+                raise ConfigError(f"route {r.action_type}: data_class must be one of {DATA_CLASSES}, found {r.data_class!r}")
+            if r.method != r.method.upper() or not r.path.startswith("/"):
+                raise ConfigError(f"route {r.action_type}: method must be upper case and path start with '/'")
+            key = (r.method, r.authority, r.path)
+            if key in seen:
+                raise ConfigError(f"duplicate route {key}")
+            seen.add(key)
+
+
+def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, found {type(raw).__name__}")
+    known = set(cls.__dataclass_fields__)
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
+    try:
+        return cls(**raw)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def load_config(path: str | Path) -> AuthorizerConfig:
+    """Loads a YAML or JSON authorizer config file."""
+    text = Path(path).read_text()
+    try:
+        raw = yaml.safe_load(text) if str(path).endswith((".yaml", ".yml")) else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: not valid YAML/JSON: {e}") from e
+    return config_from_dict(raw or {}, str(path))
+
+
+def config_from_dict(raw: dict[str, Any], where: str = "config") -> AuthorizerConfig:
+    raw = dict(raw)
+    routes = tuple(_build(RouteRule, r, f"{where}.routes[{i}]") for i, r in enumerate(raw.pop("routes", [])))
+    limits = _build(Limits, raw.pop("limits", {}), f"{where}.limits")
+    anchor = _build(AnchorConfig, raw.pop("anchor", {}), f"{where}.anchor")
+    return _build(AuthorizerConfig, {**raw, "routes": routes, "limits": limits, "anchor": anchor}, where)
