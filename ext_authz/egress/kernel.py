@@ -62,11 +62,14 @@ def cgroup2_mount(mounts: str | None = None) -> Path | None:
 
 def bpffs_mounted(mounts: str | None = None) -> bool:
     text = mounts if mounts is not None else Path("/proc/self/mounts").read_text()
-    return any(len(p) >= 3 and p[1] == "/sys/fs/bpf" and p[2] == "bpf" for p in (l.split() for l in text.splitlines()))
+    return any(len(p) >= 3 and p[1] == "/sys/fs/bpf" and p[2] == "bpf" for p in (line.split() for line in text.splitlines()))
 
 
 def probe() -> str | None:
     """None when eBPF enforcement can run here, else the precise reason it cannot."""
+    missing = [p.name for p in (PROGRAM, HEADER) if not p.is_file()]
+    if missing:
+        return f"BPF sources {missing} missing from the installed package ({EBPF_DIR})"
     if os.geteuid() != 0:
         return "not root: loading cgroup BPF programs needs CAP_BPF and CAP_NET_ADMIN"
     if cgroup2_mount() is None:
