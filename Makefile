@@ -6,7 +6,7 @@ PYBIN := $(VENV)/bin/python
 export ANVIL_BIN ?= $(CURDIR)/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 APT_PACKAGES := softhsm2 python3-bpfcc bpftool linux-headers-cloud-amd64 iproute2
 
-.PHONY: install install-python install-node install-system setup-ebpf contracts contracts-check demo test test-fast bench clean
+.PHONY: install install-python install-node install-system setup-ebpf contracts contracts-check demo test test-fast lint bench clean
 
 install: install-system install-python install-node setup-ebpf
 
@@ -50,6 +50,10 @@ demo: install
 
 test: install
 	$(PYBIN) -m pytest
+
+lint: install-python
+	$(VENV)/bin/ruff check ext_authz tests bench
+	$(VENV)/bin/mypy
 
 test-fast: install
 	$(PYBIN) -m pytest -m 'not slow'

@@ -80,7 +80,8 @@ def run_load(stack: LocalStack, port: int, rate: float, seconds: float, workers:
                 time.sleep(delay)
             status = "?"
             try:
-                conn.request("POST", "/v1/transfers", body=BODIES[i % len(BODIES)], headers={"host": AUTHORITY, "content-type": "application/json"})
+                conn.request("POST", "/v1/transfers", body=BODIES[i % len(BODIES)],
+                             headers={"host": AUTHORITY, "content-type": "application/json"})
                 r = conn.getresponse()
                 r.read()
                 status = str(r.status)
@@ -132,7 +133,8 @@ def main() -> int:
     ap.add_argument("--hsm", action="store_true", help="sign SAEs in a SoftHSM2 token (PKCS#11) instead of a key file")
     args = ap.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="sealgate-bench-") as tmp, LocalStack(tmp, hsm=softhsm_key(tmp) if args.hsm else None, target_checks_sae=False) as stack:
+    with tempfile.TemporaryDirectory(prefix="sealgate-bench-") as tmp, \
+            LocalStack(tmp, hsm=softhsm_key(tmp) if args.hsm else None, target_checks_sae=False) as stack:
         allow_grpc, allow_admin = free_port(), free_port()
         stack.spawn_authorizer("authorizer_allow_all", allow_grpc, allow_admin, True, Path(tmp) / "allow.sqlite3")
         direct_port, allow_port, decision_port = free_port(), free_port(), free_port()
@@ -176,7 +178,8 @@ def main() -> int:
     by = {r["scenario"]: r for r in rows}
     summary = {
         "full_minus_direct_p50_ms": round(by["full"]["p50_ms"] - by["direct"]["p50_ms"], 3),
-        "decision_cpu_ratio_vs_allow_all": round(by["decision"]["authorizer_cpu_us_per_req"] / by["allow_all"]["authorizer_cpu_us_per_req"], 3),
+        "decision_cpu_ratio_vs_allow_all": round(by["decision"]["authorizer_cpu_us_per_req"]
+                                                 / by["allow_all"]["authorizer_cpu_us_per_req"], 3),
         "pep_hop_p50_ms": round(by["full"]["p50_ms"] - by["decision"]["p50_ms"], 3),
         "budget": {"full_minus_direct_p50_ms": 1.5, "decision_cpu_ratio_vs_allow_all": 1.3},
     }

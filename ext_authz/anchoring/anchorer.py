@@ -11,6 +11,7 @@ from web3 import Web3
 
 from ext_authz.anchoring.store import AnchorStore
 from ext_authz.chain.client import ChainClient
+from ext_authz.chain.hsm_wallet import HsmWallet
 from ext_authz.errors import AnchorError, ChainError
 
 log = logging.getLogger("sealgate.anchor")
@@ -19,7 +20,7 @@ log = logging.getLogger("sealgate.anchor")
 class Anchorer:
     """Anchoring side: cuts batches of persisted leaves and sends them to SaeAnchor."""
 
-    def __init__(self, store: AnchorStore, client: ChainClient, anchor_address: str, account: LocalAccount,
+    def __init__(self, store: AnchorStore, client: ChainClient, anchor_address: str, account: LocalAccount | HsmWallet,
                  *, interval_seconds: float = 1.0, batch_max_leaves: int = 512):
         self.store = store
         self._client = client

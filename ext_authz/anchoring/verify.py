@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils import to_checksum_address
+from eth_typing import HexStr
+from eth_utils.address import to_checksum_address
 from web3.logs import DISCARD
 
 from ext_authz import reasons
@@ -47,15 +48,17 @@ def verify_anchored(token: str, jwks: dict[str, Any], manifest: Manifest, store:
         raise InputRejected(reasons.NOT_ANCHORED, "this token's hash was never queued for anchoring by this authorizer")
     if found.status != "anchored":
         raise InputRejected(reasons.NOT_ANCHORED, f"this token's hash is {found.status}, not yet anchored")
+    if found.tx_hash is None:
+        raise InputRejected(reasons.NOT_ANCHORED, "this token's batch has no anchoring transaction recorded yet")
     if not verify_proof(found.root, digest, found.proof):
         raise InputRejected(reasons.ANCHOR_MISMATCH, "the stored Merkle proof does not lead to the stored root")
     anchor = client.contract("SaeAnchor", manifest.anchor)
     if not anchor.functions.verifyInclusion(found.root, leaf_hash(digest), found.proof).call():
         raise InputRejected(reasons.ANCHOR_MISMATCH, f"root 0x{found.root.hex()} is not anchored on-chain or the proof fails there")
     batch_block = anchor.functions.batchOf(found.root).call()[0]
-    receipt = client.w3.eth.get_transaction_receipt(found.tx_hash)
+    receipt = client.w3.eth.get_transaction_receipt(HexStr(found.tx_hash))
     events = anchor.events.BatchAnchored().process_receipt(receipt, errors=DISCARD)
-    if receipt.blockNumber != batch_block or to_checksum_address(receipt.to) != to_checksum_address(manifest.anchor) \
+    if receipt["blockNumber"] != batch_block or to_checksum_address(receipt["to"]) != to_checksum_address(manifest.anchor) \
             or not any(e["args"]["root"] == found.root for e in events):
         raise InputRejected(reasons.ANCHOR_MISMATCH, f"transaction {found.tx_hash} does not anchor root 0x{found.root.hex()}")
     t = time.time() if now is None else now

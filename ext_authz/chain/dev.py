@@ -20,7 +20,7 @@ def dev_account(index: int) -> LocalAccount:
 
 
 def dev_key(role: str) -> str:
-    return dev_account(DEV_ROLES[role]).key.to_0x_hex()
+    return dev_account(DEV_ROLES[role]).key.hex()
 
 
 DEV_KEYS = {role: dev_key(role) for role in DEV_ROLES}

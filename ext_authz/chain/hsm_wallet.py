@@ -89,6 +89,6 @@ class HsmWallet(TokenSession):
         sender = transaction.pop("from", self.address)
         if str(sender).lower() != self.address.lower():  # as eth_account's LocalAccount refuses it
             raise SigningError(f"transaction is from {sender}, this wallet is {self.address}")
-        v, r, s, encoded = sign_transaction_dict(self, transaction)
+        v, r, s, encoded = sign_transaction_dict(self, transaction)  # type: ignore[arg-type]  # duck-typed: sign_msg_hash
         return SignedTransaction(raw_transaction=HexBytes(encoded), hash=HexBytes(keccak(encoded)), r=r, s=s, v=v)
 

@@ -123,7 +123,8 @@ class EgressEnforcer:
         agents_map, allow4, allow6 = self.bpf["agents"], self.bpf["allow4"], self.bpf["allow6"]
         self._names = {a.index: a.id for a in self.config.agents}
         want_agents: dict[int, tuple[int, int]] = {}
-        want4, want6 = set(), set()
+        want4: set[Any] = set()
+        want6: set[Any] = set()
         for a in self.config.agents:
             path = self.parent / a.id
             path.mkdir(exist_ok=True)

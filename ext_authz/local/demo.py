@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ext_authz.anchoring.store import AnchorStore
 from ext_authz.anchoring.verify import verify_anchored
-from ext_authz.envelope.jws import DENIAL_TYP, verify
+from ext_authz.envelope.jws import DENIAL_TYP, SAE_TYP, verify
 from ext_authz.errors import InputRejected, SealgateError
 from ext_authz.local.stack import LocalStack, wait_until
 
@@ -50,7 +50,8 @@ def run_scenario(stack: LocalStack) -> tuple[list[Step], list[str]]:
     if denial:
         claims = verify(denial, stack.jwks, typ=DENIAL_TYP, check_time=False)
         denial_ok = claims["reason"] == "AMOUNT_OVER_LIMIT"
-    record("procurement-01 pays $50,000", "403 AMOUNT_OVER_LIMIT, signed denial", f"{r.status} {_reason(r)} {'signed' if denial_ok else 'unsigned'}",
+    record("procurement-01 pays $50,000", "403 AMOUNT_OVER_LIMIT, signed denial",
+           f"{r.status} {_reason(r)} {'signed' if denial_ok else 'unsigned'}",
            r.status == 403 and denial_ok)
 
     # 3. straight to the target, no SAE: the PEP rejects
@@ -98,7 +99,7 @@ def run_scenario(stack: LocalStack) -> tuple[list[Step], list[str]]:
             record(f"verify {label}", "anchored on-chain", "no token", False)
             continue
         try:
-            res = verify_anchored(token, stack.jwks, stack.manifest, store, **({"typ": typ} if typ else {}))
+            res = verify_anchored(token, stack.jwks, stack.manifest, store, typ or SAE_TYP)
             record(f"verify {label}", "anchored on-chain", f"block {res.block}", True)
             details.append(f"{label}: hash 0x{res.sae_hash[:16]}.. root 0x{res.root[:16]}.. block {res.block} tx {res.tx_hash}")
         except InputRejected as e:

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 from eth_account import Account
+from web3.types import RPCEndpoint
 
 from ext_authz.authz.identity import spki_fingerprint
 from ext_authz.chain.client import ChainClient
@@ -35,7 +36,7 @@ from ext_authz.local.pki import LocalCA
 from ext_authz.mesh.configs import PepPorts, SidecarPorts, envoy_binary, pep_config, sidecar_config
 from ext_authz.policy.abi import text_id
 from ext_authz.server.config import DATA_CLASSES, config_from_dict
-from ext_authz.signing.base import jwks_of
+from ext_authz.signing.base import Signer, jwks_of
 from ext_authz.signing.file_key import Ed25519Signer
 from ext_authz.signing.pkcs11 import HsmKey, Pkcs11Signer
 
@@ -243,8 +244,8 @@ class LocalStack:
     # ------------------------------------------------------------ governance (Safe -> timelock) and guardian
 
     def time_travel(self, seconds: int) -> None:
-        self.chain.w3.provider.make_request("evm_increaseTime", [seconds])
-        self.chain.w3.provider.make_request("evm_mine", [])
+        self.chain.w3.provider.make_request(RPCEndpoint("evm_increaseTime"), [seconds])
+        self.chain.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
 
     def govern(self, call: tuple) -> Any:
         """Propose through the Safe, approve with the threshold of owners, wait out the delay, execute."""
@@ -276,7 +277,7 @@ class LocalStack:
 
     def start_authorizer(self) -> None:
         if self.hsm is None:
-            self.signer = Ed25519Signer.from_file(self.workdir / "keys" / "sae-ed25519.seed", create=True)
+            self.signer: Signer = Ed25519Signer.from_file(self.workdir / "keys" / "sae-ed25519.seed", create=True)
         else:
             self.signer = Pkcs11Signer(self.hsm)
         self.jwks = jwks_of(self.signer)

@@ -8,6 +8,7 @@ import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TextIO
 
 from joserfc.jwk import KeySet
 
@@ -17,6 +18,7 @@ from ext_authz.sdk.target import check_sae
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    server: TargetServer
 
     def setup(self) -> None:
         super().setup()
@@ -64,7 +66,7 @@ class _Handler(BaseHTTPRequestHandler):
 class TargetServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
-    receipts = None
+    receipts: TextIO | None = None
     keys: KeySet | None = None  # with --jwks: SAEs are checked here too, body included
     audience = ""
     lock = threading.Lock()

@@ -65,10 +65,12 @@ def _hcm(stat_prefix: str, http_filters: list[dict[str, Any]], cluster: str) -> 
             "merge_slashes": True,
             "path_with_escaped_slashes_action": "REJECT_REQUEST",
             "route_config": {
-                "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "10s"}}]}]
+                "virtual_hosts": [{"name": "all", "domains": ["*"],
+                                   "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "10s"}}]}]
             },
             "http_filters": http_filters + [
-                {"name": "envoy.filters.http.router", "typed_config": {T: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+                {"name": "envoy.filters.http.router",
+                 "typed_config": {T: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
             ],
         },
     }
@@ -119,7 +121,8 @@ def sidecar_config(ports: SidecarPorts, ca_pem: str, cert_pem: str, key_pem: str
                         "require_client_certificate": True,
                         "common_tls_context": {
                             "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
-                            "tls_certificates": [{"certificate_chain": {"inline_string": cert_pem}, "private_key": {"inline_string": key_pem}}],
+                            "tls_certificates": [{"certificate_chain": {"inline_string": cert_pem},
+                                          "private_key": {"inline_string": key_pem}}],
                             "validation_context": {
                                 "trusted_ca": {"inline_string": ca_pem},
                                 "match_typed_subject_alt_names": [
@@ -163,7 +166,8 @@ def pep_config(ports: PepPorts, jwks: dict[str, Any], audience: str, lua_source:
                 }
             },
             # allow_missing_or_failed: Lua decides, so every rejection has a reason code
-            "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [{"provider_name": "sae"}, {"allow_missing_or_failed": {}}]}}}],
+            "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {
+                "requirements": [{"provider_name": "sae"}, {"allow_missing_or_failed": {}}]}}}],
         },
     }
     lua = {

@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,10 @@ class _HeadReader:
         url = urllib.parse.urlsplit(rpc_url)
         if url.scheme not in ("http", "https"):
             raise ConfigError(f"RPC URL must be http(s), found {rpc_url!r}")
+        if not url.hostname:
+            raise ConfigError(f"RPC URL has no host: {rpc_url!r}")
         self._url = url
+        self._host = url.hostname
         self._timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
         self._id = 0
@@ -53,7 +57,7 @@ class _HeadReader:
         try:
             if self._conn is None:
                 cls = http.client.HTTPSConnection if self._url.scheme == "https" else http.client.HTTPConnection
-                self._conn = cls(self._url.hostname, self._url.port, timeout=self._timeout)
+                self._conn = cls(self._host, self._url.port, timeout=self._timeout)
             self._conn.request("POST", self._url.path or "/", body, {"content-type": "application/json"})
             reply = json.loads(self._conn.getresponse().read())
         except (OSError, http.client.HTTPException, ValueError) as e:
@@ -68,7 +72,7 @@ class _HeadReader:
     def block_number(self) -> int:
         return int(self._rpc("eth_blockNumber", []), 16)
 
-    def has_logs(self, addresses: list[str], first: int, last: int) -> bool:
+    def has_logs(self, addresses: Sequence[str], first: int, last: int) -> bool:
         logs = self._rpc("eth_getLogs", [{"address": addresses, "fromBlock": hex(first), "toBlock": hex(last)}])
         return bool(logs)
 

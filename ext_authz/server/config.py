@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -94,10 +95,10 @@ class AuthorizerConfig:
             seen.add(key)
 
 
-def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
+def _build(cls: Any, raw: dict[str, Any], where: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, found {type(raw).__name__}")
-    known = set(cls.__dataclass_fields__)
+    known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")

@@ -23,7 +23,7 @@ class Ed25519Public:
 
     def _set_public(self, raw_public: bytes) -> None:
         self._raw_public = raw_public
-        self.kid = OKPKey.import_key(self._public_jwk_no_kid()).thumbprint()
+        self.kid = OKPKey.import_key(dict[str, str | list[str]](self._public_jwk_no_kid())).thumbprint()
 
     @property
     def raw_public(self) -> bytes:

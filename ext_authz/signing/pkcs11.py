@@ -6,7 +6,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import nacl.bindings
 import nacl.exceptions
@@ -59,7 +59,7 @@ class TokenSession:
     def close(self) -> None:
         _close_session(self._session)
 
-    def __enter__(self):  # noqa: ANN204 (the subclass)
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -116,7 +116,7 @@ def unwrap_ec_point(ec_point: bytes, size: int, what: str) -> bytes:
         raise ConfigError(f"unexpected {what} public key encoding ({len(ec_point)} bytes): {e}") from e
     if len(inner) != size:
         raise ConfigError(f"unexpected {what} public key size {len(inner)}, expected {size}")
-    return inner
+    return bytes(inner)
 
 
 KEY_TYPES = ("ed25519", "secp256k1")  # SAE signing key; Ethereum wallet (anchoring)
@@ -189,5 +189,5 @@ class Pkcs11Signer(Ed25519Public, TokenSession):
                 raise SigningError(f"HSM signing failed: {type(e).__name__} {e}") from e
         if len(signature) != 64:
             raise SigningError(f"HSM returned a {len(signature)}-byte Ed25519 signature")
-        return signature
+        return bytes(signature)
 
