@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run_bench import pct, run_load  # noqa: E402
 
-from ext_authz.local.stack import LocalStack, free_port
+from ext_authz.local.net import free_port
+from ext_authz.local.stack import LocalStack
 from ext_authz.mesh.configs import PepPorts, SidecarPorts, pep_config
 
 

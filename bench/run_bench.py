@@ -33,7 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ext_authz.local.stack import AUTHORITY, LocalStack, free_port, http_get_json
+from ext_authz.local.net import free_port, http_get_json
+from ext_authz.local.stack import AUTHORITY, LocalStack
 from ext_authz.mesh.configs import SidecarPorts
 from ext_authz.signing.pkcs11 import HSM_PIN_ENV, HsmKey, generate_hsm_key
 

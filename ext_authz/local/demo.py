@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from ext_authz.anchoring.store import AnchorStore
 from ext_authz.anchoring.verify import verify_anchored
 from ext_authz.envelope.jws import DENIAL_TYP, SAE_TYP, verify
 from ext_authz.errors import InputRejected, SealgateError
-from ext_authz.local.stack import LocalStack, wait_until
+from ext_authz.local.net import wait_until
+from ext_authz.local.stack import LocalStack
 
 
 @dataclass
@@ -31,6 +33,9 @@ def _reason(resp) -> str:
     return resp.headers.get("x-sealgate-reason", "-")
 
 
+Record = Callable[[str, str, str, bool], None]
+
+
 def run_scenario(stack: LocalStack) -> tuple[list[Step], list[str]]:
     steps: list[Step] = []
     details: list[str] = []
@@ -38,6 +43,16 @@ def run_scenario(stack: LocalStack) -> tuple[list[Step], list[str]]:
     def record(name: str, expected: str, observed: str, ok: bool) -> None:
         steps.append(Step(name, expected, observed, ok))
 
+    sae, denial = enforcement_steps(stack, record)
+    approval_and_revocation_steps(stack, record)
+    # 8. a rogue agent process skips the mesh: the kernel refuses the connect
+    kernel_step(stack, record, details)
+    verification_steps(stack, record, details, sae, denial)
+    return steps, details
+
+
+def enforcement_steps(stack: LocalStack, record: Record) -> tuple[str | None, str | None]:
+    """Steps 1-5: allowed, over the limit, no SAE, replay, unknown agent. Returns the SAE and the denial."""
     # 1. an allowed action: executes at the target with an SAE
     r = stack.agent_call("procurement-01", "POST", "/v1/transfers", {"amount_cents": 50_000, "to": "vendor-42"})
     sae = r.json().get("sae") if r.status == 200 else None
@@ -66,6 +81,10 @@ def run_scenario(stack: LocalStack) -> tuple[list[Step], list[str]]:
     # 5. a certificate from our CA, but an agent the registry never heard of
     r = stack.agent_call("rogue-07", "POST", "/v1/transfers", {"amount_cents": 100, "to": "vendor-42"})
     record("rogue-07 (not registered)", "403 AGENT_UNKNOWN", f"{r.status} {_reason(r)}", r.status == 403 and _reason(r) == "AGENT_UNKNOWN")
+    return sae, denial
+
+
+def approval_and_revocation_steps(stack: LocalStack, record: Record) -> None:
 
     # 6. over the rule's approval threshold: held, approved by a person, then executed once
     big = {"amount_cents": 2_000_000, "to": "vendor-7"}
@@ -87,9 +106,8 @@ def run_scenario(stack: LocalStack) -> tuple[list[Step], list[str]]:
     record("finance-03 revoked on-chain", "200 before, 403 AGENT_REVOKED after", f"{before.status} before, {r.status} {_reason(r)} after",
            before.status == 200 and r.status == 403 and _reason(r) == "AGENT_REVOKED")
 
-    # 8. a rogue agent process skips the mesh: the kernel refuses the connect
-    kernel_step(stack, record, details)
 
+def verification_steps(stack: LocalStack, record: Record, details: list[str], sae: str | None, denial: str | None) -> None:
     # 9. verify the SAE and the denial on-chain once the anchor batch lands
     wait_until(lambda: (s := stack.status())["anchor_queue"] == 0 and s["anchor_store"]["unbatched"] == 0
                and s["anchor_store"]["batches_pending"] == 0, 30, "anchoring to settle")
@@ -104,7 +122,6 @@ def run_scenario(stack: LocalStack) -> tuple[list[Step], list[str]]:
             details.append(f"{label}: hash 0x{res.sae_hash[:16]}.. root 0x{res.root[:16]}.. block {res.block} tx {res.tx_hash}")
         except InputRejected as e:
             record(f"verify {label}", "anchored on-chain", f"{e.reason}", False)
-    return steps, details
 
 
 ROGUE_PROBE = (
@@ -122,7 +139,7 @@ ROGUE_PROBE = (
 )
 
 
-def kernel_step(stack: LocalStack, record, details: list[str]) -> None:
+def kernel_step(stack: LocalStack, record: Record, details: list[str]) -> None:
     """rogue-07 runs in its own cgroup, allowed to reach only its sidecar; it dials the PEP directly."""
     from ext_authz.egress.config import EgressConfig, agent_cgroup, parent_cgroup
     from ext_authz.egress.enforcer import EgressEnforcer, uninstall

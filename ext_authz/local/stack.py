@@ -10,14 +10,10 @@ import http.client
 import importlib.resources
 import json
 import os
-import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +27,8 @@ from ext_authz.chain.client import ChainClient
 from ext_authz.chain.deploy import Bootstrap, deploy_all
 from ext_authz.chain.dev import DEV_KEYS, DEV_OWNER_ACCOUNTS, dev_account
 from ext_authz.chain.governance import Governance, rule_tuple
-from ext_authz.errors import ConfigError, SealgateError
+from ext_authz.errors import SealgateError
+from ext_authz.local.net import Response, anvil_binary, envoy_ready, free_port, http_get_json, request, tcp_open, wait_until
 from ext_authz.local.pki import LocalCA
 from ext_authz.mesh.configs import PepPorts, SidecarPorts, envoy_binary, pep_config, sidecar_config
 from ext_authz.policy.abi import text_id
@@ -44,50 +41,6 @@ DEFAULT_SPEC = Path(str(importlib.resources.files("ext_authz.local") / "local-st
 AUTHORITY = "payments.internal"
 AUDIENCE = "payments-api"
 APPROVER = "treasury-lead"
-
-
-def anvil_binary() -> str:
-    """$ANVIL_BIN (the Makefile and the tests point it at node_modules), else anvil on the PATH."""
-    path = os.environ.get("ANVIL_BIN") or shutil.which("anvil")
-    if not path or not Path(path).is_file():
-        raise ConfigError(f"anvil not found ({path or 'ANVIL_BIN unset, none on PATH'}): run `make install` (npm ci) "
-                          "and set ANVIL_BIN to node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as e:  # the thing waited for is not up yet
-            last = e
-        time.sleep(interval)
-    raise SealgateError(f"timed out after {timeout}s waiting for {what}" + (f": {last}" if last else ""))
-
-
-def http_get_json(url: str, timeout: float = 2.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 @dataclass
@@ -317,7 +270,7 @@ class LocalStack:
         path.write_text(json.dumps(config, indent=1))
         self._spawn(name, [envoy_binary(), "-c", str(path), "--disable-hot-restart", "--concurrency", "1",
                            "-l", "warning"])
-        wait_until(lambda: self._check_alive(name) and _ready(admin_port), 30, f"{name} envoy /ready")
+        wait_until(lambda: self._check_alive(name) and envoy_ready(admin_port), 30, f"{name} envoy /ready")
 
     def start_target_and_pep(self) -> None:
         checks = []
@@ -326,7 +279,7 @@ class LocalStack:
             checks = ["--jwks", str(self.workdir / "jwks.json"), "--audience", AUDIENCE]
         self._spawn("target", [sys.executable, "-m", "ext_authz.local.target", "--port", str(self.ports.target),
                                "--receipts", str(self.workdir / "target-receipts.jsonl"), *checks])
-        wait_until(lambda: self._check_alive("target") and _tcp_open(self.ports.target), 20, "target")
+        wait_until(lambda: self._check_alive("target") and tcp_open(self.ports.target), 20, "target")
         self.pep_conf = pep_config(PepPorts(self.ports.pep, self.ports.pep_admin, self.ports.target), self.jwks, AUDIENCE)
         self._start_envoy("pep", self.pep_conf, self.ports.pep_admin)
 
@@ -355,7 +308,7 @@ class LocalStack:
                    context: ssl.SSLContext | None = None) -> Response:
         """A request as the agent sends it: HTTPS with its client certificate to its sidecar."""
         conn = self.agent_connection(agent, self.ports.sidecar, context)
-        return _request(conn, method, path, body, headers, authority)
+        return request(conn, method, path, body, headers, authority)
 
     def agent_connection(self, agent: str | None, port: int, context: ssl.SSLContext | None = None) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection("127.0.0.1", port, context=context or self.tls_context(agent), timeout=10)
@@ -378,28 +331,6 @@ class LocalStack:
     def pep_call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
                  authority: str = AUTHORITY) -> Response:
         """A request straight to the target's PEP, skipping the agent sidecar."""
-        return _request(http.client.HTTPConnection("127.0.0.1", self.ports.pep, timeout=10), method, path, body, headers, authority)
+        return request(http.client.HTTPConnection("127.0.0.1", self.ports.pep, timeout=10), method, path, body, headers, authority)
 
-
-def _request(conn: http.client.HTTPConnection, method: str, path: str, body: Any, headers: dict[str, str] | None,
-             authority: str) -> Response:
-    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-    hdrs = {"host": authority, **({"content-type": "application/json"} if data is not None else {}), **(headers or {})}
-    try:
-        conn.request(method, path, body=data, headers=hdrs)
-        r = conn.getresponse()
-        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
-    finally:
-        conn.close()
-
-
-def _tcp_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _ready(admin_port: int) -> bool:
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
-        return r.status == 200
 

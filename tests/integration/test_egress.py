@@ -18,7 +18,7 @@ from ext_authz.egress.config import EgressConfig, agent_cgroup, cgroup_id, paren
 from ext_authz.egress.enforcer import uninstall
 from ext_authz.egress.kernel import cgroup2_mount, probe
 from ext_authz.egress.launcher import connect_errno, spawn_agent
-from ext_authz.local.stack import free_port, wait_until
+from ext_authz.local.net import free_port, wait_until
 from ext_authz.mesh.configs import envoy_binary
 
 pytestmark = pytest.mark.slow

@@ -21,8 +21,8 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
 from ext_authz.envelope.encoding import sae_hash
 from ext_authz.envelope.jws import DENIAL_TYP, EnvelopeEncoder, verify
 from ext_authz.errors import SealgateError
+from ext_authz.local.net import wait_until
 from ext_authz.local.pki import LocalCA
-from ext_authz.local.stack import wait_until
 from ext_authz.signing.file_key import Ed25519Signer
 
 pytestmark = pytest.mark.slow

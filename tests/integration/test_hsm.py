@@ -19,7 +19,8 @@ from ext_authz import reasons
 from ext_authz.authz.decision import DecisionMaker
 from ext_authz.envelope.jws import DENIAL_TYP, SAE_TYP, EnvelopeEncoder, verify
 from ext_authz.errors import ConfigError
-from ext_authz.local.stack import LocalStack, http_get_json, wait_until
+from ext_authz.local.net import http_get_json, wait_until
+from ext_authz.local.stack import LocalStack
 from ext_authz.policy.abi import Verdict
 from ext_authz.server.config import config_from_dict
 from ext_authz.server.grpc_service import AuthorizationService

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ext_authz.egress.kernel import probe
-from ext_authz.local.stack import anvil_binary, free_port, wait_until
+from ext_authz.local.net import anvil_binary, free_port, wait_until
 from ext_authz.mesh.configs import envoy_binary
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,84 @@
+"""Small process and network helpers for the local stack and the tests: binaries, free ports, waits, HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ext_authz.errors import ConfigError, SealgateError
+
+
+def anvil_binary() -> str:
+    """$ANVIL_BIN (the Makefile and the tests point it at node_modules), else anvil on the PATH."""
+    path = os.environ.get("ANVIL_BIN") or shutil.which("anvil")
+    if not path or not Path(path).is_file():
+        raise ConfigError(f"anvil not found ({path or 'ANVIL_BIN unset, none on PATH'}): run `make install` (npm ci) "
+                          "and set ANVIL_BIN to node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # the thing waited for is not up yet
+            last = e
+        time.sleep(interval)
+    raise SealgateError(f"timed out after {timeout}s waiting for {what}" + (f": {last}" if last else ""))
+
+
+def http_get_json(url: str, timeout: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def request(conn: http.client.HTTPConnection, method: str, path: str, body: Any, headers: dict[str, str] | None,
+             authority: str) -> Response:
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    hdrs = {"host": authority, **({"content-type": "application/json"} if data is not None else {}), **(headers or {})}
+    try:
+        conn.request(method, path, body=data, headers=hdrs)
+        r = conn.getresponse()
+        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    finally:
+        conn.close()
+
+
+def tcp_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def envoy_ready(admin_port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
+        return r.status == 200
