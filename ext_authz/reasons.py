@@ -15,6 +15,9 @@ ROUTE_UNKNOWN = "ROUTE_UNKNOWN"
 AMOUNT_INVALID = "AMOUNT_INVALID"
 BODY_INVALID = "BODY_INVALID"
 PARENT_SAE_INVALID = "PARENT_SAE_INVALID"
+QUERY_NOT_ALLOWED = "QUERY_NOT_ALLOWED"  # a query parameter the route does not declare, or one given twice
+CONTENT_TYPE_INVALID = "CONTENT_TYPE_INVALID"  # a route with an amount takes application/json only
+HEADER_NOT_ALLOWED = "HEADER_NOT_ALLOWED"  # method-override / original-URL headers, or a header given twice
 
 # human approval (authorizer, when the policy answered REQUIRE_APPROVAL)
 APPROVAL_INVALID = "APPROVAL_INVALID"  # signature, approver, typ or lifetime

@@ -27,6 +27,14 @@ class Limits:
     max_body_bytes: int = 64 * 1024
     max_parent_sae_bytes: int = 4096
     max_approval_bytes: int = 4096
+    max_json_depth: int = 32  # nesting of arrays and objects in a JSON body
+
+    def __post_init__(self) -> None:
+        for name in ("max_path_bytes", "max_headers_bytes", "max_body_bytes", "max_parent_sae_bytes",
+                     "max_approval_bytes", "max_json_depth"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ConfigError(f"limits.{name} must be a positive integer, found {value!r}")
 
 
 @dataclass(frozen=True)
@@ -40,12 +48,27 @@ class RouteRule:
     target: str
     data_class: str = "internal"
     amount_field: str | None = None  # top-level JSON body field holding an integer amount
+    query: tuple[str, ...] = ()  # query parameter names the route accepts; any other is QUERY_NOT_ALLOWED
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "query", tuple(self.query))
+        if any(not isinstance(q, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", q) for q in self.query):
+            raise ConfigError(f"route {self.action_type}: query names must be 1-64 of [A-Za-z0-9_.-], found {self.query!r}")
+        if self.amount_field is not None and self.amount_field in self.query:
+            raise ConfigError(f"route {self.action_type}: the amount comes from the body, never the query string")
+        if self.path.endswith("*") and not self.path.endswith("/*") and self.path.count("*") == 1:
+            # "/v1/balance*" means the segment /v1/balance and what lies under it, not /v1/balance-admin
+            object.__setattr__(self, "path", self.path[:-1].rstrip("/") + "/*")
+        if "*" in self.path[:-1]:
+            raise ConfigError(f"route {self.action_type}: '*' may only end a path")
 
     def matches(self, method: str, authority: str, path: str) -> bool:
+        """Prefix routes (`/p/*`) match whole path segments: /p and /p/..., never /p-other."""
         if method != self.method or authority != self.authority:
             return False
-        if self.path.endswith("*"):
-            return path.startswith(self.path[:-1])
+        if self.path.endswith("/*"):
+            base = self.path[:-2]
+            return path == base or path.startswith(base + "/")
         return path == self.path
 
 

@@ -14,7 +14,7 @@ CONFIG = config_from_dict(
             {"method": "POST", "authority": "payments.internal", "path": "/v1/transfers", "action_type": "payment.transfer",
              "target": "payments-api", "data_class": "internal", "amount_field": "amount_cents"},
             {"method": "GET", "authority": "payments.internal", "path": "/v1/balance*", "action_type": "payment.read",
-             "target": "payments-api", "data_class": "public"},
+             "target": "payments-api", "data_class": "public", "query": ["currency"]},
         ],
         "limits": {"max_body_bytes": 1024, "max_path_bytes": 128, "max_headers_bytes": 512},
     }
@@ -23,10 +23,11 @@ AGENT = "spiffe://sealgate.local/agent/procurement-01"
 
 
 def view(**kw):
-    base = dict(method="POST", authority="payments.internal", path="/v1/transfers", headers={},
+    base = dict(method="POST", authority="payments.internal", path="/v1/transfers",
                 body=json.dumps({"amount_cents": 500}).encode(), principal=AGENT)
+    headers = {"content-type": "application/json", **kw.pop("headers", {})}
     base.update(kw)
-    return RequestView(**base)
+    return RequestView(headers={k: v for k, v in headers.items() if v is not None}, **base)
 
 
 def reason_of(v):
