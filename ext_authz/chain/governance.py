@@ -1,35 +1,38 @@
 """Governance flows over the deployed contracts: Safe multisig -> TimelockController -> target.
 
-A proposal is a timelock `schedule(target, 0, data, 0, salt, delay)` call made by the
-Safe. Owners approve the Safe transaction on-chain (`approveHash`); once the threshold
-is reached the Safe transaction is submitted and the operation is scheduled, visible
-as a `CallScheduled` event for the whole delay; after the delay anyone may
-`execute`. The guardian's emergency actions (revoke an agent, pause the policy,
-deprecate a model) bypass the timelock by design.
+A proposal is a Safe transaction calling the timelock: `schedule` for one change,
+`scheduleBatch` for several changes proposed together (one operation, one Safe nonce), or
+`cancel` to stop a scheduled operation (the Safe is proposer and canceller). Owners approve
+the Safe transaction on-chain (`approveHash`); the approval reaching the threshold submits
+it. A scheduled operation is visible as `CallScheduled` events for the whole delay; after the
+delay anyone may `execute` it. The guardian's emergency actions (revoke an agent, pause the
+policy, deprecate a model) bypass the timelock by design. The proposal file format and the
+calldata decoding live in `ext_authz.chain.proposals`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 from web3.logs import DISCARD
 
-from ext_authz.chain.artifacts import role_id
+from ext_authz.chain.artifacts import describe_revert, role_id
 from ext_authz.chain.client import ChainClient
 from ext_authz.chain.manifest import Manifest
+from ext_authz.chain.proposals import Call, Proposal, contract_names, decode_call
 from ext_authz.errors import ChainError, ConfigError
 from ext_authz.policy.abi import ZERO_ADDRESS, text_id
+
+__all__ = ["ALL_HOURS", "OPERATION_STATES", "RULE_FIELDS", "Call", "Governance", "Proposal", "StaleProposal", "rule_tuple"]
 
 RULE_FIELDS = ("enabled", "allowed_data_classes", "max_risk_score", "utc_hours", "max_amount", "approval_threshold",
                "required_model")
 ALL_HOURS = 0x00FFFFFF
-OPERATION_STATES = ("Unset", "Waiting", "Ready", "Done")
+OPERATION_STATES = ("Unset", "Waiting", "Ready", "Done")  # TimelockController.OperationState; we add "Cancelled"
 
 
 def rule_tuple(max_amount: int, approval_threshold: int = 0, data_classes: tuple[int, ...] = (0, 1),
@@ -42,36 +45,9 @@ def rule_tuple(max_amount: int, approval_threshold: int = 0, data_classes: tuple
             text_id(required_model) if required_model else bytes(32))
 
 
-@dataclass
-class Proposal:
-    """A timelock operation proposed through the Safe (stored as JSON so other owners can approve)."""
 
-    description: str
-    target: str
-    data: str  # 0x-hex calldata executed by the timelock
-    salt: str
-    delay: int
-    safe_nonce: int
-    safe_tx_hash: str
-    operation_id: str
-
-    @property
-    def id(self) -> str:
-        return self.safe_tx_hash
-
-    def save(self, directory: Path) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{self.id}.json"
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        return path
-
-    @classmethod
-    def load(cls, directory: Path, proposal_id: str) -> Proposal:
-        matches = sorted(directory.glob(f"{proposal_id}*.json")) if len(proposal_id) >= 6 else []
-        if len(matches) != 1:
-            raise ConfigError(f"proposal {proposal_id!r}: expected one match in {directory}, found {len(matches)}")
-        return cls(**json.loads(matches[0].read_text()))
-
+class StaleProposal(ChainError):
+    """The Safe nonce moved past the proposal's: its Safe transaction can never run; re-propose it."""
 
 class Governance:
     def __init__(self, client: ChainClient, manifest: Manifest):
@@ -143,70 +119,260 @@ class Governance:
                                               key_fingerprint)
         return self.registry.address, fn, f"register agent {spiffe_id}"
 
-    # ------------------------------------------------------------ the flow
+    def call_set_key(self, spiffe_id: str, key_fingerprint: bytes) -> tuple[str, Any, str]:
+        """AgentRegistry.setKey: bind the agent to another certificate key (32 zero bytes: SPIFFE ID only)."""
+        if len(key_fingerprint) != 32:
+            raise ConfigError(f"a key fingerprint is 32 bytes (SHA-256 of the SPKI), found {len(key_fingerprint)}")
+        fn = self.registry.functions.setKey(text_id(spiffe_id), key_fingerprint)
+        what = "SPIFFE ID only" if key_fingerprint == bytes(32) else "0x" + key_fingerprint.hex()[:16] + ".."
+        return self.registry.address, fn, f"set key of {spiffe_id} to {what}"
 
-    def propose(self, call: tuple[str, Any, str], salt: bytes | None = None) -> Proposal:
-        target, fn, description = call
-        data = bytes.fromhex(fn._encode_transaction_data().removeprefix("0x"))
+    def call_set_model(self, spiffe_id: str, model_id: str) -> tuple[str, Any, str]:
+        """AgentRegistry.setModel: move the agent to another model (its ModelRegistry entry decides if it is approved)."""
+        fn = self.registry.functions.setModel(text_id(spiffe_id), text_id(model_id))
+        return self.registry.address, fn, f"set model of {spiffe_id} to {model_id}"
+
+    # ------------------------------------------------------------ building proposals
+
+    def _safe_tx_hash(self, data: bytes, nonce: int) -> bytes:
+        return self.safe.functions.getTransactionHash(
+            self.timelock.address, 0, data, 0, 0, 0, 0, ZERO_ADDRESS, ZERO_ADDRESS, nonce).call()
+
+    def safe_data(self, proposal: Proposal) -> str:
+        """The calldata the Safe sends to the timelock for this proposal."""
+        salt = bytes.fromhex(proposal.salt[2:])
+        if proposal.action == "cancel":
+            return self.timelock.encode_abi("cancel", [bytes.fromhex(proposal.operation_id[2:])])
+        if proposal.batch:
+            return self.timelock.encode_abi("scheduleBatch", [proposal.targets, proposal.values, proposal.datas,
+                                                              bytes(32), salt, proposal.delay])
+        c = proposal.calls[0]
+        return self.timelock.encode_abi("schedule", [to_checksum_address(c.target), c.value, c.data_bytes, bytes(32),
+                                                     salt, proposal.delay])
+
+    def _operation_id(self, calls: Sequence[Call], batch: bool, salt: bytes) -> bytes:
+        if batch:
+            return self.timelock.functions.hashOperationBatch(
+                [to_checksum_address(c.target) for c in calls], [c.value for c in calls], [c.data_bytes for c in calls],
+                bytes(32), salt).call()
+        c = calls[0]
+        return self.timelock.functions.hashOperation(to_checksum_address(c.target), c.value, c.data_bytes, bytes(32),
+                                                     salt).call()
+
+    def _finish(self, proposal: Proposal) -> Proposal:
+        proposal.safe_tx_hash = "0x" + self._safe_tx_hash(self.safe_data(proposal), proposal.safe_nonce).hex()
+        return proposal
+
+    def propose(self, change: tuple[str, Any, str] | Sequence[tuple[str, Any, str]], salt: bytes | None = None,
+                batch: bool | None = None, description: str | None = None) -> Proposal:
+        """One change (`schedule`) or a list of changes (`scheduleBatch`: one operation, one Safe nonce).
+
+        A change is `(target, web3 function call, description)` as the `call_*` methods return."""
+        changes = [change] if isinstance(change, tuple) else list(change)
+        if not changes:
+            raise ConfigError("a proposal needs at least one change")
+        batch = len(changes) > 1 if batch is None else batch
+        if not batch and len(changes) != 1:
+            raise ConfigError(f"{len(changes)} changes go in one batch proposal, not a single one")
+        calls = [Call(to_checksum_address(target), 0, fn._encode_transaction_data(), text)
+                 for target, fn, text in changes]
         salt = salt or os.urandom(32)
-        delay = self.timelock.functions.getMinDelay().call()
-        schedule = self.timelock.encode_abi("schedule", [target, 0, data, bytes(32), salt, delay])
-        nonce = self.safe.functions.nonce().call()
-        safe_tx_hash = self.safe.functions.getTransactionHash(
-            self.timelock.address, 0, schedule, 0, 0, 0, 0, ZERO_ADDRESS, ZERO_ADDRESS, nonce).call()
-        op_id = self.timelock.functions.hashOperation(target, 0, data, bytes(32), salt).call()
-        return Proposal(description, target, "0x" + data.hex(), "0x" + salt.hex(), delay, nonce,
-                        "0x" + safe_tx_hash.hex(), "0x" + op_id.hex())
+        proposal = Proposal(
+            description=description or "; ".join(c.description for c in calls), calls=calls, batch=batch,
+            salt="0x" + salt.hex(), delay=self.timelock.functions.getMinDelay().call(),
+            safe_nonce=self.safe.functions.nonce().call(), safe_tx_hash="",
+            operation_id="0x" + self._operation_id(calls, batch, salt).hex())
+        return self._finish(proposal)
+
+    def propose_cancel(self, target: Proposal | str) -> Proposal:
+        """A Safe transaction calling `timelock.cancel(id)`, for a proposal or a bare operation id (from `pending`)."""
+        if isinstance(target, Proposal):
+            if target.action != "schedule":
+                raise ConfigError(f"proposal {target.id[:10]} is itself a cancellation; cancel the operation it targets")
+            op_id, calls, batch, salt, delay = target.operation_id, target.calls, target.batch, target.salt, target.delay
+            what = target.description
+        else:
+            op_id = target.lower()
+            scheduled = self.scheduled_calls(op_id)
+            if not scheduled:
+                raise ConfigError(f"no timelock operation {op_id} was ever scheduled")
+            calls, batch, salt, delay = scheduled, len(scheduled) > 1, "0x" + bytes(32).hex(), 0
+            what = f"operation {op_id[:10]}"
+        state = self.operation_state(op_id)
+        if state not in ("Waiting", "Ready"):
+            raise ConfigError(f"operation {op_id[:10]} is {state}: only a Waiting or Ready operation can be cancelled")
+        proposal = Proposal(description=f"cancel: {what}", calls=list(calls), batch=batch, salt=salt, delay=delay,
+                            safe_nonce=self.safe.functions.nonce().call(), safe_tx_hash="", operation_id=op_id,
+                            action="cancel")
+        return self._finish(proposal)
+
+    def repropose(self, stale: Proposal) -> Proposal:
+        """The same calls (same salt, so the same operation id) for the Safe's current nonce.
+
+        Approvals of the stale Safe transaction do not carry over: owners approve the new id."""
+        self.verify(stale)
+        if not self.is_stale(stale):
+            raise ConfigError(f"proposal {stale.id[:10]} is not stale (Safe nonce {stale.safe_nonce} is still next or it "
+                              "already ran): approve it as it is")
+        fresh = Proposal(description=stale.description, calls=list(stale.calls), batch=stale.batch, salt=stale.salt,
+                         delay=self.timelock.functions.getMinDelay().call(),
+                         safe_nonce=self.safe.functions.nonce().call(), safe_tx_hash="",
+                         operation_id=stale.operation_id, action=stale.action)
+        if fresh.action == "cancel":
+            state = self.operation_state(fresh.operation_id)
+            if state not in ("Waiting", "Ready"):
+                raise ConfigError(f"operation {fresh.operation_id[:10]} is {state}: nothing left to cancel")
+        return self._finish(fresh)
+
+    def verify(self, proposal: Proposal) -> Proposal:
+        """Recomputes the operation id and the Safe transaction hash from the calls in the file.
+
+        Owners approve the hash; this makes sure it is the hash of what the file says it does."""
+        salt = bytes.fromhex(proposal.salt[2:])
+        if proposal.action == "schedule":
+            op = "0x" + self._operation_id(proposal.calls, proposal.batch, salt).hex()
+            if op != proposal.operation_id.lower():
+                raise ConfigError(f"proposal {proposal.id[:10]}: its calls hash to operation {op}, "
+                                  f"the file says {proposal.operation_id}")
+        expected = "0x" + self._safe_tx_hash(self.safe_data(proposal), proposal.safe_nonce).hex()
+        if expected != proposal.safe_tx_hash.lower():
+            raise ConfigError(f"proposal file {proposal.id[:10]}: its contents hash to Safe transaction {expected}, "
+                              f"not to its id {proposal.safe_tx_hash}; do not approve it")
+        return proposal
+
+    def preflight(self, changes: Sequence[tuple[str, Any, str]]) -> list[str]:
+        """Each change simulated now as the timelock would send it; the reverts, in words (they may be intended:
+        an earlier change in the same batch may be what makes a later one succeed)."""
+        problems = []
+        for i, (_target, fn, text) in enumerate(changes, 1):
+            try:
+                fn.call({"from": self.timelock.address})
+            except Exception as e:  # web3 raises many types for a revert; a warning either way
+                problems.append(f"change {i} ({text}) would revert if run now: {describe_revert(e)}")
+        return problems
+
+    # ------------------------------------------------------------ approving and submitting
 
     def approvals(self, proposal: Proposal) -> list[str]:
         h = bytes.fromhex(proposal.safe_tx_hash[2:])
         return [o for o in self.safe.functions.getOwners().call() if self.safe.functions.approvedHashes(o, h).call()]
 
+    def safe_executed(self, proposal: Proposal) -> bool:
+        logs = self.safe.events.ExecutionSuccess().get_logs(
+            from_block=self.manifest.deploy_block, argument_filters={"txHash": bytes.fromhex(proposal.safe_tx_hash[2:])})
+        return bool(logs)
+
+    def is_stale(self, proposal: Proposal) -> bool:
+        """Another Safe transaction took the proposal's nonce: its Safe transaction can never run."""
+        return self.safe.functions.nonce().call() > proposal.safe_nonce and not self.safe_executed(proposal)
+
+    def stale_message(self, proposal: Proposal) -> str:
+        return (f"proposal {proposal.id[:12]} was made for Safe nonce {proposal.safe_nonce}, but the Safe is at nonce "
+                f"{self.safe.functions.nonce().call()}: another Safe transaction went first, so this one can never run "
+                f"and its approvals are void. Re-propose the same calls for the current nonce with "
+                f"`sealgate gov repropose {proposal.id[:12]}` and approve the new id (several changes at once: "
+                "`sealgate gov propose --batch FILE`, one operation and one nonce)")
+
+    def _check_not_stale(self, proposal: Proposal) -> None:
+        if self.is_stale(proposal):
+            raise StaleProposal(self.stale_message(proposal))
+
     def approve(self, proposal: Proposal, owner: LocalAccount) -> Any:
-        """Records the owner's approval on-chain (Safe approveHash)."""
+        """Records the owner's approval on-chain (Safe approveHash); refuses a stale proposal first."""
+        self._check_not_stale(proposal)
         return self.client.transact(owner, self.safe.functions.approveHash(bytes.fromhex(proposal.safe_tx_hash[2:])))
 
     def submit(self, proposal: Proposal, sender: LocalAccount) -> Any:
-        """Executes the Safe transaction: schedules the operation on the timelock.
+        """Executes the Safe transaction: schedules (or cancels) the operation on the timelock.
 
         The Safe checks the threshold itself: with too few approvals it reverts (GS025/GS026)."""
         if self.safe.functions.nonce().call() != proposal.safe_nonce:
-            raise ChainError(f"proposal {proposal.id[:10]} was made for Safe nonce {proposal.safe_nonce}; "
-                             "another Safe transaction went first: propose again")
+            if self.safe_executed(proposal):
+                raise ChainError(f"proposal {proposal.id[:12]} was already submitted")
+            raise StaleProposal(self.stale_message(proposal))
+        if proposal.action == "cancel":
+            state = self.operation_state(proposal.operation_id)
+            if state not in ("Waiting", "Ready"):
+                raise ChainError(f"operation {proposal.operation_id[:10]} is {state}: nothing left to cancel")
         approvers = sorted(self.approvals(proposal), key=lambda a: int(a, 16))
         # Safe "approved hash" signatures: r = owner, s = 0, v = 1, sorted by owner address
         signatures = b"".join(bytes(12) + bytes.fromhex(a[2:]) + bytes(32) + b"\x01" for a in approvers)
-        schedule = self.timelock.encode_abi("schedule", [proposal.target, 0, bytes.fromhex(proposal.data[2:]), bytes(32),
-                                                         bytes.fromhex(proposal.salt[2:]), proposal.delay])
-        fn = self.safe.functions.execTransaction(self.timelock.address, 0, schedule, 0, 0, 0, 0, ZERO_ADDRESS,
-                                                 ZERO_ADDRESS, signatures)
+        fn = self.safe.functions.execTransaction(self.timelock.address, 0, self.safe_data(proposal), 0, 0, 0, 0,
+                                                 ZERO_ADDRESS, ZERO_ADDRESS, signatures)
         receipt = self.client.transact(sender, fn)
         if self.safe.events.ExecutionFailure().process_receipt(receipt, errors=DISCARD):
             raise ChainError(f"the Safe executed {proposal.id[:10]} but the timelock call failed")
         return receipt
 
+    # ------------------------------------------------------------ the operation
+
+    def operation_state(self, operation_id: str | bytes) -> str:
+        """Unset, Waiting, Ready, Done, or Cancelled (Unset again, with a `Cancelled` event)."""
+        op = operation_id if isinstance(operation_id, bytes) else bytes.fromhex(operation_id.removeprefix("0x"))
+        state = OPERATION_STATES[self.timelock.functions.getOperationState(op).call()]
+        if state == "Unset" and self.timelock.events.Cancelled().get_logs(
+                from_block=self.manifest.deploy_block, argument_filters={"id": op}):
+            return "Cancelled"
+        return state
+
     def state(self, proposal: Proposal) -> str:
-        return OPERATION_STATES[self.timelock.functions.getOperationState(bytes.fromhex(proposal.operation_id[2:])).call()]
+        return self.operation_state(proposal.operation_id)
+
+    def ready_at(self, proposal_or_op: Proposal | str) -> int:
+        """Unix time (chain clock) the operation becomes executable; 0 when not scheduled, 1 when done."""
+        op = proposal_or_op.operation_id if isinstance(proposal_or_op, Proposal) else proposal_or_op
+        return self.timelock.functions.getTimestamp(bytes.fromhex(op[2:])).call()
+
+    def chain_time(self) -> int:
+        return self.client.w3.eth.get_block("latest")["timestamp"]
 
     def execute(self, proposal: Proposal, sender: LocalAccount) -> Any:
         """Runs the operation after its delay (anyone may; the timelock enforces the delay)."""
-        fn = self.timelock.functions.execute(proposal.target, 0, bytes.fromhex(proposal.data[2:]), bytes(32),
-                                             bytes.fromhex(proposal.salt[2:]))
+        if proposal.action != "schedule":
+            raise ConfigError(f"proposal {proposal.id[:10]} is a cancellation: it takes effect when the threshold approves it")
+        salt = bytes.fromhex(proposal.salt[2:])
+        if proposal.batch:
+            fn = self.timelock.functions.executeBatch(proposal.targets, proposal.values, proposal.datas, bytes(32), salt)
+        else:
+            c = proposal.calls[0]
+            fn = self.timelock.functions.execute(to_checksum_address(c.target), c.value, c.data_bytes, bytes(32), salt)
         return self.client.transact(sender, fn)
 
-    def pending(self) -> list[dict[str, Any]]:
-        """Scheduled operations not yet executed or cancelled, with the time they become ready."""
-        scheduled = self.timelock.events.CallScheduled().get_logs(from_block=self.manifest.deploy_block)
-        done = {e["args"]["id"] for e in self.timelock.events.CallExecuted().get_logs(from_block=self.manifest.deploy_block)}
-        cancelled = {e["args"]["id"] for e in self.timelock.events.Cancelled().get_logs(from_block=self.manifest.deploy_block)}
-        out = []
-        for e in scheduled:
-            op = e["args"]["id"]
-            if op in done or op in cancelled:
-                continue
-            ready_at = self.timelock.functions.getTimestamp(op).call()
-            out.append({"operation_id": "0x" + op.hex(), "target": e["args"]["target"], "data": "0x" + e["args"]["data"].hex(),
-                        "ready_at": ready_at, "scheduled_block": e["blockNumber"],
-                        "state": OPERATION_STATES[self.timelock.functions.getOperationState(op).call()]})
-        return out
+    # ------------------------------------------------------------ what is scheduled
 
+    def names(self) -> dict[str, str]:
+        """Address -> contract name for decoding: the manifest's contracts and the current policy implementation."""
+        return contract_names(self.manifest, {self.current_policy().address: "RuleBasedPolicy"})
+
+    def describe(self, call: Call, names: dict[str, str] | None = None) -> str:
+        names = self.names() if names is None else names
+        return decode_call(names.get(to_checksum_address(call.target)), call.data_bytes)
+
+    def scheduled_calls(self, operation_id: str) -> list[Call]:
+        logs = self.timelock.events.CallScheduled().get_logs(
+            from_block=self.manifest.deploy_block, argument_filters={"id": bytes.fromhex(operation_id[2:])})
+        latest = {}
+        for e in logs:  # a cancelled operation may be scheduled again: the last scheduling wins
+            latest[e["args"]["index"]] = Call(e["args"]["target"], e["args"]["value"], "0x" + e["args"]["data"].hex())
+        return [latest[i] for i in sorted(latest)]
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Scheduled operations not yet executed or cancelled: state, ready time (unix) and every call, decoded."""
+        scheduled = self.timelock.events.CallScheduled().get_logs(from_block=self.manifest.deploy_block)
+        names = self.names()
+        ops: dict[bytes, dict[str, Any]] = {}
+        for e in scheduled:
+            op = ops.setdefault(e["args"]["id"], {"scheduled_block": e["blockNumber"], "calls": {}})
+            op["calls"][e["args"]["index"]] = Call(e["args"]["target"], e["args"]["value"], "0x" + e["args"]["data"].hex())
+        out = []
+        for op_id, op in ops.items():
+            state = OPERATION_STATES[self.timelock.functions.getOperationState(op_id).call()]
+            if state not in ("Waiting", "Ready"):  # Done, or Unset after a cancel
+                continue
+            calls = [op["calls"][i] for i in sorted(op["calls"])]
+            out.append({"operation_id": "0x" + op_id.hex(), "state": state,
+                        "ready_at": self.timelock.functions.getTimestamp(op_id).call(),
+                        "scheduled_block": op["scheduled_block"], "batch": len(calls) > 1,
+                        "target": calls[0].target, "data": calls[0].data, "calls": calls,
+                        "decoded": [self.describe(c, names) for c in calls]})
+        return out

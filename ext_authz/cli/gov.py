@@ -4,13 +4,35 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from ext_authz.cli.common import command
-from ext_authz.errors import SealgateError, UsageError
+from ext_authz.errors import ConfigError, SealgateError, UsageError
 
 GOV_KEY_ENV = "SEALGATE_GOV_KEY"
+ENV_HELP = f"{GOV_KEY_ENV}  the signer's hex key (or the variable named by --key-env)"
+NO_KEY_HELP = f"{GOV_KEY_ENV}  not needed: this only reads the chain and writes a proposal file"
+BATCH_EXAMPLE = """\
+sealgate gov --manifest addresses.json propose --batch changes.yaml
+
+changes.yaml: a YAML list; each entry has `kind` (one of the CHANGE kinds) and that kind's flags as
+fields, without the leading -- (dashes or underscores). Values are read as text, so hex stays hex.
+  - kind: register-model
+    model_id: m-8
+    sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    sbom: https://sbom.example/m-8
+  - kind: set-model
+    agent: spiffe://sealgate.local/agent/finance-03
+    model_id: m-8
+  - kind: set-rule
+    role: finance
+    action_type: payment.transfer
+    target: payments-api
+    max_amount: 5000000
+    data_classes: [public, internal]"""
+TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0", "")
 
 
 def register(sub: Any) -> None:
@@ -24,17 +46,33 @@ def register(sub: Any) -> None:
     gov.add_argument("--dev-account", type=int, metavar="N", help="anvil development account index (chain id 31337 only)")
     govsub = gov.add_subparsers(dest="gov_cmd", required=True, metavar="COMMAND")
     _register_propose(govsub)
-    env = f"{GOV_KEY_ENV}  the signer's hex key (or the variable named by --key-env)"
-    p = command(govsub, "approve", "an owner approves; the approval reaching the threshold schedules the operation",
-                "SEALGATE_GOV_KEY=0x... sealgate gov --manifest addresses.json approve 0x3f2a9c", env=env)
+    p = command(govsub, "approve", "an owner approves; the approval reaching the threshold submits the Safe transaction "
+                "(schedules the operation, or cancels it for a cancel proposal) and prints the local ready time",
+                "SEALGATE_GOV_KEY=0x... sealgate gov --manifest addresses.json approve 0x3f2a9c", env=ENV_HELP)
     p.add_argument("proposal", metavar="ID", help="proposal id (the Safe transaction hash) or a prefix of >= 6 characters")
     p.set_defaults(func=cmd_gov_approve)
-    p = command(govsub, "execute", "run a scheduled operation once its delay has passed (anyone may)",
-                "SEALGATE_GOV_KEY=0x... sealgate gov --manifest addresses.json execute 0x3f2a9c", env=env)
+    p = command(govsub, "execute", "run a scheduled operation (one call or a batch) once its delay has passed (anyone "
+                "may); before that, prints when it becomes ready (local time and unix time) and exits 1",
+                "SEALGATE_GOV_KEY=0x... sealgate gov --manifest addresses.json execute 0x3f2a9c", env=ENV_HELP)
     p.add_argument("proposal", metavar="ID", help="proposal id or a prefix of >= 6 characters")
     p.set_defaults(func=cmd_gov_execute)
-    p = command(govsub, "pending", "timelock operations scheduled and not yet executed or cancelled",
-                "sealgate gov --manifest addresses.json pending")
+    p = command(govsub, "cancel", "propose cancelling a scheduled operation: a Safe transaction calling "
+                "timelock.cancel (the Safe is the canceller); owners approve it like a proposal and the approval "
+                "reaching the threshold cancels at once, with no delay",
+                "sealgate gov --manifest addresses.json cancel 0x3f2a9c      # prints the cancel proposal's id\n"
+                "SEALGATE_GOV_KEY=0x... sealgate gov --manifest addresses.json approve <that id>   # each owner",
+                env=NO_KEY_HELP)
+    p.add_argument("proposal", metavar="ID", help="the proposal whose operation to cancel (id or prefix of >= 6 "
+                   "characters), or a timelock operation id (0x + 64 hex, as `gov pending` prints)")
+    p.set_defaults(func=cmd_gov_cancel)
+    p = command(govsub, "repropose", "make a stale proposal again (its Safe nonce was taken by another Safe transaction): "
+                "same calls, same operation id, the Safe's current nonce; owners approve the new id",
+                "sealgate gov --manifest addresses.json repropose 0x3f2a9c", env=NO_KEY_HELP)
+    p.add_argument("proposal", metavar="ID", help="the stale proposal's id or a prefix of >= 6 characters")
+    p.set_defaults(func=cmd_gov_repropose)
+    p = command(govsub, "pending", "scheduled timelock operations not yet executed or cancelled, each call decoded "
+                "(contract.function(arguments)), with state and ready time in local time; then the proposals in --dir "
+                "still waiting for approvals", "sealgate gov --manifest addresses.json pending")
     p.set_defaults(func=cmd_gov_pending)
     for name, action, flag, what in (("revoke", "revoke", "--agent", "an agent (SPIFFE ID)"),
                                      ("revoke-approver", "revoke-approver", "--name", "an approver"),
@@ -42,18 +80,28 @@ def register(sub: Any) -> None:
                                      ("deprecate-model", "deprecate", "--model-id", "a model")):
         example = f"SEALGATE_GOV_KEY=0x... sealgate gov --manifest addresses.json {name}"
         example += f" {flag} X" if flag else ""
-        p = command(govsub, name, f"guardian: {name.split('-')[0]} {what} now, without the timelock", example, env=env)
+        p = command(govsub, name, f"guardian: {name.split('-')[0]} {what} now, without the timelock", example, env=ENV_HELP)
         if flag:
             p.add_argument(flag, required=True, help=what)
         p.set_defaults(func=cmd_gov_guardian, action=action)
 
 
 def _register_propose(govsub: Any) -> None:
-    env = f"{GOV_KEY_ENV}  not needed: proposing only reads the chain and writes the proposal file"
-    p = command(govsub, "propose", "propose a timelocked change through the Safe; prints the proposal id",
+    p = command(govsub, "propose", "propose a timelocked change through the Safe, or several changes as one batch "
+                "(one timelock operation, one Safe nonce); prints the proposal id",
                 "sealgate gov --manifest addresses.json propose set-rule --role procurement --action-type payment \\\n"
-                "    --target payments-api --max-amount 100000", env=env)
-    kinds = p.add_subparsers(dest="what", required=True, metavar="CHANGE")
+                "    --target payments-api --max-amount 100000\n" + BATCH_EXAMPLE, env=NO_KEY_HELP)
+    p.add_argument("--batch", metavar="FILE", help="YAML list of changes (- for stdin) proposed together through "
+                   "timelock.scheduleBatch: they take effect in one transaction, in file order, and use one Safe nonce "
+                   "(proposals made one after another each take the current nonce and only the first can run)")
+    p.add_argument("--description", metavar="TEXT", help="what the batch is for; "
+                   "without it, the changes' own descriptions joined by '; '")
+    _add_kinds(p.add_subparsers(dest="what", required=False, metavar="CHANGE"))
+    p.set_defaults(func=cmd_gov_propose)
+
+
+def _add_kinds(kinds: Any) -> None:
+    """The change kinds, for `propose KIND` and for the entries of a `--batch` file (same flags, same defaults)."""
     k = command(kinds, "upgrade-policy", "point the policy id at a new implementation",
                 "sealgate gov --manifest m.json propose upgrade-policy --implementation 0xPolicy")
     k.add_argument("--implementation", required=True, metavar="ADDRESS", help="the new IActionPolicy contract")
@@ -74,6 +122,22 @@ def _register_propose(govsub: Any) -> None:
     k.add_argument("--disable", action="store_true", help="write the rule disabled")
     k = command(kinds, "reactivate", "reactivate a revoked agent", "sealgate gov --manifest m.json propose reactivate --agent spiffe://...")
     k.add_argument("--agent", required=True, metavar="SPIFFE_ID", help="the agent")
+    k = command(kinds, "set-key", "rotate an agent's certificate key: AgentRegistry.setKey(agentId, keyFingerprint); "
+                "after execution the old certificate is denied KEY_NOT_BOUND",
+                "sealgate gov --manifest m.json propose set-key --agent spiffe://sealgate.local/agent/finance-03 \\\n"
+                "    --cert finance-03-new.pem")
+    k.add_argument("--agent", required=True, metavar="SPIFFE_ID", help="the agent (registered)")
+    key = k.add_mutually_exclusive_group(required=True)
+    key.add_argument("--key-fingerprint", metavar="HEX", help="SHA-256 of the new certificate's SPKI, 64 hex digits "
+                     "(64 zeros: bind by SPIFFE ID only)")
+    key.add_argument("--cert", metavar="PEM_FILE", help="the agent's new certificate; its SPKI SHA-256 is computed")
+    k = command(kinds, "set-model", "move an agent to another model: AgentRegistry.setModel(agentId, modelId); the model "
+                "must be registered and not deprecated in the ModelRegistry (e.g. register-model earlier in the same "
+                "batch) or the agent is denied MODEL_NOT_APPROVED",
+                "sealgate gov --manifest m.json propose set-model --agent spiffe://sealgate.local/agent/finance-03 \\\n"
+                "    --model-id m-8")
+    k.add_argument("--agent", required=True, metavar="SPIFFE_ID", help="the agent (registered)")
+    k.add_argument("--model-id", required=True, help="the model id it will run (as registered in the ModelRegistry)")
     k = command(kinds, "register-approver", "let a person approve held actions (key from `sealgate approver keygen`)",
                 "sealgate gov --manifest m.json propose register-approver --name treasury-lead --key-x <x of the JWK>")
     k.add_argument("--name", required=True, help="the approver's name (1-64 of a-z 0-9 . - _)")
@@ -96,7 +160,66 @@ def _register_propose(govsub: Any) -> None:
     k.add_argument("--role", required=True, help="its role (the rules are per role)")
     k.add_argument("--model-id", required=True, help="the model it runs (registered in the ModelRegistry)")
     k.add_argument("--key-fingerprint", metavar="HEX", help="SHA-256 of the agent certificate's SPKI (omit: SPIFFE ID only)")
-    p.set_defaults(func=cmd_gov_propose)
+
+
+# ------------------------------------------------------------------ batch files
+
+
+class _EntryParser(argparse.ArgumentParser):
+    """Parses one batch entry with the single-change flags; errors become a UsageError naming the entry."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def batch_changes(text: str, source: str = "batch file") -> list[argparse.Namespace]:
+    """A YAML list of changes -> the namespaces `propose KIND --flags` would give, in order."""
+    import yaml
+
+    try:
+        entries = yaml.load(text, Loader=yaml.BaseLoader)  # every scalar stays text: hex is not read as a number
+    except yaml.YAMLError as e:
+        raise UsageError(f"{source}: not YAML: {e}") from e
+    if not isinstance(entries, list) or not entries:
+        raise UsageError(f"{source}: expected a non-empty YAML list of changes, found {type(entries).__name__}")
+    parser = _EntryParser(prog="batch entry", add_help=False)
+    kinds = parser.add_subparsers(dest="what", required=True)
+    _add_kinds(kinds)
+    out = []
+    for i, entry in enumerate(entries, 1):
+        entry = {"kind": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str):
+            raise UsageError(f"{source}: entry {i}: expected a mapping with `kind` (one of {', '.join(kinds.choices)})")
+        kind = entry["kind"]
+        if kind not in kinds.choices:
+            raise UsageError(f"{source}: entry {i}: unknown kind {kind!r} (one of {', '.join(kinds.choices)})")
+        flags = {o: a for a in kinds.choices[kind]._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+        argv = [kind]
+        for key, value in entry.items():
+            if key == "kind":
+                continue
+            flag = "--" + str(key).replace("_", "-")
+            if flag not in flags:
+                known = ", ".join(f[2:] for f in flags)
+                raise UsageError(f"{source}: entry {i} ({kind}): unknown field {key!r} (fields: {known})")
+            if flags[flag].nargs == 0:  # a switch such as `disable: true`
+                if str(value).lower() not in TRUE + FALSE:
+                    raise UsageError(f"{source}: entry {i} ({kind}): {key} is true or false, found {value!r}")
+                argv += [flag] if str(value).lower() in TRUE else []
+            elif isinstance(value, list):
+                argv += [flag, ",".join(str(v) for v in value)]
+            elif isinstance(value, dict):
+                raise UsageError(f"{source}: entry {i} ({kind}): {key} must be a value or a list, found a mapping")
+            else:
+                argv += [flag, value]
+        try:
+            out.append(parser.parse_args(argv))
+        except UsageError as e:
+            raise UsageError(f"{source}: entry {i} ({kind}): {e}") from e
+    return out
+
+
+# ------------------------------------------------------------------ commands
 
 
 def _gov(args: argparse.Namespace):
@@ -124,55 +247,146 @@ def _account(args: argparse.Namespace, gov) -> object:
     return Account.from_key(key)
 
 
-def cmd_gov_propose(args: argparse.Namespace) -> int:
+def _hex32(value: str, flag: str, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(value.removeprefix("0x"))
+    except ValueError as e:
+        raise UsageError(f"{flag} must be hex ({what}), found {value!r}") from e
+    if len(raw) != 32:
+        raise UsageError(f"{flag} must be 32 bytes of hex ({what}), found {len(raw)} bytes")
+    return raw
+
+
+def _change(gov, args: argparse.Namespace) -> tuple:
+    """One change kind's flags -> (target, call, description)."""
     from ext_authz.chain.governance import rule_tuple
     from ext_authz.server.config import DATA_CLASSES
 
-    gov, directory = _gov(args)
     if args.what == "upgrade-policy":
-        call = gov.call_upgrade_policy(args.implementation)
-    elif args.what == "set-rule":
-        classes = tuple(DATA_CLASSES.index(c) for c in args.data_classes.split(","))
+        return gov.call_upgrade_policy(args.implementation)
+    if args.what == "set-rule":
+        try:
+            classes = tuple(DATA_CLASSES.index(c.strip()) for c in args.data_classes.split(","))
+        except ValueError as e:
+            raise UsageError(f"--data-classes: each of {args.data_classes!r} must be one of {', '.join(DATA_CLASSES)}") from e
         rule = rule_tuple(args.max_amount, args.approval_threshold, classes, args.max_risk, args.utc_hours,
                           args.required_model, not args.disable)
-        call = gov.call_set_rule(args.role, args.action_type, args.target, rule)
-    elif args.what == "reactivate":
-        call = gov.call_reactivate(args.agent)
-    elif args.what == "register-approver":
-        call = gov.call_register_approver(args.name, args.key_x)
-    elif args.what in ("grant-anchorer", "revoke-anchorer"):
-        call = gov.call_anchorer(args.address, grant=args.what == "grant-anchorer")
-    elif args.what == "unpause":
-        call = gov.call_unpause()
-    elif args.what == "register-model":
-        call = gov.call_register_model(args.model_id, args.sha256, args.sbom)
-    elif args.what == "register-agent":
-        key = bytes.fromhex(args.key_fingerprint.removeprefix("0x")) if args.key_fingerprint else bytes(32)
-        if len(key) != 32:
-            raise UsageError("--key-fingerprint must be 32 bytes of hex (SHA-256 of the certificate's SPKI)")
-        call = gov.call_register_agent(args.agent, args.org, args.role, args.model_id, key)
+        return gov.call_set_rule(args.role, args.action_type, args.target, rule)
+    if args.what == "reactivate":
+        return gov.call_reactivate(args.agent)
+    if args.what == "set-key":
+        if args.cert:
+            from ext_authz.authz.identity import spki_fingerprint
+
+            try:
+                return gov.call_set_key(args.agent, spki_fingerprint(Path(args.cert).read_text()))
+            except (OSError, SealgateError) as e:
+                raise UsageError(f"--cert {args.cert}: {e}") from e
+        return gov.call_set_key(args.agent, _hex32(args.key_fingerprint, "--key-fingerprint", "SHA-256 of the SPKI"))
+    if args.what == "set-model":
+        return gov.call_set_model(args.agent, args.model_id)
+    if args.what == "register-approver":
+        return gov.call_register_approver(args.name, args.key_x)
+    if args.what in ("grant-anchorer", "revoke-anchorer"):
+        return gov.call_anchorer(args.address, grant=args.what == "grant-anchorer")
+    if args.what == "unpause":
+        return gov.call_unpause()
+    if args.what == "register-model":
+        return gov.call_register_model(args.model_id, args.sha256, args.sbom)
+    if args.what == "register-agent":
+        key = _hex32(args.key_fingerprint, "--key-fingerprint", "SHA-256 of the SPKI") if args.key_fingerprint else bytes(32)
+        return gov.call_register_agent(args.agent, args.org, args.role, args.model_id, key)
+    raise SealgateError(f"unknown proposal kind {args.what}")
+
+
+def _warnings(gov, entries: list[argparse.Namespace], changes: list[tuple]) -> list[str]:
+    from ext_authz.policy.abi import text_id
+
+    out = gov.preflight(changes)
+    registered = {e.model_id for e in entries if e.what == "register-model"}
+    for e in entries:
+        if e.what == "set-model" and e.model_id not in registered \
+                and not gov.models.functions.isApproved(text_id(e.model_id)).call():
+            out.append(f"model {e.model_id!r} is not approved in the ModelRegistry (unregistered or deprecated): once "
+                       f"this runs, {e.agent} is denied MODEL_NOT_APPROVED until it is (add register-model to the batch)")
+    return out
+
+
+def _print_calls(gov, proposal, indent: str = "  ") -> None:
+    names = gov.names()
+    how = "scheduleBatch" if proposal.batch else "schedule"
+    print(f"{indent}{'batch of ' + str(len(proposal.calls)) + ' calls' if proposal.batch else 'one call'}, "
+          f"one timelock operation ({how}):")
+    for i, call in enumerate(proposal.calls, 1):
+        print(f"{indent}  {i}. {gov.describe(call, names)}")
+        if call.description:
+            print(f"{indent}     {call.description}")
+
+
+def _same_nonce_note(gov, directory: Path, proposal) -> None:
+    from ext_authz.chain.governance import Proposal
+
+    others = [p.id[:12] for p in Proposal.load_all(directory)
+              if p.safe_nonce == proposal.safe_nonce and p.id != proposal.id and not p.superseded_by]
+    if others:
+        print(f"note: {', '.join(others)} also wait(s) for Safe nonce {proposal.safe_nonce}: only the first one submitted "
+              "runs, the others become stale (`sealgate gov repropose ID`); to change several things at once use "
+              "`propose --batch FILE`", file=sys.stderr)
+
+
+def cmd_gov_propose(args: argparse.Namespace) -> int:
+    from ext_authz.chain.proposals import duration
+
+    if bool(args.batch) == bool(args.what):
+        raise UsageError("give one change kind (e.g. `propose set-rule ...`) or `propose --batch FILE`, not both or neither")
+    if args.batch:
+        try:
+            text = sys.stdin.read() if args.batch == "-" else Path(args.batch).read_text()
+        except OSError as e:
+            raise UsageError(f"--batch {args.batch}: {e.strerror}") from e
+        entries = batch_changes(text, args.batch)
     else:
-        raise SealgateError(f"unknown proposal kind {args.what}")
-    proposal = gov.propose(call)
+        entries = [args]
+    gov, directory = _gov(args)
+    changes = [_change(gov, e) for e in entries]
+    for w in _warnings(gov, entries, changes):
+        print(f"warning: {w}", file=sys.stderr)
+    proposal = gov.propose(changes if args.batch else changes[0], batch=bool(args.batch), description=args.description)
     path = proposal.save(directory)
-    print(f"proposal {proposal.id}\n  {proposal.description}\n  timelock operation {proposal.operation_id}, "
-          f"delay {proposal.delay}s\n  saved to {path}; owners approve with: sealgate gov approve {proposal.id[:12]}")
+    print(f"proposal {proposal.id}\n  {proposal.description}")
+    _print_calls(gov, proposal)
+    print(f"  timelock operation {proposal.operation_id}, delay {proposal.delay}s ({duration(proposal.delay)}), "
+          f"Safe nonce {proposal.safe_nonce}\n  saved to {path}; owners approve with: sealgate gov approve {proposal.id[:12]}")
+    _same_nonce_note(gov, directory, proposal)
     return 0
+
+
+def _ready_line(gov, op_id: str) -> str:
+    from ext_authz.chain.proposals import duration, local_time
+
+    ready = gov.ready_at(op_id)
+    left = ready - gov.chain_time()
+    return f"ready at {local_time(ready)}" + (f", in {duration(left)} of chain time" if left > 0 else ", now")
 
 
 def cmd_gov_approve(args: argparse.Namespace) -> int:
     from ext_authz.chain.governance import Proposal
 
     gov, directory = _gov(args)
-    proposal = Proposal.load(directory, args.proposal)
+    proposal = gov.verify(Proposal.load(directory, args.proposal))
     owner = _account(args, gov)
     gov.approve(proposal, owner)
     approvals = gov.approvals(proposal)
     print(f"approved by {owner.address}: {len(approvals)}/{gov.manifest.threshold}")
-    if len(approvals) >= gov.manifest.threshold and gov.state(proposal) == "Unset":
+    if gov.safe_executed(proposal):
+        print(f"already submitted: operation {proposal.operation_id[:12]} is {gov.state(proposal)}")
+    elif len(approvals) >= gov.manifest.threshold:
         receipt = gov.submit(proposal, owner)
-        ready = gov.timelock.functions.getTimestamp(bytes.fromhex(proposal.operation_id[2:])).call()
-        print(f"threshold reached: scheduled in block {receipt.blockNumber}; executable from unix time {ready}")
+        if proposal.action == "cancel":
+            print(f"threshold reached: operation {proposal.operation_id} cancelled in block {receipt.blockNumber}; "
+                  "it can no longer execute")
+        else:
+            print(f"threshold reached: scheduled in block {receipt.blockNumber}; {_ready_line(gov, proposal.operation_id)}")
     return 0
 
 
@@ -180,25 +394,96 @@ def cmd_gov_execute(args: argparse.Namespace) -> int:
     from ext_authz.chain.governance import Proposal
 
     gov, directory = _gov(args)
-    proposal = Proposal.load(directory, args.proposal)
-    state = gov.state(proposal)
-    if state != "Ready":
-        approvals = len(gov.approvals(proposal))
-        print(f"not executable: operation is {state} ({approvals}/{gov.manifest.threshold} approvals)")
+    proposal = gov.verify(Proposal.load(directory, args.proposal))
+    if proposal.action == "cancel":
+        print(f"nothing to execute: {proposal.id[:12]} is a cancel proposal; it takes effect when the threshold approves "
+              f"it (operation {proposal.operation_id[:12]} is {gov.state(proposal)})")
         return 1
-    receipt = gov.execute(proposal, _account(args, gov))
-    print(f"executed in block {receipt.blockNumber}: {proposal.description}")
+    state = gov.state(proposal)
+    if state == "Ready":
+        receipt = gov.execute(proposal, _account(args, gov))
+        print(f"executed in block {receipt.blockNumber}: {proposal.description}")
+        return 0
+    if state == "Waiting":
+        print(f"not executable: operation is Waiting; {_ready_line(gov, proposal.operation_id)}")
+    elif state == "Unset" and gov.is_stale(proposal):
+        print(f"not executable: operation is Unset and will never be scheduled: {gov.stale_message(proposal)}")
+    elif state == "Unset":
+        print(f"not executable: operation is Unset ({len(gov.approvals(proposal))}/{gov.manifest.threshold} approvals)")
+    elif state == "Cancelled":
+        print("not executable: operation is Cancelled (an owners' cancel proposal stopped it); nothing will run")
+    else:
+        print("not executable: operation is Done (already executed)")
+    return 1
+
+
+def _resolve_cancel_target(gov, directory: Path, ident: str):
+    from ext_authz.chain.governance import Proposal
+
+    try:
+        return gov.verify(Proposal.load(directory, ident))
+    except ConfigError:
+        text = ident.lower()
+        if len(text) == 66 and text.startswith("0x") and all(c in "0123456789abcdef" for c in text[2:]):
+            return text  # an operation id from `gov pending`
+        raise
+
+
+def cmd_gov_cancel(args: argparse.Namespace) -> int:
+    gov, directory = _gov(args)
+    proposal = gov.propose_cancel(_resolve_cancel_target(gov, directory, args.proposal))
+    path = proposal.save(directory)
+    print(f"proposal {proposal.id}\n  {proposal.description}\n  cancels timelock operation {proposal.operation_id} "
+          f"({gov.state(proposal)}; {_ready_line(gov, proposal.operation_id)}), which would run:")
+    _print_calls(gov, proposal, indent="    ")
+    print(f"  Safe nonce {proposal.safe_nonce}; saved to {path}\n  owners approve with: sealgate gov approve "
+          f"{proposal.id[:12]}; the approval reaching {gov.manifest.threshold} cancels it at once (no delay)")
+    _same_nonce_note(gov, directory, proposal)
+    return 0
+
+
+def cmd_gov_repropose(args: argparse.Namespace) -> int:
+    from ext_authz.chain.governance import Proposal
+
+    gov, directory = _gov(args)
+    stale = Proposal.load(directory, args.proposal)
+    fresh = gov.repropose(stale)
+    path = fresh.save(directory)
+    stale.superseded_by = fresh.id
+    stale.save(directory)
+    print(f"proposal {fresh.id}\n  {fresh.description}\n  re-proposes {stale.id[:12]} (Safe nonce {stale.safe_nonce} was "
+          f"taken) for Safe nonce {fresh.safe_nonce}; same timelock operation {fresh.operation_id}")
+    _print_calls(gov, fresh)
+    print(f"  saved to {path}; the old approvals do not carry over: owners approve with: "
+          f"sealgate gov approve {fresh.id[:12]}")
     return 0
 
 
 def cmd_gov_pending(args: argparse.Namespace) -> int:
-    gov, _ = _gov(args)
+    from ext_authz.chain.governance import Proposal
+
+    gov, directory = _gov(args)
+    proposals = Proposal.load_all(directory)
+    by_op = {p.operation_id.lower(): p for p in proposals if p.action == "schedule" and not p.superseded_by}
     ops = gov.pending()
     for op in ops:
-        print(f"{op['operation_id']} {op['state']:<7} ready_at {op['ready_at']} target {op['target']} "
-              f"scheduled in block {op['scheduled_block']}")
+        known = by_op.get(op["operation_id"])
+        print(f"operation {op['operation_id']} {op['state']}, {_ready_line(gov, op['operation_id'])}; scheduled in "
+              f"block {op['scheduled_block']}" + (f"; proposal {known.id[:12]}: {known.description}" if known else ""))
+        print(f"  {'batch of ' + str(len(op['calls'])) + ' calls' if op['batch'] else 'one call'}:")
+        for i, text in enumerate(op["decoded"], 1):
+            print(f"    {i}. {text}")
     if not ops:
         print("no pending timelock operations")
+    waiting = [p for p in proposals if not p.superseded_by and not gov.safe_executed(p)]
+    if waiting:
+        print(f"proposals in {directory} not yet submitted:")
+    for p in waiting:
+        if gov.is_stale(p):
+            status = f"STALE (made for Safe nonce {p.safe_nonce}): sealgate gov repropose {p.id[:12]}"
+        else:
+            status = f"{len(gov.approvals(p))}/{gov.manifest.threshold} approvals, Safe nonce {p.safe_nonce}"
+        print(f"  {p.id[:12]} {p.action}{' batch' if p.batch else ''}: {p.description} - {status}")
     return 0
 
 
@@ -219,5 +504,3 @@ def cmd_gov_guardian(args: argparse.Namespace) -> int:
     receipt = gov.client.transact(guardian, fn)
     print(f"{args.action}: done in block {receipt.blockNumber}")
     return 0
-
-
