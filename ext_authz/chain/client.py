@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Protocol
 
-from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
 from web3 import Web3
 
 from ext_authz.chain.artifacts import artifact, describe_revert
 from ext_authz.errors import ChainError
+
+
+class TxSigner(Protocol):
+    """What signs a transaction: eth_account's LocalAccount, or HsmWallet (the key stays in a PKCS#11 token)."""
+
+    @property
+    def address(self) -> ChecksumAddress: ...
+
+    def sign_transaction(self, transaction: Any, /) -> Any: ...
 
 
 class ChainClient:
@@ -24,7 +33,7 @@ class ChainClient:
     def contract(self, name: str, address: str):
         return self.w3.eth.contract(address=to_checksum_address(address), abi=artifact(name)["abi"])
 
-    def transact(self, account: LocalAccount, fn, timeout: float = 30.0) -> Any:
+    def transact(self, account: TxSigner, fn, timeout: float = 30.0) -> Any:
         try:
             with self._nonce_lock:
                 tx = fn.build_transaction(
@@ -43,7 +52,7 @@ class ChainClient:
             raise ChainError(f"transaction {tx_hash.hex()} reverted in block {receipt.blockNumber}")
         return receipt
 
-    def deploy(self, account: LocalAccount, name: str, *args: Any) -> str:
+    def deploy(self, account: TxSigner, name: str, *args: Any) -> str:
         art = artifact(name)
         factory = self.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
         return self.transact(account, factory.constructor(*args)).contractAddress
