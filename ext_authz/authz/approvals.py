@@ -11,7 +11,6 @@ approval, one action.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import threading
@@ -25,8 +24,9 @@ from joserfc.jwk import KeySet
 
 from ext_authz import reasons
 from ext_authz.authz.actions import ActionRequest
-from ext_authz.envelope.encoding import b64url, canonical_json
-from ext_authz.envelope.jws import APPROVAL_TYP, EnvelopeEncoder, verify
+from ext_authz.envelope.encoding import b64url
+from ext_authz.envelope.jws import APPROVAL_TYP, EnvelopeEncoder
+from ext_authz.envelope.models import Action, Approval, verify_approval
 from ext_authz.errors import ConfigError, InputRejected, SaeInvalid
 from ext_authz.signing.base import Signer
 
@@ -37,17 +37,13 @@ APPROVER_NAME = re.compile(r"[a-z0-9][a-z0-9.\-_]{0,63}")
 def action_digest(action: ActionRequest) -> str:
     """SHA-256 over exactly what the approver approves: who, what, where, how much, and the body
     (so an approval of "pay vendor-7" cannot carry "pay someone else" the same amount)."""
-    return digest_of(action.agent_spiffe_id, action.target, {
-        "type": action.action_type, "m": action.method, "h": action.authority, "p": action.path,
-        "amt": action.amount, "dc": action.data_class, "bd": action.body_sha256})
+    return Action.of(action).approval_digest(action.agent_spiffe_id, action.target)
 
 
-def digest_of(agent: str, target: str, act: dict[str, Any]) -> str:
-    """The same digest from an SAE's `iss`, `sub` and `act` claims (`sealgate verify`)."""
-    return hashlib.sha256(canonical_json({
-        "iss": agent, "type": act["type"], "tgt": target, "m": act["m"], "h": act["h"], "p": act["p"],
-        "amt": act["amt"], "dc": act["dc"], "bd": act["bd"],
-    })).hexdigest()
+def digest_of(agent: str, target: str, act: Action | dict[str, Any]) -> str:
+    """The same digest from an SAE's `iss`, `sub` and `act` claims (`sealgate verify`); malformed
+    `act` claims raise SaeInvalid."""
+    return (act if isinstance(act, Action) else Action.from_claims(act)).approval_digest(agent, target)
 
 
 def sign_approval(signer: Signer, approver: str, agent: str, digest: str, ttl_seconds: int = 300,
@@ -56,9 +52,8 @@ def sign_approval(signer: Signer, approver: str, agent: str, digest: str, ttl_se
     if not 1 <= ttl_seconds <= MAX_APPROVAL_SECONDS:
         raise ConfigError(f"an approval lives 1-{MAX_APPROVAL_SECONDS} s, asked for {ttl_seconds}")
     issued = int(time.time() if now is None else now)
-    claims = {"iss": approver, "sub": agent, "req": digest, "iat": issued, "exp": issued + ttl_seconds,
-              "jti": jti or secrets.token_urlsafe(16)}
-    return EnvelopeEncoder(signer, kid=approver).encode(claims, APPROVAL_TYP)
+    approval = Approval(approver, agent, digest, issued, issued + ttl_seconds, jti or secrets.token_urlsafe(16))
+    return EnvelopeEncoder(signer, kid=approver).encode(approval.to_claims(), APPROVAL_TYP)
 
 
 class MemoryClaims:
@@ -92,9 +87,10 @@ class ApprovalVerifier:
         self._clock = clock
         self._claim = claim or MemoryClaims()
 
-    def verify(self, token: str, action: ActionRequest) -> dict[str, Any]:
+    def verify(self, token: str, action: ActionRequest, digest: str | None = None) -> dict[str, Any]:
+        """`digest`: the action's digest when the caller already computed it (the decision has)."""
         now = self._clock()
-        claims = check_approval(token, self._approver_key, action.agent_spiffe_id, action_digest(action), now)
+        claims = check_approval(token, self._approver_key, action.agent_spiffe_id, digest or action_digest(action), now)
         if not self._claim(f"{claims['iss']}/{claims['jti']}", claims["exp"], now):
             raise InputRejected(reasons.APPROVAL_REPLAYED, "this approval was already used")
         return claims
@@ -117,16 +113,14 @@ def check_approval(token: str, approver_key: Callable[[str], bytes | None], agen
         raise InputRejected(reasons.APPROVAL_INVALID, f"approver {name!r} is not registered or was revoked")
     keys = KeySet.import_key_set({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": b64url(key), "kid": name}]})
     try:
-        claims = verify(token, keys, typ=APPROVAL_TYP, check_time=False)
+        approval = verify_approval(token, keys)  # signature, typ, and every claim's type
     except SaeInvalid as e:
         raise InputRejected(reasons.APPROVAL_INVALID, f"approval: {e.message}") from e
-    if claims["iss"] != name:
+    if approval.approver != name:
         raise InputRejected(reasons.APPROVAL_INVALID, "approval iss is not the approver whose key signed it")
-    iat, exp, jti = claims["iat"], claims["exp"], claims["jti"]
-    if type(iat) is not int or type(exp) is not int or not isinstance(jti, str) or not 0 < len(jti) <= 128:
-        raise InputRejected(reasons.APPROVAL_INVALID, "approval needs integer iat/exp and a jti of 1-128 characters")
+    iat, exp = approval.issued_at, approval.expires
     if exp <= at or iat > at + 5 or exp - iat > MAX_APPROVAL_SECONDS:
         raise InputRejected(reasons.APPROVAL_INVALID, f"approval is expired or not yet valid (iat {iat}, exp {exp})")
-    if claims["sub"] != agent or claims["req"] != digest:
+    if approval.agent != agent or approval.request != digest:
         raise InputRejected(reasons.APPROVAL_MISMATCH, "the approval is for another agent or another action")
-    return claims
+    return approval.to_claims()

@@ -15,9 +15,9 @@ from typing import Any, Protocol
 
 from ext_authz import reasons
 from ext_authz.authz.actions import ActionRequest
-from ext_authz.authz.approvals import action_digest
 from ext_authz.envelope.encoding import b64url, sae_hash
 from ext_authz.envelope.jws import DENIAL_TYP, SAE_TYP, EnvelopeEncoder, verify
+from ext_authz.envelope.models import MAX_MESSAGE_CHARS, Action, ApprovalRef, ChainRef, Context, Denial, PolicyRef, Sae
 from ext_authz.errors import InputRejected
 from ext_authz.policy.abi import PolicyAction, Verdict, text_id
 from ext_authz.server.config import AuthorizerConfig
@@ -27,7 +27,7 @@ UNIDENTIFIED_ISSUER = "urn:sealgate:unidentified"  # a denial before any peer id
 
 
 class ApprovalChecker(Protocol):
-    def verify(self, token: str, action: ActionRequest) -> dict[str, Any]: ...
+    def verify(self, token: str, action: ActionRequest, digest: str | None = None) -> dict[str, Any]: ...
 
 
 class PolicyEvaluator(Protocol):
@@ -88,8 +88,10 @@ class DecisionMaker:
         self._approvals = approvals
         self._encoder = encoder
         self._policy = policy
-        self._chain = {"id": chain_id, "anchor": anchor_address}
-        self._policy_ref = {"registry": policy.policy_registry, "id": "0x" + policy.policy_id.hex()}
+        self._chain = ChainRef(chain_id, anchor_address)
+        self._policy_registry, self._policy_id = policy.policy_registry, "0x" + policy.policy_id.hex()
+        self._pol_unevaluated = PolicyRef(self._policy_registry, self._policy_id, None, None, None)  # denied before the policy was read
+        self._pol_last: tuple[tuple[str | None, int | None, int | None], PolicyRef] = ((None, None, None), self._pol_unevaluated)
         self._jwks = jwks
         self._clock = clock
 
@@ -103,69 +105,63 @@ class DecisionMaker:
         return sae_hash(parent).hex()
 
     def allow(self, action: ActionRequest, verdict: Verdict, parent_hash: str | None,
-              approval: dict[str, Any] | None = None) -> Decision:
-        """`approval`: the verified approval's claims; the SAE then carries the approval itself."""
+              approval: dict[str, Any] | None = None, act: Action | None = None) -> Decision:
+        """`approval`: the verified approval's claims; the SAE then carries the approval itself.
+        `act`: the action's claims when the caller already built them (decide() does, once)."""
         now = int(self._clock())
         jti = new_decision_id()
-        claims = {
-            "iss": action.agent_spiffe_id,
-            "sub": action.target,
-            "aud": action.target,
-            "act": {
-                "type": action.action_type,
-                "m": action.method,
-                "h": action.authority,
-                "p": action.path,
-                "amt": action.amount,
-                "dc": action.data_class,
-                "bd": action.body_sha256,
-            },
-            "pol": self._pol(verdict),
-            "mod": "sha256:" + verdict.model_hash.hex(),
-            "iat": now,
-            "nbf": now,
-            "exp": now + self._config.sae_ttl_seconds,
-            "jti": jti,
-            "ctx": {"sid": action.session_id, "parent": parent_hash, "dc": action.data_class},
-            "chain": self._chain,
-        }
+        apr = None
         if approval is not None:  # who approved, and the signed approval itself: an auditor re-checks it
-            claims["apr"] = {"by": approval["iss"], "jti": approval["jti"], "req": approval["req"], "tok": action.approval}
-        token = self._encoder.encode(claims, SAE_TYP)
+            if action.approval is None:
+                raise ValueError("approval claims given for a request that carries no approval")
+            apr = ApprovalRef(approval["iss"], approval["jti"], approval["req"], action.approval)
+        sae = Sae(
+            issuer=action.agent_spiffe_id,
+            subject=action.target,
+            audience=action.target,
+            action=act or Action.of(action),
+            policy=self._pol(verdict),
+            model="sha256:" + verdict.model_hash.hex(),
+            issued_at=now,
+            not_before=now,
+            expires=now + self._config.sae_ttl_seconds,
+            jti=jti,
+            context=Context(action.session_id, parent_hash, action.data_class),
+            chain=self._chain,
+            approval=apr,
+        )
+        token = self._encoder.encode(sae.to_claims(), SAE_TYP)
         return Decision(True, jti, reasons.OK, "allowed", token, sae_hash(token))
 
-    def _pol(self, verdict: Verdict | None) -> dict[str, Any]:
-        """Which policy answered: registry + id, and the implementation, version and block evaluated."""
-        return {
-            **self._policy_ref,
-            "addr": verdict.implementation if verdict else None,
-            "ver": verdict.version if verdict else None,
-            "block": verdict.block if verdict else None,
-        }
+    def _pol(self, verdict: Verdict | None) -> PolicyRef:
+        """Which policy answered: registry + id, and the implementation, version and block evaluated.
+        The last one is kept (decisions between two blocks share it; building a frozen model costs ~1 us)."""
+        if verdict is None:
+            return self._pol_unevaluated
+        key = (verdict.implementation, verdict.version, verdict.block)
+        last = self._pol_last  # one read: another worker thread may replace it, never half-way
+        if last[0] != key:
+            last = (key, PolicyRef(self._policy_registry, self._policy_id, *key))
+            self._pol_last = last
+        return last[1]
 
     def deny(self, reason: str, message: str, action: ActionRequest | None = None, verdict: Verdict | None = None,
-             principal: str = "", approval_request: str | None = None) -> Decision:
+             principal: str = "", approval_request: str | None = None, act: Action | None = None) -> Decision:
         now = int(self._clock())
         decision_id = new_decision_id()
-        claims = {
-            "iss": action.agent_spiffe_id if action else (principal or UNIDENTIFIED_ISSUER),
-            "sub": action.target if action else None,
-            "act": (
-                {"type": action.action_type, "m": action.method, "h": action.authority, "p": action.path,
-                 "amt": action.amount, "dc": action.data_class, "bd": action.body_sha256}
-                if action else None
-            ),
-            "pol": self._pol(verdict),
-            "iat": now,
-            "jti": decision_id,
-            "dec": "DENY",
-            "reason": reason,
-            "msg": message[:256],
-            "chain": self._chain,
-        }
-        if approval_request is not None:
-            claims["apr_req"] = approval_request
-        token = self._encoder.encode(claims, DENIAL_TYP)
+        denial = Denial(
+            issuer=action.agent_spiffe_id if action else (principal or UNIDENTIFIED_ISSUER),
+            subject=action.target if action else None,
+            action=(act or Action.of(action)) if action else None,
+            policy=self._pol(verdict),
+            issued_at=now,
+            jti=decision_id,
+            reason=reason,
+            message=message[:MAX_MESSAGE_CHARS],
+            chain=self._chain,
+            approval_request=approval_request,
+        )
+        token = self._encoder.encode(denial.to_claims(), DENIAL_TYP)
         return Decision(False, decision_id, reason, message, token, sae_hash(token), approval_request)
 
     def decide(self, action: ActionRequest) -> Decision:
@@ -182,23 +178,25 @@ class DecisionMaker:
                 risk_score=self._config.risk_scores.get(action.agent_spiffe_id, 0),
             )
         )
+        act = Action.of(action)  # the action's claims, built once for whichever envelope is signed
         if verdict.reason not in reasons.POLICY_CONTRACT_CODES:
             return self.deny(reasons.POLICY_EVALUATION_FAILED, f"policy returned unknown reason {verdict.reason}",
-                             action, verdict)
+                             action, verdict, act=act)
         if verdict.decision == "ALLOW":
-            return self.allow(action, verdict, parent_hash)
+            return self.allow(action, verdict, parent_hash, act=act)
         if verdict.decision == "REQUIRE_APPROVAL":
-            return self._approved(action, verdict, parent_hash)
-        return self.deny(verdict.reason, reasons.MESSAGES.get(verdict.reason, verdict.reason), action, verdict)
+            return self._approved(action, act, verdict, parent_hash)
+        return self.deny(verdict.reason, reasons.MESSAGES.get(verdict.reason, verdict.reason), action, verdict, act=act)
 
-    def _approved(self, action: ActionRequest, verdict: Verdict, parent_hash: str | None) -> Decision:
+    def _approved(self, action: ActionRequest, act: Action, verdict: Verdict, parent_hash: str | None) -> Decision:
         """REQUIRE_APPROVAL: allowed only with a person's approval of exactly this action, used once."""
+        digest = act.approval_digest(action.agent_spiffe_id, action.target)
         if action.approval is None or self._approvals is None:
             return self.deny(verdict.reason, reasons.MESSAGES[reasons.HUMAN_APPROVAL_REQUIRED], action, verdict,
-                             approval_request=action_digest(action))
+                             approval_request=digest, act=act)
         try:
-            approval = self._approvals.verify(action.approval, action)
+            approval = self._approvals.verify(action.approval, action, digest)
         except InputRejected as e:
-            return self.deny(e.reason, e.message, action, verdict, approval_request=action_digest(action))
-        return self.allow(action, verdict, parent_hash, approval)
+            return self.deny(e.reason, e.message, action, verdict, approval_request=digest, act=act)
+        return self.allow(action, verdict, parent_hash, approval, act=act)
 
