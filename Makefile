@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 PYBIN := $(VENV)/bin/python
 export ANVIL_BIN ?= $(CURDIR)/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
-APT_PACKAGES := softhsm2 python3-bpfcc bpftool linux-headers-cloud-amd64 iproute2
+APT_PACKAGES := softhsm2 python3-bpfcc bpftool linux-headers-cloud-amd64 iproute2 redis-server
 
 .PHONY: install install-python install-node install-system setup-ebpf contracts contracts-check demo test test-fast lint bench clean
 

@@ -77,7 +77,7 @@ def main() -> int:
         allow_grpc = free_port()
         stack.spawn_authorizer("authorizer_allow_all", allow_grpc, free_port(), True, Path(tmp) / "allow.sqlite3")
         hop_port, hop_admin = free_port(), free_port()
-        conf = pep_config(PepPorts(hop_port, hop_admin, stack.ports.target), stack.jwks, "payments-api")
+        conf = pep_config(PepPorts(hop_port, hop_admin, stack.ports.target), stack.jwks, "payments-api", verifier=None)
         hcm = conf["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         hcm["http_filters"] = hcm["http_filters"][-1:]  # router only: an Envoy hop with no PEP filters
         stack._start_envoy("router_hop", conf, hop_admin)

@@ -4,7 +4,9 @@
     .venv/bin/python bench/pep_hop.py [--rounds 3] [--seconds 6] [--rate 200]
 
 bare: an Envoy with only the router; jwt_only: + jwt_authn (and an empty Lua filter);
-full: + the Lua binding and replay filter (envoy/pep.lua). Interleaved round by round.
+lua: + the Lua typ/binding filter (envoy/pep.lua), the PEP as it was without a verifier;
+full: + the verifier (`sealgate pep serve`: body digest, single use in SQLite with group commit), today's PEP.
+Interleaved round by round.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, LocalStack(tmp, target_checks_sae=False) as stack:
         variants: dict[str, int] = {}
-        for name, lua in (("bare", None), ("jwt_only", "function envoy_on_request(h) end"), ("full", None)):
+        for name, lua in (("bare", None), ("jwt_only", "function envoy_on_request(h) end"), ("lua", None), ("full", None)):
             pep_port, pep_admin = free_port(), free_port()
-            conf = pep_config(PepPorts(pep_port, pep_admin, stack.ports.target), stack.jwks, "payments-api", lua)
+            conf = pep_config(PepPorts(pep_port, pep_admin, stack.ports.target), stack.jwks, "payments-api", lua,
+                              verifier=stack.pep_verifier if name == "full" else None)
             if name == "bare":
                 hcm = conf["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
                 hcm["http_filters"] = hcm["http_filters"][-1:]  # router only

@@ -1,15 +1,16 @@
 -- Sealgate policy enforcement point (runs after jwt_authn at the target).
 --
 -- jwt_authn has verified the SAE signature (EdDSA, JWKS), exp/nbf and aud, and
--- put header and payload in dynamic metadata. This filter checks typ, binds the
--- SAE to this exact request (:method, :path, :authority) and rejects replays by
--- jti. All of it runs inside pcall: a Lua error would otherwise fail OPEN.
+-- put header and payload in dynamic metadata. This filter checks typ and binds the
+-- SAE to this exact request (:method, :path, :authority), cheaply, before the
+-- request body is buffered. Single use and the body digest are the verifier's
+-- (`sealgate pep serve`, the ext_authz filter after this one): Lua state is per
+-- worker and lost on restart, so no replay cache lives here. All of it runs
+-- inside pcall: a Lua error would otherwise fail OPEN.
 
 local SAE_TYP = "application/sae+jwt"
-local MAX_SEEN = 200000 -- jti entries kept per worker before a forced purge
-
-local seen = {} -- jti -> exp (this worker's replay cache)
-local seen_count = 0
+local MAX_LIFETIME_SECONDS = 300 -- exp - iat; `sealgate envoy pep --max-sae-lifetime` rewrites this line
+local CLOCK_SKEW_SECONDS = 5 -- as jwt_authn's clock_skew_seconds
 
 local function json_string(s)
   return '"' .. string.gsub(s, '[%c"\\]', function(c) return string.format("\\u%04x", string.byte(c)) end) .. '"'
@@ -22,18 +23,13 @@ local function deny(handle, reason, message)
   )
 end
 
-local function purge(now)
-  local kept = 0
-  for jti, exp in pairs(seen) do
-    if exp < now then seen[jti] = nil else kept = kept + 1 end
-  end
-  seen_count = kept
-end
-
 local function check(handle)
   local headers = handle:headers()
   if headers:get("x-sae") == nil then
     return "SAE_MISSING", "no x-sae header: this target only accepts actions authorized by Sealgate"
+  end
+  if headers:getNumValues("x-sae") ~= 1 then
+    return "HEADER_NOT_ALLOWED", "more than one x-sae header"
   end
   local meta = handle:streamInfo():dynamicMetadata():get("envoy.filters.http.jwt_authn")
   if meta == nil or meta["sae"] == nil or meta["sae_header"] == nil then
@@ -44,26 +40,20 @@ local function check(handle)
   end
   local claims = meta["sae"]
   local act = claims["act"]
-  if type(act) ~= "table" or type(claims["jti"]) ~= "string" or type(claims["exp"]) ~= "number" then
-    return "SAE_INVALID", "SAE lacks act, jti or exp"
+  if type(act) ~= "table" or type(claims["jti"]) ~= "string" or type(claims["exp"]) ~= "number"
+      or type(claims["iat"]) ~= "number" then
+    return "SAE_INVALID", "SAE lacks act, jti, iat or exp"
+  end
+  if claims["iat"] > os.time() + CLOCK_SKEW_SECONDS then
+    return "SAE_INVALID", "SAE issued in the future"
+  end
+  if claims["exp"] - claims["iat"] > MAX_LIFETIME_SECONDS then
+    return "SAE_INVALID", "SAE lifetime exceeds " .. MAX_LIFETIME_SECONDS .. " s"
   end
   local authority = string.lower(headers:get(":authority") or "")
   if act["m"] ~= headers:get(":method") or act["p"] ~= headers:get(":path") or act["h"] ~= authority then
     return "SAE_BINDING_MISMATCH", "SAE is bound to a different method, path or authority"
   end
-  local now = os.time()
-  local jti = claims["jti"]
-  if seen[jti] ~= nil then
-    return "SAE_REPLAYED", "SAE was already used"
-  end
-  if seen_count >= MAX_SEEN then
-    purge(now)
-    if seen_count >= MAX_SEEN then
-      return "PEP_ERROR", "replay cache full"
-    end
-  end
-  seen[jti] = claims["exp"]
-  seen_count = seen_count + 1
   return nil, nil
 end
 

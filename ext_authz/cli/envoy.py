@@ -31,13 +31,20 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_envoy, kind="sidecar")
     p = command(envoy, "pep", "target PEP: jwt_authn with the authorizer's JWKS + the Lua binding filter",
                 "sealgate envoy pep --listen 16001 --admin 16000 --target-port 8080 \\\n"
-                "    --jwks http://127.0.0.1:9002/jwks.json --audience payments-api --out pep.json",
+                "    --jwks http://127.0.0.1:9002/jwks.json --audience payments-api \\\n"
+                "    --verifier unix:/run/sealgate/pep-verifier.sock --out pep.json",
                 env="ENVOY_BIN  the envoy binary used for validation (default: next to python, then PATH)")
     p.add_argument("--listen", type=port, required=True, metavar="PORT", help="port the sidecars forward to")
     p.add_argument("--admin", type=port, required=True, metavar="PORT", help="Envoy admin port on 127.0.0.1")
     p.add_argument("--target-port", type=port, required=True, metavar="PORT", help="the target service on 127.0.0.1")
     p.add_argument("--jwks", required=True, metavar="FILE|URL", help="the authorizer's JWKS (/jwks.json), inlined")
     p.add_argument("--audience", required=True, help="the target service name SAEs are issued for (aud)")
+    p.add_argument("--verifier", required=True, metavar="unix:PATH|PORT",
+                   help="`sealgate pep serve` of this target: its Unix socket, or a port on 127.0.0.1")
+    p.add_argument("--max-body-bytes", type=int, default=64 * 1024, metavar="BYTES",
+                   help="largest request body buffered for the verifier (larger: 413)")
+    p.add_argument("--max-sae-lifetime", type=int, default=300, metavar="SECONDS",
+                   help="refuse SAEs whose exp - iat exceeds this (at most 300)")
     p.add_argument("--out", default="-", metavar="FILE", help="where to write the JSON config (- for stdout)")
     p.set_defaults(func=cmd_envoy, kind="pep")
 
@@ -54,7 +61,10 @@ def cmd_envoy(args: argparse.Namespace) -> int:
                                 read(args.ca), read(args.cert), read(args.key), args.trust_domain,
                                 max_body_bytes=args.max_body_bytes)
     else:
-        config = pep_config(PepPorts(args.listen, args.admin, args.target_port), load_jwks(args.jwks), args.audience)
+        verifier = int(args.verifier) if args.verifier.isdigit() else args.verifier
+        config = pep_config(PepPorts(args.listen, args.admin, args.target_port), load_jwks(args.jwks), args.audience,
+                            verifier=verifier, max_body_bytes=args.max_body_bytes,
+                            max_sae_lifetime_seconds=args.max_sae_lifetime)
     with tempfile.TemporaryDirectory() as tmp:
         validate(config, Path(tmp))
     text = json.dumps(config, indent=2) + "\n"

@@ -73,6 +73,12 @@ def request(conn: http.client.HTTPConnection, method: str, path: str, body: Any,
         conn.close()
 
 
+def unix_open(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(str(path)) == 0
+
+
 def tcp_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)

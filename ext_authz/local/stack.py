@@ -28,7 +28,17 @@ from ext_authz.chain.deploy import Bootstrap, deploy_all
 from ext_authz.chain.dev import DEV_KEYS, DEV_OWNER_ACCOUNTS, dev_account
 from ext_authz.chain.governance import Governance, rule_tuple
 from ext_authz.errors import SealgateError
-from ext_authz.local.net import Response, anvil_binary, envoy_ready, free_port, http_get_json, request, tcp_open, wait_until
+from ext_authz.local.net import (
+    Response,
+    anvil_binary,
+    envoy_ready,
+    free_port,
+    http_get_json,
+    request,
+    tcp_open,
+    unix_open,
+    wait_until,
+)
 from ext_authz.local.pki import LocalCA
 from ext_authz.mesh.configs import PepPorts, SidecarPorts, envoy_binary, pep_config, sidecar_config
 from ext_authz.policy.abi import text_id
@@ -265,10 +275,10 @@ class LocalStack:
     def wait_pinned(self, block: int, timeout: float = 15) -> None:
         wait_until(lambda: (self.status()["pinned_block"] or 0) >= block, timeout, f"authorizer to pin block {block}")
 
-    def _start_envoy(self, name: str, config: dict[str, Any], admin_port: int) -> None:
+    def _start_envoy(self, name: str, config: dict[str, Any], admin_port: int, concurrency: int = 1) -> None:
         path = self.workdir / f"{name}.envoy.json"
         path.write_text(json.dumps(config, indent=1))
-        self._spawn(name, [envoy_binary(), "-c", str(path), "--disable-hot-restart", "--concurrency", "1",
+        self._spawn(name, [envoy_binary(), "-c", str(path), "--disable-hot-restart", "--concurrency", str(concurrency),
                            "-l", "warning"])
         wait_until(lambda: self._check_alive(name) and envoy_ready(admin_port), 30, f"{name} envoy /ready")
 
@@ -280,8 +290,27 @@ class LocalStack:
         self._spawn("target", [sys.executable, "-m", "ext_authz.local.target", "--port", str(self.ports.target),
                                "--receipts", str(self.workdir / "target-receipts.jsonl"), *checks])
         wait_until(lambda: self._check_alive("target") and tcp_open(self.ports.target), 20, "target")
-        self.pep_conf = pep_config(PepPorts(self.ports.pep, self.ports.pep_admin, self.ports.target), self.jwks, AUDIENCE)
-        self._start_envoy("pep", self.pep_conf, self.ports.pep_admin)
+        self.pep_verifier = self.spawn_pep_verifier("pep_verifier", f"sqlite://{self.workdir / 'redeemed.sqlite3'}")
+        self.pep_conf = self.spawn_pep("pep", self.ports.pep, self.ports.pep_admin, self.pep_verifier)
+
+    def spawn_pep_verifier(self, name: str, redemptions: str) -> str:
+        """Starts `sealgate pep serve` for the target on a Unix socket; returns its address."""
+        (self.workdir / "jwks.json").write_text(json.dumps(self.jwks))
+        run = self.workdir / "run"
+        run.mkdir(mode=0o700, exist_ok=True)
+        socket_path = run / f"{name}.sock"
+        socket_path.unlink(missing_ok=True)  # left behind by a killed predecessor: wait for the new one
+        self._spawn(name, [sys.executable, "-m", "ext_authz.cli", "pep", "serve", "--listen", f"unix:{socket_path}",
+                           "--jwks", str(self.workdir / "jwks.json"), "--audience", AUDIENCE, "--redemptions", redemptions])
+        wait_until(lambda: self._check_alive(name) and unix_open(socket_path), 30, f"{name} socket")
+        return f"unix:{socket_path}"
+
+    def spawn_pep(self, name: str, port: int, admin_port: int, verifier: str | None, concurrency: int = 1) -> dict[str, Any]:
+        """Starts a PEP Envoy in front of the target (verifier None: the benchmarks' hop without it)."""
+        conf = pep_config(PepPorts(port, admin_port, self.ports.target), self.jwks, AUDIENCE, verifier=verifier,
+                          max_body_bytes=self.config.limits.max_body_bytes)
+        self._start_envoy(name, conf, admin_port, concurrency)
+        return conf
 
     def start_sidecar(self) -> None:
         ports = SidecarPorts(self.ports.sidecar, self.ports.sidecar_admin, self.ports.authz_grpc, self.ports.pep)

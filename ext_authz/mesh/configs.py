@@ -36,14 +36,22 @@ def _address(port: int, host: str = "127.0.0.1") -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
-def _cluster(name: str, port: int, http2: bool = False) -> dict[str, Any]:
+def _endpoint(where: int | str) -> dict[str, Any]:
+    """A TCP port on 127.0.0.1, or a Unix socket path (`unix:/path` or `/path`)."""
+    if isinstance(where, int):
+        return _address(where)
+    return {"pipe": {"path": where.removeprefix("unix:")}}
+
+
+def _cluster(name: str, where: int | str, http2: bool = False) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(port)}}]}]},
-        "upstream_connection_options": {"tcp_keepalive": {}},
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _endpoint(where)}}]}]},
     }
+    if isinstance(where, int):
+        cluster["upstream_connection_options"] = {"tcp_keepalive": {}}
     if http2:  # the authorizer is gRPC
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -94,19 +102,7 @@ class SidecarPorts:
 def sidecar_config(ports: SidecarPorts, ca_pem: str, cert_pem: str, key_pem: str, trust_domain: str,
                    max_body_bytes: int = 64 * 1024, authorizer_timeout: str = "0.5s") -> dict[str, Any]:
     """Agent sidecar: mTLS from the agent (SPIFFE URI SAN), ext_authz failing closed, route to the PEP."""
-    ext_authz = {
-        "name": "envoy.filters.http.ext_authz",
-        "typed_config": {
-            T: "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-            "transport_api_version": "V3",
-            "grpc_service": {"envoy_grpc": {"cluster_name": "sealgate_authorizer"}, "timeout": authorizer_timeout},
-            "failure_mode_allow": False,  # authorizer down or slow -> 403, never through
-            "status_on_error": {"code": "Forbidden"},
-            "include_peer_certificate": True,  # the registry may bind the agent to its key
-            # the amount comes from the body: the authorizer must see all of it
-            "with_request_body": {"max_request_bytes": max_body_bytes, "allow_partial_message": False, "pack_as_bytes": True},
-        },
-    }
+    ext_authz = _ext_authz("sealgate_authorizer", max_body_bytes, authorizer_timeout, True)  # key binding: the cert
     listener = {
         "name": "agent_ingress",
         "address": _address(ports.listen),
@@ -148,8 +144,43 @@ class PepPorts:
     target: int
 
 
-def pep_config(ports: PepPorts, jwks: dict[str, Any], audience: str, lua_source: str | None = None) -> dict[str, Any]:
-    """Target PEP: jwt_authn verifies the SAE, Lua binds it to the request and rejects replays."""
+def _ext_authz(cluster: str, max_body_bytes: int, timeout: str, include_peer_certificate: bool) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.ext_authz",
+        "typed_config": {
+            T: "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+            "grpc_service": {"envoy_grpc": {"cluster_name": cluster}, "timeout": timeout},
+            "failure_mode_allow": False,  # the service down or slow -> 403, never through
+            "status_on_error": {"code": "Forbidden"},
+            "include_peer_certificate": include_peer_certificate,
+            # the decision needs the whole body (the amount; the body digest an SAE binds)
+            "with_request_body": {"max_request_bytes": max_body_bytes, "allow_partial_message": False, "pack_as_bytes": True},
+        },
+    }
+
+
+MAX_SAE_LIFETIME_SECONDS = 300  # the seed design's upper bound on exp - iat
+
+
+def pep_lua(max_sae_lifetime_seconds: int = MAX_SAE_LIFETIME_SECONDS) -> str:
+    """The PEP's Lua with its lifetime bound set (never above 300 s)."""
+    if type(max_sae_lifetime_seconds) is not int or not 1 <= max_sae_lifetime_seconds <= MAX_SAE_LIFETIME_SECONDS:
+        raise ConfigError(f"max SAE lifetime must be 1-{MAX_SAE_LIFETIME_SECONDS} s, found {max_sae_lifetime_seconds!r}")
+    line = "local MAX_LIFETIME_SECONDS = 300"
+    source = PEP_LUA.read_text()
+    if line not in source:
+        raise ConfigError(f"{PEP_LUA} lacks the line {line!r}")
+    return source.replace(line, f"local MAX_LIFETIME_SECONDS = {max_sae_lifetime_seconds}", 1)
+
+
+def pep_config(ports: PepPorts, jwks: dict[str, Any], audience: str, lua_source: str | None = None, *,
+               verifier: str | None, max_body_bytes: int = 64 * 1024, verifier_timeout: str = "0.5s",
+               max_sae_lifetime_seconds: int = 300) -> dict[str, Any]:
+    """Target PEP: jwt_authn verifies the SAE, Lua checks typ and binds it to method, path and authority, and the
+    verifier (`sealgate pep serve`, on a Unix socket) checks the body digest and redeems the SAE once in a store
+    shared by every worker, restart and replica. `verifier=None` exists only for benchmarks of the hop without it:
+    such a PEP does not stop replays."""
     jwt_authn = {
         "name": "envoy.filters.http.jwt_authn",
         "typed_config": {
@@ -174,12 +205,18 @@ def pep_config(ports: PepPorts, jwks: dict[str, Any], audience: str, lua_source:
         "name": "envoy.filters.http.lua",
         "typed_config": {
             T: "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-            "default_source_code": {"inline_string": lua_source if lua_source is not None else PEP_LUA.read_text()},
+            "default_source_code": {"inline_string": lua_source if lua_source is not None
+                                    else pep_lua(max_sae_lifetime_seconds)},
         },
     }
+    filters = [jwt_authn, lua]
+    clusters = [_cluster("target", ports.target)]
+    if verifier is not None:
+        filters.append(_ext_authz("sealgate_pep_verifier", max_body_bytes, verifier_timeout, False))
+        clusters.append(_cluster("sealgate_pep_verifier", verifier, http2=True))
     listener = {"name": "pep_ingress", "address": _address(ports.listen), "enable_reuse_port": False,
-                "filter_chains": [{"filters": [_hcm("pep", [jwt_authn, lua], "target")]}]}
-    return _bootstrap(ports.admin, listener, [_cluster("target", ports.target)])
+                "filter_chains": [{"filters": [_hcm("pep", filters, "target")]}]}
+    return _bootstrap(ports.admin, listener, clusters)
 
 
 def validate(config: dict[str, Any], workdir: Path) -> None:

@@ -17,7 +17,8 @@ from ext_authz.errors import SigningError
 from ext_authz.policy.pinned import PinnedPolicy
 from ext_authz.server.admin import serve_admin
 from ext_authz.server.config import AuthorizerConfig
-from ext_authz.server.grpc_service import AuthorizationService, GrpcServer
+from ext_authz.server.grpc_loop import ExtAuthzServer
+from ext_authz.server.grpc_service import AuthorizationService
 from ext_authz.signing.base import Signer, jwks_of
 
 log = logging.getLogger("sealgate")
@@ -46,7 +47,7 @@ class Authorizer:
                                 self.manifest.anchor, self.jwks, approvals=approvals)
         self.service = AuthorizationService(self.config, decider, self.leaves.enqueue, allow_all=self.allow_all,
                                             signing_threads=self.config.signing_threads if self.signer.blocking else 0)
-        self.grpc_server = GrpcServer(self.service, grpc_address)
+        self.grpc_server = ExtAuthzServer(self.service, grpc_address)
         port = self.grpc_server.start()
         self._last_probe = 0.0
         self.admin = serve_admin(admin_address, self.status, self.jwks)

@@ -6,11 +6,9 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
-import grpc
 from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
 from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
 
@@ -86,38 +84,3 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
-
-
-class GrpcServer:
-    """grpc.aio server on its own event-loop thread.
-
-    One loop thread, no thread-pool handoff per RPC: under load the sync server's
-    handoffs and GIL convoys cost more CPU than the decision itself.
-    """
-
-    def __init__(self, service: AuthorizationService, address: str):
-        self._service = service
-        self._address = address
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="sealgate-grpc", daemon=True)
-        self._server: grpc.aio.Server | None = None
-
-    async def _start(self) -> int:
-        self._server = grpc.aio.server()
-        auth_grpc.add_AuthorizationServicer_to_server(self._service, self._server)
-        port = self._server.add_insecure_port(self._address)
-        if port == 0:
-            raise OSError(f"cannot bind gRPC address {self._address}")
-        await self._server.start()
-        return port
-
-    def start(self) -> int:
-        self._thread.start()
-        return asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=30)
-
-    def stop(self, grace: float = 2.0) -> None:
-        if self._server is not None:
-            asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).result(timeout=grace + 5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-

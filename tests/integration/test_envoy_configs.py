@@ -21,7 +21,8 @@ def sidecar():
 
 @pytest.mark.parametrize("name,build", [
     ("sidecar", sidecar),
-    ("pep", lambda: pep_config(PepPorts(10004, 10005, 10006), JWKS, "payments-api")),
+    ("pep", lambda: pep_config(PepPorts(10004, 10005, 10006), JWKS, "payments-api", verifier="unix:/run/sealgate/v.sock")),
+    ("pep_verifier_on_a_port", lambda: pep_config(PepPorts(10004, 10005, 10006), JWKS, "payments-api", verifier=10010)),
     ("direct", lambda: sidecar_config(SidecarPorts(10007, 10008, None, 10009), CA.cert_pem, SERVER.cert_pem, SERVER.key_pem, "sealgate.local")),
 ])
 def test_config_validates(tmp_path, name, build):
@@ -44,7 +45,8 @@ def test_broken_config_is_rejected(tmp_path):
 
 def test_lua_syntax_error_is_rejected(tmp_path):
     with pytest.raises(ConfigError):
-        validate(pep_config(PepPorts(1, 2, 3), JWKS, "payments-api", lua_source="function envoy_on_request(h"), tmp_path)
+        validate(pep_config(PepPorts(1, 2, 3), JWKS, "payments-api", lua_source="function envoy_on_request(h", verifier=None),
+                 tmp_path)
 
 
 def test_operator_cli_writes_validated_configs(tmp_path):
@@ -65,10 +67,12 @@ def test_operator_cli_writes_validated_configs(tmp_path):
     sidecar = json.loads((tmp_path / "sidecar.json").read_text())
     assert sidecar["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == 15001
     out = subprocess.run(base + ["pep", "--listen", "15101", "--admin", "15100", "--target-port", "8080",
-                                 "--jwks", str(tmp_path / "jwks.json"), "--audience", "payments-api"],
+                                 "--jwks", str(tmp_path / "jwks.json"), "--audience", "payments-api",
+                                 "--verifier", "unix:/run/sealgate/pep-verifier.sock"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "envoy.filters.http.jwt_authn" in out.stdout
+    assert "envoy.filters.http.jwt_authn" in out.stdout and '"path": "/run/sealgate/pep-verifier.sock"' in out.stdout
     bad = subprocess.run(base + ["pep", "--listen", "15101", "--admin", "15100", "--target-port", "8080",
-                                 "--jwks", str(tmp_path / "missing.json"), "--audience", "x"], capture_output=True, text=True)
+                                 "--jwks", str(tmp_path / "missing.json"), "--audience", "x", "--verifier", "9999"],
+                         capture_output=True, text=True)
     assert bad.returncode == 2 and "JWKS" in bad.stderr and "Traceback" not in bad.stderr

@@ -101,7 +101,8 @@ def test_pep_config_from_the_wheel_is_validated_by_envoy(installed, tmp_path):
                                           "kid": "k1", "alg": "EdDSA", "use": "sig"}]}))
     out = tmp_path / "pep.json"
     proc = run(installed, "envoy", "pep", "--listen", "18001", "--admin", "18000", "--target-port", "18080",
-               "--jwks", str(jwks), "--audience", "payments-api", "--out", str(out))
+               "--jwks", str(jwks), "--audience", "payments-api", "--verifier", "unix:/run/sealgate/pep.sock",
+               "--out", str(out))
     assert "envoy --mode validate: ok" in proc.stderr
     config = out.read_text()
     assert "SAE_BINDING_MISMATCH" in config  # the PEP Lua from package data is inlined

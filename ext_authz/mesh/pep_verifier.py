@@ -1,0 +1,104 @@
+"""The PEP's verifier: an ext_authz service next to the target's Envoy that decides what executes.
+
+Envoy's jwt_authn + Lua reject most bad SAEs cheaply, but Lua has no hash function and its memory is per
+worker and lost on restart. This service, called by the PEP's ext_authz filter with the whole body, is the
+enforcement decision: the SAE verifies (sdk.check_sae: signature, typ, time, lifetime, audience, method,
+path, authority and body digest), it is the only x-sae of the request, and its jti is redeemed for the first
+time in a store shared by every worker, restart and replica (sdk.redemption). Anything else is a 403 with a
+reason code; an error of its own is PEP_ERROR, never an allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
+from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+from joserfc.jwk import KeySet
+
+from ext_authz import reasons
+from ext_authz.errors import InputRejected
+from ext_authz.sdk.redemption import RedemptionStore, RedemptionUnavailable
+from ext_authz.sdk.target import check_sae
+
+log = logging.getLogger("sealgate.pep")
+_ALLOW = auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reason: str  # reasons.OK when the request may execute
+    message: str
+    jti: str | None = None
+
+
+def deny_response(reason: str, message: str) -> auth_pb2.CheckResponse:
+    body = json.dumps({"reason_code": reason, "message": message})
+    headers = [base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v)) for k, v in
+               (("content-type", "application/json"), ("x-sealgate-reason", reason))]
+    return auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED),
+        denied_response=auth_pb2.DeniedHttpResponse(status=http_status_pb2.HttpStatus(code=403), headers=headers, body=body))
+
+
+class PepVerifier:
+    """Pure decision over one request, with the redemption store as its only I/O."""
+
+    def __init__(self, keys: KeySet | dict[str, Any], audience: str, store: RedemptionStore):
+        self._keys = keys if isinstance(keys, KeySet) else KeySet.import_key_set(keys)  # type: ignore[arg-type]
+        self._audience = audience
+        self._store = store
+
+    def verify(self, method: str, path: str, authority: str, headers: dict[str, str], body: bytes) -> Verdict:
+        token = headers.get("x-sae")
+        if token is not None and "," in token:  # Envoy joins a repeated header's values with ","
+            return Verdict(reasons.HEADER_NOT_ALLOWED, "more than one x-sae header")
+        try:
+            claims = check_sae(token, self._keys, method=method, path=path, authority=authority, body=body,
+                               audience=self._audience)
+        except InputRejected as e:
+            return Verdict(e.reason, e.message)
+        try:
+            first_use = self._store.redeem(claims["jti"], claims["exp"])
+        except RedemptionUnavailable as e:
+            log.error("redemption store failed, refusing: %s", e)
+            return Verdict(reasons.PEP_ERROR, "redemption store unavailable")
+        if not first_use:
+            return Verdict(reasons.SAE_REPLAYED, "SAE was already used", claims["jti"])
+        return Verdict(reasons.OK, "allowed", claims["jti"])
+
+
+class PepVerifierService(auth_grpc.AuthorizationServicer):
+    def __init__(self, verifier: PepVerifier, threads: int = 8):
+        self._verifier = verifier
+        self._executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="sealgate-pep")
+        self.counters: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def check(self, request: auth_pb2.CheckRequest) -> auth_pb2.CheckResponse:
+        try:
+            http = request.attributes.request.http
+            body = http.raw_body or http.body.encode("utf-8", "surrogatepass")
+            verdict = self._verifier.verify(http.method, http.path, http.host, dict(http.headers), body)
+        except Exception:  # fail closed on anything unforeseen
+            log.exception("PEP verification failed")
+            verdict = Verdict(reasons.PEP_ERROR, "enforcement point error")
+        with self._lock:
+            self.counters[verdict.reason] = self.counters.get(verdict.reason, 0) + 1
+        return _ALLOW if verdict.reason == reasons.OK else deny_response(verdict.reason, verdict.message)
+
+    async def Check(self, request: auth_pb2.CheckRequest, context: Any) -> auth_pb2.CheckResponse:  # noqa: N802
+        # the redemption commit waits on the disk (or Redis): keep the event loop free while it does
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.check, request)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
