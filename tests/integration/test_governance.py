@@ -284,3 +284,198 @@ def test_governed_key_rotation_and_rule_readback(chain_stack):
     assert rule[0] is True and rule[4] == 5_000_000 and rule[5] == 1_000_000 and rule[2] == 50
     assert_custom_error(s, s.models.functions.deprecate(text_id("short-lived")), s.guardian.address,
                         "ModelAlreadyDeprecated(bytes32)")
+
+
+# ------------------------------------------------------------ batches, cancel, set-key/set-model, pending, ready times
+
+
+def gov_cli(chain_stack, directory, env=None):
+    """`sealgate gov ...` in a subprocess; returns run(*args, account=, code=) -> CompletedProcess."""
+    import os
+
+    base = [sys.executable, "-m", "ext_authz.cli", "gov", "--manifest", str(chain_stack.workdir / "addresses.json"),
+            "--dir", str(directory)]
+
+    def run(*args, account=None, code=0):
+        cmd = base + (["--dev-account", str(account)] if account is not None else []) + list(args)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+        assert out.returncode == code, out.stdout + out.stderr
+        return out
+
+    return run
+
+
+def proposal_id(out) -> str:
+    assert out.stdout.startswith("proposal 0x"), out.stdout
+    return out.stdout.split()[1][:14]
+
+
+def approve_to_threshold(gov, pid, owners=(3, 4, 5)):
+    outs = [gov("approve", pid, account=a).stdout for a in owners]
+    assert "threshold reached" in outs[-1], outs[-1]
+    return outs[-1]
+
+
+def test_batch_of_two_changes_is_one_operation_and_both_take_effect(chain_stack, tmp_path):
+    from ext_authz.chain.governance import Proposal
+
+    s, m = chain_stack, chain_stack.manifest
+    gov = gov_cli(s, tmp_path)
+    agent = s.spiffe_id("finance-03")
+    batch = tmp_path / "changes.yaml"
+    batch.write_text(f"""
+- kind: register-model
+  model_id: batch-model
+  sha256: 0x{'44' * 32}
+  sbom: sbom://batch-model
+- kind: set-model
+  agent: {agent}
+  model_id: batch-model
+""")
+    nonce = s.gov.safe.functions.nonce().call()
+    out = gov("propose", "--batch", str(batch), "--description", "move finance-03 to batch-model")
+    pid = proposal_id(out)
+    assert "batch of 2 calls, one timelock operation (scheduleBatch)" in out.stdout
+    assert "warning" not in out.stderr  # set-model's model is registered earlier in the same batch
+    saved = Proposal.load(tmp_path, pid)
+    assert saved.batch and [c.target for c in saved.calls] == [m.models, m.registry] and saved.safe_nonce == nonce
+    approve_to_threshold(gov, pid)
+    assert s.gov.safe.functions.nonce().call() == nonce + 1  # one Safe transaction for both changes
+    logs = s.gov.timelock.events.CallScheduled().get_logs(
+        from_block=m.deploy_block, argument_filters={"id": bytes.fromhex(saved.operation_id[2:])})
+    assert sorted(e["args"]["index"] for e in logs) == [0, 1]
+    pending = gov("pending").stdout
+    assert f"operation {saved.operation_id} Waiting" in pending and "batch of 2 calls" in pending
+    assert f"ModelRegistry.register(modelId=0x{text_id('batch-model').hex()}, artifactSha256=0x{'44' * 32}, " \
+           'sbomRef="sbom://batch-model")' in pending
+    assert f"AgentRegistry.setModel(agentId=0x{text_id(agent).hex()}, modelId=0x{text_id('batch-model').hex()})" in pending
+    assert not s.models.functions.isApproved(text_id("batch-model")).call()
+    s.time_travel(m.delay_seconds + 1)
+    assert "executed in block" in gov("execute", pid, account=3).stdout
+    assert s.models.functions.isApproved(text_id("batch-model")).call()
+    assert s.registry.functions.agent(text_id(agent)).call()[2] == text_id("batch-model")
+    assert s.gov.state(saved) == "Done" and "no pending timelock operations" in gov("pending").stdout
+    s.govern(s.gov.call_set_model(agent, "demo-model-v1"))  # back, for the other tests
+    assert s.registry.functions.agent(text_id(agent)).call()[2] == text_id("demo-model-v1")
+
+
+def test_back_to_back_proposals_go_stale_clearly_while_a_batch_succeeds(chain_stack, tmp_path):
+    s, m = chain_stack, chain_stack.manifest
+    gov = gov_cli(s, tmp_path)
+    nonce = s.gov.safe.functions.nonce().call()
+    singles = []
+    for name in ("nonce-a", "nonce-b", "nonce-c"):  # the old flow: one proposal per change, made back to back
+        out = gov("propose", "register-model", "--model-id", name, "--sha256", "55" * 32, "--sbom", f"sbom://{name}")
+        singles.append(proposal_id(out))
+        assert f"Safe nonce {nonce}" in out.stdout
+    assert "also wait(s) for Safe nonce" in out.stderr and "--batch" in out.stderr  # warned when made
+    approve_to_threshold(gov, singles[0])  # the first one takes the nonce
+    out = gov("approve", singles[1], account=3, code=2)
+    assert f"was made for Safe nonce {nonce}, but the Safe is at nonce {nonce + 1}" in out.stderr
+    assert f"sealgate gov repropose {singles[1][:12]}" in out.stderr and "propose --batch FILE" in out.stderr
+    assert not s.gov.safe.functions.approvedHashes(s.owners[0].address, bytes.fromhex(
+        gov_file_hash(tmp_path, singles[1]))).call()  # refused before the approval was recorded
+    assert "will never be scheduled" in gov("execute", singles[2], account=3, code=1).stdout
+    pending = gov("pending").stdout
+    assert f"STALE (made for Safe nonce {nonce}): sealgate gov repropose {singles[1][:12]}" in pending
+    # re-proposing makes the stale change approvable again
+    again = proposal_id(gov("repropose", singles[1]))
+    approve_to_threshold(gov, again)
+    # the batch path: several changes, one nonce, nothing goes stale
+    batch = tmp_path / "rest.yaml"
+    batch.write_text("".join(f"- kind: register-model\n  model_id: {n}\n  sha256: {'66' * 32}\n  sbom: sbom://{n}\n"
+                             for n in ("nonce-c", "nonce-d", "nonce-e")))
+    batch_id = proposal_id(gov("propose", "--batch", str(batch)))
+    approve_to_threshold(gov, batch_id)
+    assert s.gov.safe.functions.nonce().call() == nonce + 3
+    s.time_travel(m.delay_seconds + 1)
+    for pid in (singles[0], again, batch_id):
+        assert "executed in block" in gov("execute", pid, account=4).stdout
+    for name in ("nonce-a", "nonce-b", "nonce-c", "nonce-d", "nonce-e"):
+        assert s.models.functions.isApproved(text_id(name)).call(), name
+
+
+def gov_file_hash(directory, pid):
+    from ext_authz.chain.governance import Proposal
+
+    return Proposal.load(directory, pid).safe_tx_hash[2:]
+
+
+def test_cancel_stops_a_scheduled_operation(chain_stack, tmp_path):
+    from ext_authz.chain.governance import Proposal
+
+    s, m = chain_stack, chain_stack.manifest
+    gov = gov_cli(s, tmp_path)
+    key = (text_id("finance"), text_id("payment.transfer"), text_id("payments-api"))
+    before = s.policy.functions.ruleOf(*key).call()
+    pid = proposal_id(gov("propose", "set-rule", "--role", "finance", "--action-type", "payment.transfer",
+                          "--target", "payments-api", "--max-amount", "1"))
+    approve_to_threshold(gov, pid)
+    op = Proposal.load(tmp_path, pid).operation_id
+    out = gov("cancel", pid)
+    cancel_id = proposal_id(out)
+    assert f"cancels timelock operation {op} (Waiting" in out.stdout and "RuleBasedPolicy.setRule(" in out.stdout
+    gov("approve", cancel_id, account=4)
+    gov("approve", cancel_id, account=6)
+    assert s.gov.operation_state(op) == "Waiting"  # 2 of 5 cannot cancel
+    assert f"operation {op} cancelled in block" in gov("approve", cancel_id, account=7).stdout
+    assert s.gov.operation_state(op) == "Cancelled"
+    assert op not in gov("pending").stdout
+    assert "nothing to execute" in gov("execute", cancel_id, account=3, code=1).stdout
+    s.time_travel(m.delay_seconds + 1)
+    assert "not executable: operation is Cancelled" in gov("execute", pid, account=3, code=1).stdout
+    with pytest.raises(ChainError, match="TimelockUnexpectedOperationState"):  # the timelock itself refuses
+        s.gov.execute(Proposal.load(tmp_path, pid), s.owners[0])
+    assert s.gov.operation_state(op) == "Cancelled"
+    assert s.policy.functions.ruleOf(*key).call() == before  # the change never happened
+    assert "is Cancelled: only a Waiting or Ready operation" in gov("cancel", pid, code=2).stderr
+
+
+def test_set_key_rotates_the_fingerprint_the_pinned_policy_checks(chain_stack, tmp_path):
+    s, m = chain_stack, chain_stack.manifest
+    gov = gov_cli(s, tmp_path)
+    agent = s.spiffe_id("procurement-01")
+    old, new = s.agent_fingerprints["procurement-01"], b"\x09" * 32
+    pinned = PinnedPolicy(m.rpc_url, m.policy_registry, bytes.fromhex(m.policy_id[2:]), watch=(m.registry, m.models))
+
+    def reason(fingerprint):
+        pinned.refresh()
+        return pinned.evaluate(PolicyAction(text_id(agent), fingerprint, text_id("payment.transfer"),
+                                            text_id("payments-api"), 100, 1)).reason
+
+    assert (reason(old), reason(new)) == ("OK", "KEY_NOT_BOUND")
+    pid = proposal_id(gov("propose", "set-key", "--agent", agent, "--key-fingerprint", new.hex()))
+    approve_to_threshold(gov, pid)
+    pending = gov("pending").stdout
+    assert f"AgentRegistry.setKey(agentId=0x{text_id(agent).hex()}, keyFingerprint=0x{new.hex()})" in pending
+    assert f"set key of {agent}" in pending  # the proposal file's description next to the decoded call
+    s.time_travel(m.delay_seconds + 1)
+    gov("execute", pid, account=3)
+    assert s.registry.functions.agent(text_id(agent)).call()[3] == new
+    assert (reason(old), reason(new)) == ("KEY_NOT_BOUND", "OK")
+    s.govern(s.gov.call_set_key(agent, old))  # back, for the other tests
+    assert reason(old) == "OK"
+    assert "32 bytes" in gov("propose", "set-key", "--agent", agent, "--key-fingerprint", "abcd", code=2).stderr
+
+
+def test_execute_before_ready_prints_the_local_ready_time_and_exits_1(chain_stack, tmp_path):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from ext_authz.chain.governance import Proposal
+
+    s = chain_stack
+    gov = gov_cli(s, tmp_path, env={"TZ": "Asia/Kolkata"})
+    pid = proposal_id(gov("propose", "register-model", "--model-id", "ready-model", "--sha256", "77" * 32,
+                          "--sbom", "sbom://ready"))
+    approved = approve_to_threshold(gov, pid)
+    ready = s.gov.ready_at(Proposal.load(tmp_path, pid))
+    local = datetime.fromtimestamp(ready, ZoneInfo("Asia/Kolkata")).strftime("%Y-%m-%d %H:%M:%S IST (UTC+0530)")
+    assert f"ready at {local}, unix {ready}" in approved
+    out = gov("execute", pid, account=3, code=1).stdout
+    assert f"not executable: operation is Waiting; ready at {local}, unix {ready}, in " in out
+    assert "of chain time" in out
+    assert not s.models.functions.isApproved(text_id("ready-model")).call()
+    s.time_travel(s.manifest.delay_seconds + 1)
+    gov("execute", pid, account=3)
+    assert s.models.functions.isApproved(text_id("ready-model")).call()
