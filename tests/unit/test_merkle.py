@@ -56,3 +56,10 @@ def test_absent_leaf_and_empty_tree_rejected():
     with pytest.raises(InputRejected):
         MerkleTree.build([b"short"])
 
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "tests/vectors").glob("merkle_*_lea*.json")), ids=lambda p: p.stem)
+def test_merkle_vectors_match_openzeppelin_library(path):
+    vec = json.loads(path.read_text())
+    ref = oz_reference([bytes.fromhex(v[2:]) for v in vec["values"]])
+    assert (vec["root"], vec["proofs"]) == (ref["root"], ref["proofs"])

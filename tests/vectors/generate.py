@@ -1,77 +1,270 @@
-"""Regenerates the SAE test vectors from fixed keys: `python tests/vectors/generate.py`.
+"""Regenerates the test vectors from fixed keys and fixed times: `python tests/vectors/generate.py`.
 
-Each file is named after the failure it exercises and records the expected
-outcome; tests/unit/test_sae_vectors.py checks both the outcome and that the
-committed files equal a fresh generation.
+Five families, one JSON file per case, each named after what it exercises and recording
+the expected outcome (`expect`: VALID or the reason code):
+
+  sae_*      `verify_sae(token, jwks.json, now=now)`; `stage` says which check refuses an
+             invalid one: "verify" (signature, typ, time, required claims: `jws.verify()`)
+             or "claims" (a claim's type or format: `Sae.from_claims()`)
+  denial_*   `verify_denial(token, jwks.json)`, with `stage` as above
+  approval_* `check_approval(token, approvers, agent, request, at=now)`: `approvers` maps a
+             name to its Ed25519 public key (base64url), as the ApproverRegistry does
+  binding_*  `check_sae(token, jwks.json, **request, now=now)` at the target (`body` is UTF-8)
+  merkle_*   OpenZeppelin StandardMerkleTree over bytes32 values (the SAE hashes): values,
+             leaves, root and each value's proof; or one proof that must fail
+
+Valid tokens carry their `claims`. Ed25519 signatures are deterministic, so the same keys
+give the same files; tests/unit/test_envelope_vectors.py fails when the committed files
+differ from a fresh generation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ext_authz.envelope.encoding import b64url, canonical_json
-from ext_authz.envelope.jws import DENIAL_TYP, SAE_TYP, EnvelopeEncoder
-from ext_authz.signing.base import jwks_of
-from ext_authz.signing.file_key import Ed25519Signer
+from ext_authz.anchoring.merkle import MerkleTree, leaf_hash  # noqa: E402
+from ext_authz.envelope.encoding import b64url, canonical_json, sae_hash  # noqa: E402
+from ext_authz.envelope.jws import APPROVAL_TYP, DENIAL_TYP, SAE_TYP, EnvelopeEncoder  # noqa: E402
+from ext_authz.envelope.models import (  # noqa: E402
+    Action,
+    Approval,
+    ApprovalRef,
+    ChainRef,
+    Context,
+    Denial,
+    PolicyRef,
+    Sae,
+)
+from ext_authz.signing.base import jwks_of  # noqa: E402
+from ext_authz.signing.file_key import Ed25519Signer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 NOW = 1_800_000_000
-SIGNER = Ed25519Signer(bytes(range(32)))
-OTHER = Ed25519Signer(bytes(range(1, 33)))
+SIGNER = Ed25519Signer(bytes(range(32)))  # the authorizer: its key is jwks.json
+OTHER = Ed25519Signer(bytes(range(1, 33)))  # a key nobody trusts
+ALICE = Ed25519Signer(bytes([7]) * 32)  # an approver registered as "alice"
+MALLORY = Ed25519Signer(bytes([9]) * 32)  # not registered
 
-CLAIMS = {
-    "iss": "spiffe://sealgate.local/agent/procurement-01",
-    "sub": "payments-api",
-    "aud": "payments-api",
-    "act": {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers", "amt": 50000, "dc": "internal"},
-    "pol": {"addr": "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512", "block": 12},
-    "mod": "sha256:" + "ab" * 32,
-    "iat": NOW - 10,
-    "nbf": NOW - 10,
-    "exp": NOW + 50,
-    "jti": "vector-jti-0001",
-    "ctx": {"sid": None, "parent": None, "dc": "internal"},
-    "chain": {"id": 31337, "anchor": "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0"},
-}
+AGENT = "spiffe://sealgate.local/agent/procurement-01"
+TARGET = "payments-api"
+BODY = '{"amount_cents": 50000, "to": "vendor-7"}'
+LARGE_BODY = '{"amount_cents": 2000000, "to": "vendor-7"}'
+ACTION = Action("payment.transfer", "POST", "payments.internal", "/v1/transfers", 50_000, "internal",
+                hashlib.sha256(BODY.encode()).hexdigest())
+LARGE_ACTION = replace(ACTION, amount=2_000_000, body_sha256=hashlib.sha256(LARGE_BODY.encode()).hexdigest())
+POLICY = PolicyRef("0x5FbDB2315678afecb367f032d93F642f64180aa3", "0x" + hashlib.sha256(b"payments").hexdigest(),
+                   "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512", 1, 12)
+CHAIN = ChainRef(31337, "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0")
+SAE = Sae(AGENT, TARGET, TARGET, ACTION, POLICY, "sha256:" + "ab" * 32, NOW - 10, NOW - 10, NOW + 50,
+          "vector-jti-0001", Context("session-1", None, "internal"), CHAIN)
+DENIAL = Denial(AGENT, TARGET, ACTION, POLICY, NOW - 5, "vector-denial-0001", "AMOUNT_OVER_LIMIT",
+                "amount exceeds the per-action limit", CHAIN)
+APPROVAL = Approval("alice", AGENT, LARGE_ACTION.approval_digest(AGENT, TARGET), NOW - 60, NOW + 240,
+                    "vector-approval-0001")
+APPROVERS = {"alice": b64url(ALICE.raw_public)}
 
 
-def _raw(header: dict, claims: dict, signer: Ed25519Signer | None) -> str:
+def _raw(header: dict[str, Any], claims: dict[str, Any], signer: Ed25519Signer | None) -> str:
+    """A token the encoder would not make (another alg, no signature, a foreign signature)."""
     signing_input = f"{b64url(canonical_json(header))}.{b64url(canonical_json(claims))}"
     sig = b64url(signer.sign(signing_input.encode())) if signer else ""
     return f"{signing_input}.{sig}"
 
 
-def vectors() -> dict[str, dict]:
+def _tampered(token: str, claims: dict[str, Any]) -> str:
+    head, _, sig = token.split(".")
+    return f"{head}.{b64url(canonical_json(claims))}.{sig}"
+
+
+def _valid(token: str, claims: dict[str, Any]) -> dict[str, Any]:
+    return {"token": token, "expect": "VALID", "claims": claims}
+
+
+def _invalid(token: str, expect: str, stage: str) -> dict[str, Any]:
+    return {"token": token, "expect": expect, "stage": stage}
+
+
+def sae_vectors() -> dict[str, dict[str, Any]]:
     enc = EnvelopeEncoder(SIGNER)
-    valid = enc.encode(CLAIMS)
-    head, payload, sig = valid.split(".")
-    tampered_claims = {**CLAIMS, "act": {**CLAIMS["act"], "amt": 5_000_000}}
-    missing = {k: v for k, v in CLAIMS.items() if k != "pol"}
-    hdr = {"alg": "EdDSA", "kid": SIGNER.kid, "typ": SAE_TYP}
+    claims = SAE.to_claims()
+    valid = enc.encode(claims)
+    head, payload, _ = valid.split(".")
+    with_parent = replace(SAE, jti="vector-jti-0002", context=replace(SAE.context, parent_sha256=sae_hash(valid).hex()))
+    approval_token = EnvelopeEncoder(ALICE, kid="alice").encode(APPROVAL.to_claims(), APPROVAL_TYP)
+    with_approval = replace(SAE, jti="vector-jti-0003", action=LARGE_ACTION,
+                            approval=ApprovalRef("alice", APPROVAL.jti, APPROVAL.request, approval_token))
+    act, approved = claims["act"], with_approval.to_claims()
+
+    def claims_with(**changes: Any) -> str:
+        return enc.encode({**claims, **changes})
+
     return {
-        "sae_valid": {"token": valid, "expect": "VALID"},
-        "sae_expired": {"token": enc.encode({**CLAIMS, "exp": NOW - 1}), "expect": "SAE_INVALID"},
-        "sae_not_yet_valid": {"token": enc.encode({**CLAIMS, "nbf": NOW + 30}), "expect": "SAE_INVALID"},
-        "sae_alg_none": {"token": _raw({"alg": "none", "kid": SIGNER.kid, "typ": SAE_TYP}, CLAIMS, None), "expect": "SAE_INVALID"},
-        "sae_alg_hs256": {"token": _raw({"alg": "HS256", "kid": SIGNER.kid, "typ": SAE_TYP}, CLAIMS, SIGNER), "expect": "SAE_INVALID"},
-        "sae_tampered_payload": {"token": f"{head}.{b64url(canonical_json(tampered_claims))}.{sig}", "expect": "SAE_INVALID"},
-        "sae_signed_by_other_key": {"token": _raw(hdr, CLAIMS, OTHER), "expect": "SAE_INVALID"},
-        "sae_unknown_kid": {"token": EnvelopeEncoder(OTHER).encode(CLAIMS), "expect": "SAE_INVALID"},
-        "sae_wrong_typ": {"token": enc.encode(CLAIMS, DENIAL_TYP), "expect": "SAE_TYPE_INVALID"},
-        "sae_missing_pol": {"token": enc.encode(missing), "expect": "SAE_INVALID"},
-        "sae_truncated": {"token": f"{head}.{payload}", "expect": "SAE_INVALID"},
-        "sae_oversized": {"token": enc.encode({**CLAIMS, "pad": "x" * 9000}), "expect": "SAE_INVALID"},
+        "sae_valid": _valid(valid, claims),
+        "sae_with_parent": _valid(enc.encode(with_parent.to_claims()), with_parent.to_claims()),
+        "sae_with_approval": _valid(enc.encode(with_approval.to_claims()), with_approval.to_claims()),
+        "sae_expired": _invalid(claims_with(exp=NOW - 1), "SAE_INVALID", "verify"),
+        "sae_not_yet_valid": _invalid(claims_with(nbf=NOW + 30), "SAE_INVALID", "verify"),
+        "sae_time_not_integer": _invalid(claims_with(exp=str(NOW + 50)), "SAE_INVALID", "verify"),
+        "sae_alg_none": _invalid(_raw({"alg": "none", "kid": SIGNER.kid, "typ": SAE_TYP}, claims, None), "SAE_INVALID", "verify"),
+        "sae_alg_hs256": _invalid(_raw({"alg": "HS256", "kid": SIGNER.kid, "typ": SAE_TYP}, claims, SIGNER), "SAE_INVALID", "verify"),
+        "sae_tampered_payload": _invalid(_tampered(valid, {**claims, "act": {**act, "amt": 5_000_000}}), "SAE_INVALID", "verify"),
+        "sae_signed_by_other_key": _invalid(_raw({"alg": "EdDSA", "kid": SIGNER.kid, "typ": SAE_TYP}, claims, OTHER),
+                                            "SAE_INVALID", "verify"),
+        "sae_unknown_kid": _invalid(EnvelopeEncoder(OTHER).encode(claims), "SAE_INVALID", "verify"),
+        "sae_wrong_typ": _invalid(enc.encode(claims, DENIAL_TYP), "SAE_TYPE_INVALID", "verify"),
+        "sae_missing_pol": _invalid(enc.encode({k: v for k, v in claims.items() if k != "pol"}), "SAE_INVALID", "verify"),
+        "sae_truncated": _invalid(f"{head}.{payload}", "SAE_INVALID", "verify"),
+        "sae_oversized": _invalid(claims_with(pad="x" * 9000), "SAE_INVALID", "verify"),
+        "sae_act_not_object": _invalid(claims_with(act="POST payments.internal/v1/transfers"), "SAE_INVALID", "claims"),
+        "sae_amount_not_integer": _invalid(claims_with(act={**act, "amt": "50000"}), "SAE_INVALID", "claims"),
+        "sae_amount_negative": _invalid(claims_with(act={**act, "amt": -1}), "SAE_INVALID", "claims"),
+        "sae_body_digest_missing": _invalid(claims_with(act={k: v for k, v in act.items() if k != "bd"}), "SAE_INVALID", "claims"),
+        "sae_body_digest_not_hex": _invalid(claims_with(act={**act, "bd": "vendor-7"}), "SAE_INVALID", "claims"),
+        "sae_policy_not_evaluated": _invalid(claims_with(pol={**claims["pol"], "block": None}), "SAE_INVALID", "claims"),
+        "sae_model_hash_malformed": _invalid(claims_with(mod="ab" * 32), "SAE_INVALID", "claims"),
+        "sae_unknown_claim": _invalid(claims_with(ver=2), "SAE_INVALID", "claims"),  # the version is the typ
+        "sae_approval_without_token": _invalid(enc.encode({**approved, "apr": {k: v for k, v in approved["apr"].items() if k != "tok"}}),
+                                               "SAE_INVALID", "claims"),
     }
 
 
-def write() -> None:
-    (HERE / "jwks.json").write_text(json.dumps(jwks_of(SIGNER), indent=2, sort_keys=True) + "\n")
+def denial_vectors() -> dict[str, dict[str, Any]]:
+    enc = EnvelopeEncoder(SIGNER)
+    claims = DENIAL.to_claims()
+    valid = enc.encode(claims, DENIAL_TYP)
+    held = replace(DENIAL, action=LARGE_ACTION, jti="vector-denial-0002", reason="HUMAN_APPROVAL_REQUIRED",
+                   message="a person must approve this action", approval_request=APPROVAL.request)
+    before_policy = Denial("spiffe://sealgate.local/agent/procurement-01", None, None,
+                           replace(POLICY, implementation=None, version=None, block=None), NOW - 5,
+                           "vector-denial-0003", "ROUTE_UNKNOWN", "no route for POST payments.internal/v2/x", CHAIN)
+
+    def denial_with(**changes: Any) -> str:
+        return enc.encode({**claims, **changes}, DENIAL_TYP)
+
+    return {
+        "denial_valid": _valid(valid, claims),
+        "denial_awaiting_approval": _valid(enc.encode(held.to_claims(), DENIAL_TYP), held.to_claims()),
+        "denial_before_policy": _valid(enc.encode(before_policy.to_claims(), DENIAL_TYP), before_policy.to_claims()),
+        "denial_tampered": _invalid(_tampered(valid, {**claims, "reason": "OK"}), "SAE_INVALID", "verify"),
+        "denial_wrong_typ": _invalid(enc.encode(claims, SAE_TYP), "SAE_TYPE_INVALID", "verify"),
+        "denial_signed_by_other_key": _invalid(_raw({"alg": "EdDSA", "kid": SIGNER.kid, "typ": DENIAL_TYP}, claims, OTHER),
+                                               "SAE_INVALID", "verify"),
+        "denial_missing_reason": _invalid(enc.encode({k: v for k, v in claims.items() if k != "reason"}, DENIAL_TYP),
+                                          "SAE_INVALID", "verify"),
+        "denial_not_deny": _invalid(denial_with(dec="ALLOW"), "SAE_INVALID", "claims"),
+        "denial_message_too_long": _invalid(denial_with(msg="x" * 257), "SAE_INVALID", "claims"),
+        "denial_reason_not_a_code": _invalid(denial_with(reason="amount over limit"), "SAE_INVALID", "claims"),
+    }
+
+
+def approval_vectors() -> dict[str, dict[str, Any]]:
+    alice = EnvelopeEncoder(ALICE, kid="alice")
+    claims = APPROVAL.to_claims()
+
+    def case(token: str, expect: str) -> dict[str, Any]:
+        vec = {"token": token, "expect": expect, "approvers": APPROVERS, "agent": AGENT, "target": TARGET,
+               "action": LARGE_ACTION.to_claims(), "request": APPROVAL.request}
+        return {**vec, "claims": claims} if expect == "VALID" else vec
+
+    def signed(**changes: Any) -> str:
+        return alice.encode({**claims, **changes}, APPROVAL_TYP)
+
+    other_action = replace(LARGE_ACTION, amount=LARGE_ACTION.amount + 1)
+    return {
+        "approval_valid": case(alice.encode(claims, APPROVAL_TYP), "VALID"),
+        "approval_expired": case(signed(iat=NOW - 400, exp=NOW - 100), "APPROVAL_INVALID"),
+        "approval_not_yet_valid": case(signed(iat=NOW + 60, exp=NOW + 300), "APPROVAL_INVALID"),
+        "approval_lifetime_over_15_min": case(signed(iat=NOW - 60, exp=NOW - 60 + 901), "APPROVAL_INVALID"),
+        "approval_for_other_agent": case(signed(sub="spiffe://sealgate.local/agent/hr-02"), "APPROVAL_MISMATCH"),
+        "approval_for_other_action": case(signed(req=other_action.approval_digest(AGENT, TARGET)), "APPROVAL_MISMATCH"),
+        "approval_signed_by_another_key": case(EnvelopeEncoder(MALLORY, kid="alice").encode(claims, APPROVAL_TYP),
+                                               "APPROVAL_INVALID"),
+        "approval_unknown_approver": case(EnvelopeEncoder(MALLORY, kid="mallory").encode({**claims, "iss": "mallory"}, APPROVAL_TYP),
+                                          "APPROVAL_INVALID"),
+        "approval_iss_not_signer": case(signed(iss="bob"), "APPROVAL_INVALID"),
+        "approval_wrong_typ": case(alice.encode(claims, SAE_TYP), "APPROVAL_INVALID"),
+        "approval_tampered": case(_tampered(alice.encode(claims, APPROVAL_TYP), {**claims, "exp": NOW + 3600}),
+                                  "APPROVAL_INVALID"),
+        "approval_jti_too_long": case(signed(jti="j" * 129), "APPROVAL_INVALID"),
+    }
+
+
+def binding_vectors() -> dict[str, dict[str, Any]]:
+    token = EnvelopeEncoder(SIGNER).encode(SAE.to_claims())
+    request = {"method": "POST", "path": "/v1/transfers", "authority": "payments.internal", "body": BODY, "audience": TARGET}
+
+    def case(expect: str, tok: str | None = token, now: int = NOW, **changes: str) -> dict[str, Any]:
+        return {"token": tok, "request": {**request, **changes}, "now": now, "expect": expect}
+
+    return {
+        "binding_valid": case("VALID"),
+        "binding_authority_case_insensitive": case("VALID", authority="Payments.Internal"),
+        "binding_method_mismatch": case("SAE_BINDING_MISMATCH", method="PUT"),
+        "binding_path_mismatch": case("SAE_BINDING_MISMATCH", path="/v1/refunds"),
+        "binding_query_mismatch": case("SAE_BINDING_MISMATCH", path="/v1/transfers?to=vendor-9"),
+        "binding_authority_mismatch": case("SAE_BINDING_MISMATCH", authority="hr.internal"),
+        "binding_body_mismatch": case("SAE_BODY_MISMATCH", body=BODY.replace("vendor-7", "attacker-1")),
+        "binding_audience_mismatch": case("SAE_INVALID", audience="hr-api"),
+        "binding_sae_expired": case("SAE_INVALID", now=NOW + 50),
+        "binding_sae_missing": case("SAE_MISSING", tok=None),
+    }
+
+
+def merkle_vectors() -> dict[str, dict[str, Any]]:
+    values = [sae_hash(f"sae-{i}") for i in range(8)]
+
+    def tree(n: int) -> dict[str, Any]:
+        t = MerkleTree.build(values[:n])
+        return {"values": ["0x" + v.hex() for v in values[:n]], "leaves": ["0x" + leaf_hash(v).hex() for v in values[:n]],
+                "root": "0x" + t.root.hex(), "proofs": [["0x" + p.hex() for p in t.proof(v)] for v in values[:n]],
+                "expect": "VALID"}
+
+    five = MerkleTree.build(values[:5])
+    proof = five.proof(values[3])
+    tampered = [bytes([proof[0][0] ^ 1]) + proof[0][1:], *proof[1:]]
+
+    def single(value: bytes, proof: list[bytes], expect: str) -> dict[str, Any]:
+        return {"root": "0x" + five.root.hex(), "value": "0x" + value.hex(), "proof": ["0x" + p.hex() for p in proof],
+                "expect": expect}
+
+    return {
+        "merkle_1_leaf": tree(1),
+        "merkle_2_leaves": tree(2),
+        "merkle_3_leaves": tree(3),
+        "merkle_5_leaves": tree(5),
+        "merkle_8_leaves": tree(8),
+        "merkle_tampered_proof": single(values[3], tampered, "ANCHOR_MISMATCH"),
+        "merkle_proof_of_other_value": single(values[4], proof, "ANCHOR_MISMATCH"),
+        "merkle_truncated_proof": single(values[3], proof[:-1], "ANCHOR_MISMATCH"),
+        "merkle_leaf_absent": {**single(values[7], [], "MERKLE_LEAF_ABSENT"), "values": tree(5)["values"]},
+        "merkle_value_not_32_bytes": single(values[3][:31], proof, "MERKLE_INPUT_INVALID"),
+    }
+
+
+def vectors() -> dict[str, dict[str, Any]]:
+    return {**sae_vectors(), **denial_vectors(), **approval_vectors(), **binding_vectors(), **merkle_vectors()}
+
+
+def render() -> dict[str, str]:
+    """File name -> exact file text."""
+    files = {"jwks.json": json.dumps(jwks_of(SIGNER), indent=2, sort_keys=True) + "\n"}
     for name, vec in vectors().items():
-        (HERE / f"{name}.json").write_text(json.dumps({**vec, "now": NOW}, indent=2, sort_keys=True) + "\n")
+        files[f"{name}.json"] = json.dumps({"now": NOW, **vec}, indent=2, sort_keys=True) + "\n"
+    return files
+
+
+def write() -> None:
+    for stale in HERE.glob("*.json"):
+        stale.unlink()
+    for name, text in render().items():
+        (HERE / name).write_text(text)
 
 
 if __name__ == "__main__":
