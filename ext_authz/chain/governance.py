@@ -134,7 +134,7 @@ class Governance:
 
     # ------------------------------------------------------------ building proposals
 
-    def _safe_tx_hash(self, data: bytes, nonce: int) -> bytes:
+    def _safe_tx_hash(self, data: str | bytes, nonce: int) -> bytes:
         return self.safe.functions.getTransactionHash(
             self.timelock.address, 0, data, 0, 0, 0, 0, ZERO_ADDRESS, ZERO_ADDRESS, nonce).call()
 

@@ -225,6 +225,6 @@ def decode_call(contract_name: str | None, data: bytes) -> str:
 
 def contract_names(manifest: Any, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Checksummed address -> artifact name, from the manifest (plus e.g. the current policy implementation)."""
-    names = {to_checksum_address(getattr(manifest, f)): n for f, n in MANIFEST_CONTRACTS if getattr(manifest, f, None)}
+    names: dict[str, str] = {to_checksum_address(getattr(manifest, f)): n for f, n in MANIFEST_CONTRACTS if getattr(manifest, f, None)}
     names.update({to_checksum_address(a): n for a, n in (extra or {}).items()})
     return names

@@ -231,7 +231,7 @@ def _gov(args: argparse.Namespace):
     return Governance(ChainClient(manifest.rpc_url), manifest), Path(args.dir)
 
 
-def _account(args: argparse.Namespace, gov) -> object:
+def _account(args: argparse.Namespace, gov) -> Any:
     """The signing account: a key from an environment variable, or a dev account on a local anvil."""
     from eth_account import Account
 
