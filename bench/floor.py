@@ -74,7 +74,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "floor.json"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="sealgate-floor-") as tmp, LocalStack(tmp, target_checks_sae=False) as stack:
-        allow_grpc = free_port()
+        allow_grpc = stack.socket("authorizer-allow-all")
         stack.spawn_authorizer("authorizer_allow_all", allow_grpc, free_port(), True, Path(tmp) / "allow.sqlite3")
         hop_port, hop_admin = free_port(), free_port()
         conf = pep_config(PepPorts(hop_port, hop_admin, stack.ports.target), stack.jwks, "payments-api", verifier=None)

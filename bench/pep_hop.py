@@ -43,7 +43,7 @@ def main() -> int:
                 hcm["http_filters"] = hcm["http_filters"][-1:]  # router only
             stack._start_envoy(f"pep_{name}", conf, pep_admin)
             sidecar = free_port()
-            stack.spawn_sidecar(f"sidecar_{name}", SidecarPorts(sidecar, free_port(), stack.ports.authz_grpc, pep_port))
+            stack.spawn_sidecar(f"sidecar_{name}", SidecarPorts(sidecar, free_port(), stack.authz_socket, pep_port))
             variants[name] = sidecar
         for port in variants.values():
             run_load(stack, port, 100, 1)

@@ -136,12 +136,12 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="sealgate-bench-") as tmp, \
             LocalStack(tmp, hsm=softhsm_key(tmp) if args.hsm else None, target_checks_sae=False) as stack:
-        allow_grpc, allow_admin = free_port(), free_port()
+        allow_grpc, allow_admin = stack.socket("authorizer-allow-all"), free_port()
         stack.spawn_authorizer("authorizer_allow_all", allow_grpc, allow_admin, True, Path(tmp) / "allow.sqlite3")
         direct_port, allow_port, decision_port = free_port(), free_port(), free_port()
         stack.spawn_sidecar("envoy_direct", SidecarPorts(direct_port, free_port(), None, stack.ports.target))
         stack.spawn_sidecar("envoy_allow_all", SidecarPorts(allow_port, free_port(), allow_grpc, stack.ports.target))
-        stack.spawn_sidecar("envoy_decision", SidecarPorts(decision_port, free_port(), stack.ports.authz_grpc, stack.ports.target))
+        stack.spawn_sidecar("envoy_decision", SidecarPorts(decision_port, free_port(), stack.authz_socket, stack.ports.target))
         scenarios = {
             "direct": (direct_port, None),
             "allow_all": (allow_port, stack.procs["authorizer_allow_all"].pid),

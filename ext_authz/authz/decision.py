@@ -31,8 +31,10 @@ class ApprovalChecker(Protocol):
 
 
 class PolicyEvaluator(Protocol):
-    policy_registry: str
     policy_id: bytes
+
+    @property
+    def policy_registry(self) -> str: ...
 
     def evaluate(self, action: PolicyAction) -> Verdict: ...
 

@@ -48,8 +48,8 @@ class ChainClient:
             receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout)
         except Exception as e:  # web3 raises many unrelated types; one boundary here
             raise ChainError(f"transaction from {account.address} failed: {describe_revert(e)}") from e
-        if receipt.status != 1:
-            raise ChainError(f"transaction {tx_hash.hex()} reverted in block {receipt.blockNumber}")
+        if receipt["status"] != 1:
+            raise ChainError(f"transaction {tx_hash.hex()} reverted in block {receipt['blockNumber']}")
         return receipt
 
     def deploy(self, account: TxSigner, name: str, *args: Any) -> str:

@@ -5,21 +5,42 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from ext_authz.cli.common import command, group, load_jwks, port
+from ext_authz.errors import UsageError
+
+ENVOY_ENV = "ENVOY_BIN  the envoy binary used for validation (default: next to python, then PATH)"
+ADMIN_HELP = ("Envoy admin interface: a Unix socket created mode 0600, so agents cannot reach it "
+              "(it answers POST /quitquitquit without authentication)")
+
+
+def unix_socket(value: str) -> str:
+    if not value.startswith("unix:/"):
+        raise argparse.ArgumentTypeError(f"expected unix:/absolute/path, found {value!r}")
+    return value
 
 
 def register(sub: Any) -> None:
     envoy = group(sub, "envoy", "generate Envoy configs for operators, checked by `envoy --mode validate`")
     p = command(envoy, "sidecar", "agent sidecar: mTLS listener + ext_authz (fail closed) -> upstream",
-                "sealgate envoy sidecar --listen 15001 --admin 15000 --authorizer-port 9001 --upstream-port 16001 \\\n"
-                "    --ca agents-ca.pem --cert sidecar.pem --key sidecar.key --out sidecar.json",
-                env="ENVOY_BIN  the envoy binary used for validation (default: next to python, then PATH)")
+                "sealgate envoy sidecar --listen 15001 --admin unix:/run/sealgate/sidecar-admin.sock \\\n"
+                "    --authorizer unix:/run/sealgate/authorizer.sock --upstream-port 16001 \\\n"
+                "    --ca agents-ca.pem --cert sidecar.pem --key sidecar.key --out sidecar.json\n"
+                "# authorizer on another host: mutual TLS, pinned to its SPIFFE ID\n"
+                "sealgate envoy sidecar ... --authorizer authz.internal:9001 --mesh-cert mesh.pem --mesh-key mesh.key \\\n"
+                "    --authorizer-ca mesh-ca.pem --authorizer-san spiffe://sealgate.local/sealgate/authorizer",
+                env=ENVOY_ENV)
     p.add_argument("--listen", type=port, required=True, metavar="PORT", help="port agents connect to (mTLS)")
-    p.add_argument("--admin", type=port, required=True, metavar="PORT", help="Envoy admin port on 127.0.0.1")
-    p.add_argument("--authorizer-port", type=port, required=True, metavar="PORT", help="`sealgate serve` gRPC port on 127.0.0.1")
+    p.add_argument("--admin", type=unix_socket, required=True, metavar="unix:PATH", help=ADMIN_HELP)
+    p.add_argument("--authorizer", required=True, metavar="unix:PATH|HOST:PORT",
+                   help="`sealgate serve`: its Unix socket on this host, or host:port with the --mesh-*/--authorizer-* TLS flags")
+    p.add_argument("--mesh-cert", metavar="PEM", help="the sidecar's mesh client certificate (URI SAN in mesh_clients)")
+    p.add_argument("--mesh-key", metavar="PEM", help="its private key")
+    p.add_argument("--authorizer-ca", metavar="PEM", help="CA of the authorizer's certificate")
+    p.add_argument("--authorizer-san", metavar="URI", help="the authorizer certificate's URI SAN, pinned")
     p.add_argument("--upstream-port", type=port, required=True, metavar="PORT", help="the target's PEP on 127.0.0.1")
     p.add_argument("--ca", required=True, metavar="PEM", help="CA bundle that issues agent certificates")
     p.add_argument("--cert", required=True, metavar="PEM", help="the sidecar's server certificate")
@@ -29,13 +50,13 @@ def register(sub: Any) -> None:
                    help="largest request body buffered for the authorizer (larger: 413)")
     p.add_argument("--out", default="-", metavar="FILE", help="where to write the JSON config (- for stdout)")
     p.set_defaults(func=cmd_envoy, kind="sidecar")
-    p = command(envoy, "pep", "target PEP: jwt_authn with the authorizer's JWKS + the Lua binding filter",
-                "sealgate envoy pep --listen 16001 --admin 16000 --target-port 8080 \\\n"
+    p = command(envoy, "pep", "target PEP: jwt_authn with the authorizer's JWKS, the Lua binding filter, the verifier",
+                "sealgate envoy pep --listen 16001 --admin unix:/run/sealgate/pep-admin.sock --target-port 8080 \\\n"
                 "    --jwks http://127.0.0.1:9002/jwks.json --audience payments-api \\\n"
                 "    --verifier unix:/run/sealgate/pep-verifier.sock --out pep.json",
-                env="ENVOY_BIN  the envoy binary used for validation (default: next to python, then PATH)")
+                env=ENVOY_ENV)
     p.add_argument("--listen", type=port, required=True, metavar="PORT", help="port the sidecars forward to")
-    p.add_argument("--admin", type=port, required=True, metavar="PORT", help="Envoy admin port on 127.0.0.1")
+    p.add_argument("--admin", type=unix_socket, required=True, metavar="unix:PATH", help=ADMIN_HELP)
     p.add_argument("--target-port", type=port, required=True, metavar="PORT", help="the target service on 127.0.0.1")
     p.add_argument("--jwks", required=True, metavar="FILE|URL", help="the authorizer's JWKS (/jwks.json), inlined")
     p.add_argument("--audience", required=True, help="the target service name SAEs are issued for (aud)")
@@ -49,17 +70,33 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_envoy, kind="pep")
 
 
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from e
+
+
+def _sidecar(args: argparse.Namespace) -> dict[str, Any]:
+    from ext_authz.mesh.configs import AuthorizerTls, SidecarPorts, sidecar_config
+
+    tls_flags = (args.mesh_cert, args.mesh_key, args.authorizer_ca, args.authorizer_san)
+    tls = None
+    if any(tls_flags):
+        if not all(tls_flags):
+            raise UsageError("mutual TLS to the authorizer needs --mesh-cert, --mesh-key, --authorizer-ca and --authorizer-san")
+        tls = AuthorizerTls(_read(args.mesh_cert), _read(args.mesh_key), _read(args.authorizer_ca), args.authorizer_san)
+    return sidecar_config(SidecarPorts(args.listen, args.admin, args.authorizer, args.upstream_port),
+                          _read(args.ca), _read(args.cert), _read(args.key), args.trust_domain,
+                          max_body_bytes=args.max_body_bytes, authorizer_tls=tls)
+
+
 def cmd_envoy(args: argparse.Namespace) -> int:
     """Writes an Envoy bootstrap for the agent sidecar or the target PEP, checked by `envoy --mode validate`."""
-    import tempfile
-
-    from ext_authz.mesh.configs import PepPorts, SidecarPorts, pep_config, sidecar_config, validate
+    from ext_authz.mesh.configs import PepPorts, pep_config, validate
 
     if args.kind == "sidecar":
-        read = lambda p: Path(p).read_text()  # noqa: E731
-        config = sidecar_config(SidecarPorts(args.listen, args.admin, args.authorizer_port, args.upstream_port),
-                                read(args.ca), read(args.cert), read(args.key), args.trust_domain,
-                                max_body_bytes=args.max_body_bytes)
+        config = _sidecar(args)
     else:
         verifier = int(args.verifier) if args.verifier.isdigit() else args.verifier
         config = pep_config(PepPorts(args.listen, args.admin, args.target_port), load_jwks(args.jwks), args.audience,

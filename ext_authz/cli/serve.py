@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from ext_authz.cli.common import HSM_PIN_HELP, add_signer_flags, command, hostport, signer_from_args, stop_on_signal
@@ -16,12 +17,20 @@ ANCHORER_KEY_ENV = "SEALGATE_ANCHORER_KEY"
 def register(sub: Any) -> None:
     p = command(sub, "serve", "run the ext_authz gRPC authorizer and its admin HTTP port",
                 "sealgate serve --config authorizer.yaml --manifest addresses.json --key sae-ed25519.seed \\\n"
-                "    --grpc 127.0.0.1:9001 --admin 127.0.0.1:9002",
+                "    --grpc unix:/run/sealgate/authorizer.sock --admin 127.0.0.1:9002\n"
+                "# sidecars on other hosts: mutual TLS, callers allowlisted by mesh_clients in the config\n"
+                "sealgate serve ... --grpc 0.0.0.0:9001 --tls-cert authz.pem --tls-key authz.key --client-ca mesh-ca.pem",
                 env="SEALGATE_HSM_PIN  user PIN of the token (with --hsm-module)")
     p.add_argument("--config", required=True, metavar="FILE", help="authorizer config, YAML or JSON (README: Configuration)")
     p.add_argument("--manifest", required=True, metavar="FILE", help="address manifest written by `sealgate deploy`")
     add_signer_flags(p)
-    p.add_argument("--grpc", default="127.0.0.1:9001", metavar="HOST:PORT", help="ext_authz gRPC listen address")
+    p.add_argument("--grpc", default="unix:/run/sealgate/authorizer.sock", metavar="unix:PATH|HOST:PORT",
+                   help="ext_authz gRPC listen address: a Unix socket (mode 0600) for sidecars on this host, "
+                        "or host:port, which needs --tls-cert/--tls-key/--client-ca")
+    p.add_argument("--tls-cert", metavar="PEM", help="the authorizer's certificate for mutual TLS with remote sidecars")
+    p.add_argument("--tls-key", metavar="PEM", help="its private key")
+    p.add_argument("--client-ca", metavar="PEM", help="CA of the sidecars' mesh certificates (their URI SANs must be "
+                                                       "listed in mesh_clients)")
     p.add_argument("--admin", default="127.0.0.1:9002", type=hostport, metavar="HOST:PORT",
                    help="admin HTTP listen address (/status, /jwks.json, /healthz)")
     p.add_argument("--allow-all", action="store_true", help="benchmark baseline only: answer OK without deciding")
@@ -48,11 +57,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     authorizer = Authorizer(load_config(args.config), Manifest.load(args.manifest), signer_from_args(args),
                             allow_all=args.allow_all)
-    port = authorizer.start(args.grpc, args.admin)
+    port = authorizer.start(args.grpc, args.admin, mesh_tls(args))
     logging.getLogger("sealgate").info("authorizer listening: grpc %s, admin %s:%d", port, *args.admin)
     stop_on_signal().wait()
     authorizer.stop()  # flushes the anchor queue to disk
     return 0
+
+
+def mesh_tls(args: argparse.Namespace) -> Any:
+    from ext_authz.server.app import MeshTls
+
+    files = (args.tls_cert, args.tls_key, args.client_ca)
+    if not any(files):
+        return None
+    if not all(files):
+        raise UsageError("mutual TLS needs all of --tls-cert, --tls-key and --client-ca")
+    try:
+        return MeshTls(*(Path(f).read_bytes() for f in files))
+    except OSError as e:
+        raise UsageError(f"cannot read {e.filename}: {e.strerror}") from e
 
 
 def cmd_anchor(args: argparse.Namespace) -> int:

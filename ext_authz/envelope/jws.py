@@ -72,7 +72,7 @@ def verify(
         raise ValueError(f"unknown token type {typ!r}")
     if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
         raise SaeInvalid(reasons.SAE_INVALID, f"token must be a string of at most {MAX_TOKEN_BYTES} bytes")
-    keys = jwks if isinstance(jwks, KeySet) else KeySet.import_key_set(jwks)
+    keys = jwks if isinstance(jwks, KeySet) else KeySet.import_key_set(jwks)  # type: ignore[arg-type]  # a JWKS dict
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # joserfc flags EdDSA as superseded by RFC 9864 "Ed25519"

@@ -85,6 +85,30 @@ def tcp_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def envoy_ready(admin_port: int) -> bool:
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
-        return r.status == 200
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (Envoy's admin interface)."""
+
+    def __init__(self, path: str, timeout: float = 2.0):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def envoy_admin(admin: int | str, method: str, path: str) -> tuple[int, bytes]:
+    """One request to an Envoy admin interface: `unix:/path` or a loopback port."""
+    conn = (UnixHTTPConnection(admin.removeprefix("unix:")) if isinstance(admin, str)
+            else http.client.HTTPConnection("127.0.0.1", admin, timeout=2))
+    try:
+        conn.request(method, path)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def envoy_ready(admin: int | str) -> bool:
+    return envoy_admin(admin, "GET", "/ready")[0] == 200

@@ -88,3 +88,10 @@ class LocalCA:
     def issue_server(self, host: str = "localhost") -> Issued:
         san = [x509.DNSName(host), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
         return self._issue(host, san, [ExtendedKeyUsageOID.SERVER_AUTH], dt.timedelta(days=7))
+
+    def issue_service(self, spiffe_id: str, host: str = "localhost") -> Issued:
+        """A mesh workload's certificate (the authorizer, a sidecar): SPIFFE ID in the URI SAN, usable both ways."""
+        san = [x509.UniformResourceIdentifier(spiffe_id), x509.DNSName(host),
+               x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        return self._issue(spiffe_id, san, [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+                           dt.timedelta(days=1))

@@ -40,7 +40,7 @@ from ext_authz.local.net import (
     wait_until,
 )
 from ext_authz.local.pki import LocalCA
-from ext_authz.mesh.configs import PepPorts, SidecarPorts, envoy_binary, pep_config, sidecar_config
+from ext_authz.mesh.configs import AuthorizerTls, PepPorts, SidecarPorts, envoy_binary, pep_config, sidecar_config
 from ext_authz.policy.abi import text_id
 from ext_authz.server.config import DATA_CLASSES, config_from_dict
 from ext_authz.signing.base import Signer, jwks_of
@@ -55,22 +55,22 @@ APPROVER = "treasury-lead"
 
 @dataclass
 class StackPorts:
+    """TCP ports; the authorizer's gRPC and the Envoys' admin interfaces are Unix sockets (LocalStack.socket)."""
+
     anvil: int = field(default_factory=free_port)
-    authz_grpc: int = field(default_factory=free_port)
     authz_admin: int = field(default_factory=free_port)
     target: int = field(default_factory=free_port)
     pep: int = field(default_factory=free_port)
-    pep_admin: int = field(default_factory=free_port)
     sidecar: int = field(default_factory=free_port)
-    sidecar_admin: int = field(default_factory=free_port)
 
 
 class LocalStack:
     def __init__(self, workdir: str | Path, spec_path: str | Path = DEFAULT_SPEC, allow_all: bool = False,
                  authorizer_overrides: dict[str, Any] | None = None, hsm: HsmKey | None = None,
                  target_checks_sae: bool = True):
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "run").mkdir(mode=0o700, exist_ok=True)  # the stack's Unix sockets
         self.spec = yaml.safe_load(Path(spec_path).read_text())
         self.allow_all = allow_all
         self.hsm = hsm  # SAE key in a PKCS#11 token instead of a seed file (PIN in $SEALGATE_HSM_PIN)
@@ -92,6 +92,14 @@ class LocalStack:
         self.owners = [dev_account(i) for i in DEV_OWNER_ACCOUNTS]
 
     # ------------------------------------------------------------ processes
+
+    def socket(self, name: str) -> str:
+        """The address of one of the stack's Unix sockets (authorizer gRPC, Envoy admin, PEP verifier)."""
+        return f"unix:{self.workdir / 'run' / f'{name}.sock'}"
+
+    @property
+    def authz_socket(self) -> str:
+        return self.socket("authorizer")
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "ab")
@@ -244,20 +252,22 @@ class LocalStack:
         else:
             self.signer = Pkcs11Signer(self.hsm)
         self.jwks = jwks_of(self.signer)
-        self.spawn_authorizer("authorizer", self.ports.authz_grpc, self.ports.authz_admin, self.allow_all,
+        self.spawn_authorizer("authorizer", self.authz_socket, self.ports.authz_admin, self.allow_all,
                               self.workdir / "anchor.sqlite3")
         self._spawn("anchorer", [sys.executable, "-m", "ext_authz.cli", "anchor", "--config", str(self.workdir / "authorizer.json"),
                                  "--manifest", str(self.workdir / "addresses.json")],
                     env={"SEALGATE_ANCHORER_KEY": DEV_KEYS["anchorer"]})
 
-    def spawn_authorizer(self, name: str, grpc_port: int, admin_port: int, allow_all: bool, anchor_db: Path) -> None:
+    def spawn_authorizer(self, name: str, grpc: str, admin_port: int, allow_all: bool, anchor_db: Path,
+                         extra_args: tuple[str, ...] = (), config_overrides: dict[str, Any] | None = None) -> None:
         """Starts an authorizer process on this stack's chain and key; waits until its state is fresh."""
-        raw = {**self.config_raw, "anchor": {**self.config_raw["anchor"], "db_path": str(anchor_db)}}
+        raw = {**self.config_raw, "anchor": {**self.config_raw["anchor"], "db_path": str(anchor_db)},
+               **(config_overrides or {})}
         config_path = self.workdir / f"{name}.json"
         config_path.write_text(json.dumps(raw, indent=2))
         argv = [sys.executable, "-m", "ext_authz.cli", "serve", "--config", str(config_path),
                 "--manifest", str(self.workdir / "addresses.json"), *self._signer_args(),
-                "--grpc", f"127.0.0.1:{grpc_port}", "--admin", f"127.0.0.1:{admin_port}"]
+                "--grpc", grpc, "--admin", f"127.0.0.1:{admin_port}", *extra_args]
         if allow_all:
             argv.append("--allow-all")
         self._spawn(name, argv)
@@ -275,12 +285,14 @@ class LocalStack:
     def wait_pinned(self, block: int, timeout: float = 15) -> None:
         wait_until(lambda: (self.status()["pinned_block"] or 0) >= block, timeout, f"authorizer to pin block {block}")
 
-    def _start_envoy(self, name: str, config: dict[str, Any], admin_port: int, concurrency: int = 1) -> None:
+    def _start_envoy(self, name: str, config: dict[str, Any], admin: int | str, concurrency: int = 1) -> None:
         path = self.workdir / f"{name}.envoy.json"
         path.write_text(json.dumps(config, indent=1))
         self._spawn(name, [envoy_binary(), "-c", str(path), "--disable-hot-restart", "--concurrency", str(concurrency),
                            "-l", "warning"])
-        wait_until(lambda: self._check_alive(name) and envoy_ready(admin_port), 30, f"{name} envoy /ready")
+        if isinstance(admin, str):
+            Path(admin.removeprefix("unix:")).unlink(missing_ok=True)
+        wait_until(lambda: self._check_alive(name) and envoy_ready(admin), 30, f"{name} envoy /ready")
 
     def start_target_and_pep(self) -> None:
         checks = []
@@ -291,35 +303,34 @@ class LocalStack:
                                "--receipts", str(self.workdir / "target-receipts.jsonl"), *checks])
         wait_until(lambda: self._check_alive("target") and tcp_open(self.ports.target), 20, "target")
         self.pep_verifier = self.spawn_pep_verifier("pep_verifier", f"sqlite://{self.workdir / 'redeemed.sqlite3'}")
-        self.pep_conf = self.spawn_pep("pep", self.ports.pep, self.ports.pep_admin, self.pep_verifier)
+        self.pep_conf = self.spawn_pep("pep", self.ports.pep, self.socket("pep-admin"), self.pep_verifier)
 
     def spawn_pep_verifier(self, name: str, redemptions: str) -> str:
         """Starts `sealgate pep serve` for the target on a Unix socket; returns its address."""
         (self.workdir / "jwks.json").write_text(json.dumps(self.jwks))
-        run = self.workdir / "run"
-        run.mkdir(mode=0o700, exist_ok=True)
-        socket_path = run / f"{name}.sock"
+        socket_path = Path(self.socket(name).removeprefix("unix:"))
         socket_path.unlink(missing_ok=True)  # left behind by a killed predecessor: wait for the new one
         self._spawn(name, [sys.executable, "-m", "ext_authz.cli", "pep", "serve", "--listen", f"unix:{socket_path}",
                            "--jwks", str(self.workdir / "jwks.json"), "--audience", AUDIENCE, "--redemptions", redemptions])
         wait_until(lambda: self._check_alive(name) and unix_open(socket_path), 30, f"{name} socket")
         return f"unix:{socket_path}"
 
-    def spawn_pep(self, name: str, port: int, admin_port: int, verifier: str | None, concurrency: int = 1) -> dict[str, Any]:
+    def spawn_pep(self, name: str, port: int, admin: int | str, verifier: str | None, concurrency: int = 1) -> dict[str, Any]:
         """Starts a PEP Envoy in front of the target (verifier None: the benchmarks' hop without it)."""
-        conf = pep_config(PepPorts(port, admin_port, self.ports.target), self.jwks, AUDIENCE, verifier=verifier,
+        conf = pep_config(PepPorts(port, admin, self.ports.target), self.jwks, AUDIENCE, verifier=verifier,
                           max_body_bytes=self.config.limits.max_body_bytes)
-        self._start_envoy(name, conf, admin_port, concurrency)
+        self._start_envoy(name, conf, admin, concurrency)
         return conf
 
     def start_sidecar(self) -> None:
-        ports = SidecarPorts(self.ports.sidecar, self.ports.sidecar_admin, self.ports.authz_grpc, self.ports.pep)
+        ports = SidecarPorts(self.ports.sidecar, self.socket("sidecar-admin"), self.authz_socket, self.ports.pep)
         self.sidecar_conf = self.spawn_sidecar("sidecar", ports)
 
-    def spawn_sidecar(self, name: str, ports: SidecarPorts) -> dict[str, Any]:
+    def spawn_sidecar(self, name: str, ports: SidecarPorts, authorizer_tls: AuthorizerTls | None = None) -> dict[str, Any]:
         """Starts an agent-side Envoy (mTLS listener; ext_authz unless ports.authorizer is None)."""
         conf = sidecar_config(ports, self.ca.cert_pem, self.server_cert.cert_pem, self.server_cert.key_pem,
-                              self.trust_domain, max_body_bytes=self.config.limits.max_body_bytes)
+                              self.trust_domain, max_body_bytes=self.config.limits.max_body_bytes,
+                              authorizer_tls=authorizer_tls)
         self._start_envoy(name, conf, ports.admin)
         return conf
 
@@ -334,9 +345,9 @@ class LocalStack:
 
     def agent_call(self, agent: str | None, method: str, path: str, body: Any = None,
                    headers: dict[str, str] | None = None, authority: str = AUTHORITY,
-                   context: ssl.SSLContext | None = None) -> Response:
+                   context: ssl.SSLContext | None = None, port: int | None = None) -> Response:
         """A request as the agent sends it: HTTPS with its client certificate to its sidecar."""
-        conn = self.agent_connection(agent, self.ports.sidecar, context)
+        conn = self.agent_connection(agent, port or self.ports.sidecar, context)
         return request(conn, method, path, body, headers, authority)
 
     def agent_connection(self, agent: str | None, port: int, context: ssl.SSLContext | None = None) -> http.client.HTTPSConnection:

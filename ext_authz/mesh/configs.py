@@ -84,9 +84,19 @@ def _hcm(stat_prefix: str, http_filters: list[dict[str, Any]], cluster: str) -> 
     }
 
 
-def _bootstrap(admin_port: int, listener: dict[str, Any], clusters: list[dict[str, Any]]) -> dict[str, Any]:
+ADMIN_SOCKET_MODE = 0o600  # Envoy's admin answers POST /quitquitquit unauthenticated: only its own user
+
+
+def _admin_address(admin: int | str) -> dict[str, Any]:
+    """A Unix socket (`unix:/path`, mode 0600) or, for benchmarks and tests only, a port on 127.0.0.1."""
+    if isinstance(admin, int):
+        return _address(admin)
+    return {"pipe": {"path": admin.removeprefix("unix:"), "mode": ADMIN_SOCKET_MODE}}
+
+
+def _bootstrap(admin: int | str, listener: dict[str, Any], clusters: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "admin": {"address": _address(admin_port)},
+        "admin": {"address": _admin_address(admin)},
         "static_resources": {"listeners": [listener], "clusters": clusters},
     }
 
@@ -94,13 +104,16 @@ def _bootstrap(admin_port: int, listener: dict[str, Any], clusters: list[dict[st
 @dataclass(frozen=True)
 class SidecarPorts:
     listen: int
-    admin: int
-    authorizer: int | None  # None: no ext_authz (the benchmark's "Envoy direct" baseline)
+    admin: int | str  # unix:/path (production), or a loopback port (benchmarks)
+    # the authorizer: unix:/path on this host, host:port with `authorizer_tls` on another one;
+    # None: no ext_authz (the benchmark's "Envoy direct" baseline)
+    authorizer: str | None
     upstream: int  # the PEP in front of the target
 
 
 def sidecar_config(ports: SidecarPorts, ca_pem: str, cert_pem: str, key_pem: str, trust_domain: str,
-                   max_body_bytes: int = 64 * 1024, authorizer_timeout: str = "0.5s") -> dict[str, Any]:
+                   max_body_bytes: int = 64 * 1024, authorizer_timeout: str = "0.5s",
+                   authorizer_tls: AuthorizerTls | None = None) -> dict[str, Any]:
     """Agent sidecar: mTLS from the agent (SPIFFE URI SAN), ext_authz failing closed, route to the PEP."""
     ext_authz = _ext_authz("sealgate_authorizer", max_body_bytes, authorizer_timeout, True)  # key binding: the cert
     listener = {
@@ -133,14 +146,57 @@ def sidecar_config(ports: SidecarPorts, ca_pem: str, cert_pem: str, key_pem: str
     }
     clusters = [_cluster("sealgate_pep", ports.upstream)]
     if ports.authorizer:
-        clusters.append(_cluster("sealgate_authorizer", ports.authorizer, http2=True))
+        clusters.append(_authorizer_cluster(ports.authorizer, authorizer_tls))
     return _bootstrap(ports.admin, listener, clusters)
+
+
+@dataclass(frozen=True)
+class AuthorizerTls:
+    """The sidecar's side of an mTLS link to an authorizer on another host."""
+
+    client_cert_pem: str  # the sidecar's mesh identity, allowlisted in the authorizer's `mesh_clients`
+    client_key_pem: str
+    ca_pem: str  # the CA that issued the authorizer's certificate
+    authorizer_san: str  # the authorizer's URI SAN (its SPIFFE ID), pinned
+
+
+def _authorizer_cluster(address: str, tls: AuthorizerTls | None) -> dict[str, Any]:
+    if address.startswith("unix:"):
+        if tls is not None:
+            raise ConfigError("the authorizer on a Unix socket needs no TLS: give one or the other")
+        return _cluster("sealgate_authorizer", address, http2=True)
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"authorizer address must be unix:/path or host:port, found {address!r}")
+    if tls is None:
+        raise ConfigError("an authorizer reached over TCP needs mutual TLS (authorizer_tls): anyone who reaches "
+                          "a plain port can ask for any agent's SAE")
+    cluster = _cluster("sealgate_authorizer", int(port), http2=True)
+    cluster["type"] = "STRICT_DNS" if not host.replace(".", "").isdigit() else "STATIC"
+    cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] = _address(int(port), host)
+    cluster["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            T: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                "tls_certificates": [{"certificate_chain": {"inline_string": tls.client_cert_pem},
+                                      "private_key": {"inline_string": tls.client_key_pem}}],
+                "validation_context": {
+                    "trusted_ca": {"inline_string": tls.ca_pem},
+                    "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": tls.authorizer_san}}],
+                },
+            },
+        },
+    }
+    return cluster
 
 
 @dataclass(frozen=True)
 class PepPorts:
     listen: int
-    admin: int
+    admin: int | str  # unix:/path (production), or a loopback port (benchmarks)
     target: int
 
 
@@ -175,7 +231,7 @@ def pep_lua(max_sae_lifetime_seconds: int = MAX_SAE_LIFETIME_SECONDS) -> str:
 
 
 def pep_config(ports: PepPorts, jwks: dict[str, Any], audience: str, lua_source: str | None = None, *,
-               verifier: str | None, max_body_bytes: int = 64 * 1024, verifier_timeout: str = "0.5s",
+               verifier: int | str | None, max_body_bytes: int = 64 * 1024, verifier_timeout: str = "0.5s",
                max_sae_lifetime_seconds: int = 300) -> dict[str, Any]:
     """Target PEP: jwt_authn verifies the SAE, Lua checks typ and binds it to method, path and authority, and the
     verifier (`sealgate pep serve`, on a Unix socket) checks the body digest and redeems the SAE once in a store

@@ -7,13 +7,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
+
 from ext_authz.anchoring.queue import LeafQueue
 from ext_authz.anchoring.store import AnchorStore
 from ext_authz.authz.approvals import ApprovalVerifier
 from ext_authz.authz.decision import DecisionMaker
 from ext_authz.chain.manifest import Manifest
 from ext_authz.envelope.jws import EnvelopeEncoder
-from ext_authz.errors import SigningError
+from ext_authz.errors import ConfigError, SigningError
 from ext_authz.policy.pinned import PinnedPolicy
 from ext_authz.server.admin import serve_admin
 from ext_authz.server.config import AuthorizerConfig
@@ -24,6 +26,32 @@ from ext_authz.signing.base import Signer, jwks_of
 log = logging.getLogger("sealgate")
 
 
+@dataclass(frozen=True)
+class MeshTls:
+    """The authorizer's side of mutual TLS with the mesh's Envoys on other hosts (PEM files' contents)."""
+
+    cert_pem: bytes
+    key_pem: bytes
+    client_ca_pem: bytes  # the CA that issues the Envoys' mesh certificates
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials([(self.key_pem, self.cert_pem)], root_certificates=self.client_ca_pem,
+                                           require_client_auth=True)
+
+
+def check_grpc_address(address: str, tls: MeshTls | None, mesh_clients: tuple[str, ...]) -> None:
+    """Only the mesh may reach the authorizer: a Unix socket (mode 0600), or TCP with mutual TLS and an allowlist."""
+    if address.startswith("unix:"):
+        if tls is not None:
+            raise ConfigError("a Unix socket needs no TLS: give unix:PATH or host:port with TLS, not both")
+        return
+    if tls is None:
+        raise ConfigError(f"gRPC address {address}: a TCP port needs mutual TLS (--tls-cert, --tls-key, --client-ca); "
+                          "whoever reaches a plain port can ask for any agent's SAE. On one host use unix:PATH")
+    if not mesh_clients:
+        raise ConfigError("mutual TLS without an allowlist: set mesh_clients in the config to the Envoys' URI SANs")
+
+
 @dataclass
 class Authorizer:
     config: AuthorizerConfig
@@ -31,7 +59,8 @@ class Authorizer:
     signer: Signer
     allow_all: bool = False
 
-    def start(self, grpc_address: str, admin_address: tuple[str, int]) -> int:
+    def start(self, grpc_address: str, admin_address: tuple[str, int], tls: MeshTls | None = None) -> int:
+        check_grpc_address(grpc_address, tls, self.config.mesh_clients)
         self.jwks = jwks_of(self.signer)
         self.policy = PinnedPolicy(self.manifest.rpc_url, self.manifest.policy_registry,
                                    bytes.fromhex(self.manifest.policy_id.removeprefix("0x")),
@@ -46,8 +75,9 @@ class Authorizer:
         decider = DecisionMaker(self.config, EnvelopeEncoder(self.signer), self.policy, self.manifest.chain_id,
                                 self.manifest.anchor, self.jwks, approvals=approvals)
         self.service = AuthorizationService(self.config, decider, self.leaves.enqueue, allow_all=self.allow_all,
-                                            signing_threads=self.config.signing_threads if self.signer.blocking else 0)
-        self.grpc_server = ExtAuthzServer(self.service, grpc_address)
+                                            signing_threads=self.config.signing_threads if self.signer.blocking else 0,
+                                            mesh_clients=frozenset(self.config.mesh_clients) if tls else None)
+        self.grpc_server = ExtAuthzServer(self.service, grpc_address, tls.credentials() if tls else None)
         port = self.grpc_server.start()
         self._last_probe = 0.0
         self.admin = serve_admin(admin_address, self.status, self.jwks)

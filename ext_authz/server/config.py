@@ -92,6 +92,9 @@ class AuthorizerConfig:
     signing_threads: int = 4
     # operator's risk feed (UEBA/XDR), by SPIFFE ID; 0-100. Never taken from the agent.
     risk_scores: dict[str, int] = field(default_factory=dict)
+    # identities (URI SANs, e.g. spiffe://td/mesh/sidecar-eu1) of the Envoys allowed to call over mutual TLS;
+    # on a Unix socket the socket's file mode is the gate
+    mesh_clients: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         lo, hi = SAE_TTL_RANGE
@@ -103,6 +106,9 @@ class AuthorizerConfig:
             raise ConfigError("max_state_age_seconds must exceed state_poll_seconds")
         if type(self.signing_threads) is not int or not 1 <= self.signing_threads <= 64:
             raise ConfigError(f"signing_threads must be an integer 1-64, found {self.signing_threads!r}")
+        object.__setattr__(self, "mesh_clients", tuple(self.mesh_clients))
+        if any(not isinstance(c, str) or not re.fullmatch(r"[a-z][a-z0-9+.\-]*://\S{1,2000}", c) for c in self.mesh_clients):
+            raise ConfigError(f"mesh_clients must be URIs (the Envoys' URI SANs), found {self.mesh_clients!r}")
         for agent, score in self.risk_scores.items():
             if type(score) is not int or not 0 <= score <= 100:
                 raise ConfigError(f"risk_scores[{agent!r}] must be an integer 0-100, found {score!r}")

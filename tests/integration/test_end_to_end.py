@@ -138,7 +138,7 @@ def test_a_used_approval_stays_used_across_an_authorizer_restart(stack):
     approval = stack.approve(held.headers["x-sae-denial"], big)
     assert transfer(stack, agent="finance-03", amount=3_000_000, headers={"x-sealgate-approval": approval}).status == 200
     stack.stop_process("authorizer")  # a crash or a deploy, well inside the approval's lifetime
-    stack.spawn_authorizer("authorizer", stack.ports.authz_grpc, stack.ports.authz_admin, False, stack.workdir / "anchor.sqlite3")
+    stack.spawn_authorizer("authorizer", stack.authz_socket, stack.ports.authz_admin, False, stack.workdir / "anchor.sqlite3")
     again = transfer(stack, agent="finance-03", amount=3_000_000, headers={"x-sealgate-approval": approval})
     assert (again.status, reason(again)) == (403, "APPROVAL_REPLAYED")
 
@@ -302,7 +302,7 @@ def check(stack, principal="spiffe://sealgate.local/agent/procurement-01", **htt
         h.raw_body = http["body"]
     for k, v in http.get("headers", {}).items():
         h.headers[k] = v
-    with grpc.insecure_channel(f"127.0.0.1:{stack.ports.authz_grpc}") as ch:
+    with grpc.insecure_channel(stack.authz_socket) as ch:
         return auth_grpc.AuthorizationStub(ch).Check(req, timeout=5)
 
 
@@ -328,7 +328,7 @@ def test_malformed_check_requests_are_denied_with_a_reason(stack, kw, expected):
 
 
 def test_undecodable_grpc_payload_is_an_error_and_the_server_survives(stack):
-    with grpc.insecure_channel(f"127.0.0.1:{stack.ports.authz_grpc}") as ch:
+    with grpc.insecure_channel(stack.authz_socket) as ch:
         raw = ch.unary_unary("/envoy.service.auth.v3.Authorization/Check")
         with pytest.raises(grpc.RpcError) as err:
             raw(b"\xff\xff\xff\xff", timeout=5)

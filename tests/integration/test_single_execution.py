@@ -68,7 +68,7 @@ def restart_pep(stack, kill=False):
         else:
             stack.stop_process(name)
     verifier = stack.spawn_pep_verifier("pep_verifier", f"sqlite://{stack.workdir / 'redeemed.sqlite3'}")
-    stack.spawn_pep("pep", stack.ports.pep, stack.ports.pep_admin, verifier)
+    stack.spawn_pep("pep", stack.ports.pep, stack.socket("pep-admin"), verifier)
 
 
 def test_sequential_replay_is_refused_and_executes_once(stack):
@@ -93,7 +93,7 @@ def test_concurrent_replays_across_two_workers_execute_once(stack):
     for _ in range(3):
         token, jti = fresh_sae(stack)
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            results = list(pool.map(lambda _: send(stack, token, port=port), range(32)))
+            results = list(pool.map(lambda _, t=token: send(stack, t, port=port), range(32)))
         assert results.count((200, None)) == 1, results
         assert all(r == (403, "SAE_REPLAYED") for r in results if r[0] != 200), results
         assert executions(stack, jti) == 1

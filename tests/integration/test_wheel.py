@@ -100,7 +100,7 @@ def test_pep_config_from_the_wheel_is_validated_by_envoy(installed, tmp_path):
     jwks.write_text(json.dumps({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
                                           "kid": "k1", "alg": "EdDSA", "use": "sig"}]}))
     out = tmp_path / "pep.json"
-    proc = run(installed, "envoy", "pep", "--listen", "18001", "--admin", "18000", "--target-port", "18080",
+    proc = run(installed, "envoy", "pep", "--listen", "18001", "--admin", "unix:/run/sealgate/pep-admin.sock", "--target-port", "18080",
                "--jwks", str(jwks), "--audience", "payments-api", "--verifier", "unix:/run/sealgate/pep.sock",
                "--out", str(out))
     assert "envoy --mode validate: ok" in proc.stderr
