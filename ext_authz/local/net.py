@@ -16,14 +16,17 @@ from typing import Any
 
 from ext_authz.errors import ConfigError, SealgateError
 
+ANVIL_IN_CHECKOUT = "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+
 
 def anvil_binary() -> str:
-    """$ANVIL_BIN (the Makefile and the tests point it at node_modules), else anvil on the PATH."""
-    path = os.environ.get("ANVIL_BIN") or shutil.which("anvil")
-    if not path or not Path(path).is_file():
-        raise ConfigError(f"anvil not found ({path or 'ANVIL_BIN unset, none on PATH'}): run `make install` (npm ci) "
-                          "and set ANVIL_BIN to node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
-    return path
+    """$ANVIL_BIN, else anvil on the PATH, else the npm one of the checkout the command runs in (the local stack is
+    a development tool; the installed package's runtime never needs anvil)."""
+    for path in (os.environ.get("ANVIL_BIN"), shutil.which("anvil"), str(Path.cwd() / ANVIL_IN_CHECKOUT)):
+        if path and Path(path).is_file():
+            return path
+    raise ConfigError(f"anvil not found: set ANVIL_BIN, put anvil on the PATH, or run from a checkout after `make install` "
+                      f"({ANVIL_IN_CHECKOUT})")
 
 
 def free_port() -> int:

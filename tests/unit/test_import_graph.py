@@ -37,3 +37,20 @@ def test_what_a_target_imports_is_small():
     loaded = loaded_after("ext_authz.sdk.target")
     assert not roots(loaded) & {"grpc", "web3", "pyrevm", "eth_utils", "eth_hash", "nacl", "pkcs11", "yaml"}
     assert not any(n.startswith("eth") for n in loaded)
+
+
+def test_the_readme_layout_table_names_every_module():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readme = root.joinpath("README.md").read_text()
+    layout = readme[readme.index("## Layout"):readme.index("## Commands")]
+    missing = []
+    for path in sorted(root.joinpath("ext_authz").rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        rel = path.relative_to(root / "ext_authz")
+        # a module is listed by its path under ext_authz/ or by its file name inside its subpackage's row
+        if str(rel) not in layout and f"`{path.name}`" not in layout:
+            missing.append(str(rel))
+    assert not missing, missing
