@@ -9,7 +9,7 @@ from eth_utils import keccak, to_checksum_address
 
 from ext_authz.chain.artifacts import role_id
 from ext_authz.chain.proposals import Call, Proposal, contract_names, decode_call, duration, local_time
-from ext_authz.cli.gov import batch_changes
+from ext_authz.cli.gov_changes import batch_changes
 from ext_authz.errors import ConfigError, UsageError
 
 AGENT = keccak(text="spiffe://sealgate.local/agent/finance-03")
