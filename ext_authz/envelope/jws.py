@@ -4,7 +4,9 @@ Encoding sits on the decision path and is a few lines over the Signer (joserfc's
 serializer costs ~110 us per call here, more than the whole decision budget).
 Verification never is hand-rolled: `verify()` uses joserfc, checks typ, time
 and required claims, and returns the verified payload so nothing reads
-unverified claims.
+unverified claims. The typed variants `verify_sae()`, `verify_denial()` and
+`verify_approval()` (ext_authz.envelope.models) call it and then check every
+claim's type and format, returning the model.
 """
 
 from __future__ import annotations

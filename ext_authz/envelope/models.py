@@ -113,7 +113,8 @@ def _int(obj: Claims, key: str, where: str, *, nullable: bool = False, maximum: 
     if value is None and nullable:
         return None
     if type(value) is not int or value < 0 or (maximum is not None and value > maximum):
-        what = "a non-negative integer" + (f" up to {maximum}" if maximum is not None else "")
+        bound = "2**256 - 1" if maximum == MAX_UINT256 else str(maximum)
+        what = "a non-negative integer" + ("" if maximum is None else f" up to {bound}")
         raise _invalid(f"{where}.{key}" if where else key, what + (" or null" if nullable else ""), value)
     return value
 
