@@ -21,7 +21,6 @@ def register(sub: Any) -> None:
     p.add_argument("--audience", required=True, help="this target's service name (the SAEs' aud)")
     p.add_argument("--redemptions", required=True, metavar="URL",
                    help="store of redeemed SAE ids: sqlite:///path (one host) or redis://host:port/db (replicas)")
-    p.add_argument("--threads", type=int, default=8, metavar="N", help="verifications in flight")
     p.set_defaults(func=cmd_pep_serve)
 
 
@@ -31,7 +30,7 @@ def cmd_pep_serve(args: argparse.Namespace) -> int:
     from ext_authz.server.grpc_loop import ExtAuthzServer
 
     store = open_redemptions(args.redemptions)
-    service = PepVerifierService(PepVerifier(load_jwks(args.jwks), args.audience, store), threads=args.threads)
+    service = PepVerifierService(PepVerifier(load_jwks(args.jwks), args.audience, store))
     server = ExtAuthzServer(service, args.listen, name="sealgate-pep")
     server.start()
     logging.getLogger("sealgate.pep").info("PEP verifier for %s listening on %s", args.audience, args.listen)

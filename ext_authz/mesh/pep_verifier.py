@@ -11,10 +11,8 @@ reason code; an error of its own is PEP_ERROR, never an allow.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,47 +56,74 @@ class PepVerifier:
         self._audience = audience
         self._store = store
 
-    def verify(self, method: str, path: str, authority: str, headers: dict[str, str], body: bytes) -> Verdict:
+    @property
+    def store(self) -> RedemptionStore:
+        return self._store
+
+    def check(self, method: str, path: str, authority: str, headers: dict[str, str], body: bytes) -> Verdict | dict[str, Any]:
+        """Everything but the redemption (pure CPU): a refusal, or the verified claims to redeem."""
         token = headers.get("x-sae")
         if token is not None and "," in token:  # Envoy joins a repeated header's values with ","
             return Verdict(reasons.HEADER_NOT_ALLOWED, "more than one x-sae header")
         try:
-            claims = check_sae(token, self._keys, method=method, path=path, authority=authority, body=body,
-                               audience=self._audience)
+            return check_sae(token, self._keys, method=method, path=path, authority=authority, body=body,
+                             audience=self._audience)
         except InputRejected as e:
             return Verdict(e.reason, e.message)
-        try:
-            first_use = self._store.redeem(claims["jti"], claims["exp"])
-        except RedemptionUnavailable as e:
-            log.error("redemption store failed, refusing: %s", e)
+
+    @staticmethod
+    def redeemed(claims: dict[str, Any], first_use: bool | BaseException) -> Verdict:
+        if isinstance(first_use, BaseException):
+            log.error("redemption store failed, refusing: %s", first_use)
             return Verdict(reasons.PEP_ERROR, "redemption store unavailable")
         if not first_use:
             return Verdict(reasons.SAE_REPLAYED, "SAE was already used", claims["jti"])
         return Verdict(reasons.OK, "allowed", claims["jti"])
 
+    def verify(self, method: str, path: str, authority: str, headers: dict[str, str], body: bytes) -> Verdict:
+        checked = self.check(method, path, authority, headers, body)
+        if isinstance(checked, Verdict):
+            return checked
+        try:
+            return self.redeemed(checked, self._store.redeem(checked["jti"], checked["exp"]))
+        except RedemptionUnavailable as e:
+            return self.redeemed(checked, e)
+
 
 class PepVerifierService(auth_grpc.AuthorizationServicer):
-    def __init__(self, verifier: PepVerifier, threads: int = 8):
-        self._verifier = verifier
-        self._executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="sealgate-pep")
-        self.counters: dict[str, int] = {}
-        self._lock = threading.Lock()
+    """On the event loop: the checks are ~0.3 ms of CPU; only the redemption waits (on the store's group commit),
+    as an awaited future. No thread per request: with threads, GIL hand-offs between them cost more than the
+    work (8 client threads got 324 requests/s with a thread pool)."""
 
-    def check(self, request: auth_pb2.CheckRequest) -> auth_pb2.CheckResponse:
+    REDEEM_TIMEOUT_SECONDS = 2.0
+
+    def __init__(self, verifier: PepVerifier):
+        self._verifier = verifier
+        self.counters: dict[str, int] = {}
+
+    def _check(self, request: auth_pb2.CheckRequest) -> Verdict | dict[str, Any]:
+        http = request.attributes.request.http
+        body = http.raw_body or http.body.encode("utf-8", "surrogatepass")
+        return self._verifier.check(http.method, http.path, http.host, dict(http.headers), body)
+
+    async def Check(self, request: auth_pb2.CheckRequest, context: Any) -> auth_pb2.CheckResponse:  # noqa: N802
         try:
-            http = request.attributes.request.http
-            body = http.raw_body or http.body.encode("utf-8", "surrogatepass")
-            verdict = self._verifier.verify(http.method, http.path, http.host, dict(http.headers), body)
+            checked = self._check(request)
+            if isinstance(checked, Verdict):
+                verdict = checked
+            else:
+                future = self._verifier.store.submit(checked["jti"], checked["exp"])
+                try:
+                    first_use: bool | BaseException = await asyncio.wait_for(asyncio.wrap_future(future),
+                                                                              self.REDEEM_TIMEOUT_SECONDS)
+                except (RedemptionUnavailable, TimeoutError) as e:
+                    first_use = e
+                verdict = self._verifier.redeemed(checked, first_use)
         except Exception:  # fail closed on anything unforeseen
             log.exception("PEP verification failed")
             verdict = Verdict(reasons.PEP_ERROR, "enforcement point error")
-        with self._lock:
-            self.counters[verdict.reason] = self.counters.get(verdict.reason, 0) + 1
+        self.counters[verdict.reason] = self.counters.get(verdict.reason, 0) + 1
         return _ALLOW if verdict.reason == reasons.OK else deny_response(verdict.reason, verdict.message)
 
-    async def Check(self, request: auth_pb2.CheckRequest, context: Any) -> auth_pb2.CheckResponse:  # noqa: N802
-        # the redemption commit waits on the disk (or Redis): keep the event loop free while it does
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.check, request)
-
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        pass

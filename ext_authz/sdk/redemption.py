@@ -44,6 +44,10 @@ class RedemptionUnavailable(SealgateError):
 
 
 class RedemptionStore(Protocol):
+    def submit(self, jti: str, exp: int) -> concurrent.futures.Future[bool]:
+        """Starts a redemption; the future holds True on first use (or raises RedemptionUnavailable)."""
+        ...
+
     def redeem(self, jti: str, exp: int) -> bool: ...
 
     def close(self) -> None: ...
@@ -73,11 +77,14 @@ class SqliteRedemptions:
         self._writer = threading.Thread(target=self._write_loop, name="sealgate-redeem", daemon=True)
         self._writer.start()
 
-    def redeem(self, jti: str, exp: int) -> bool:
+    def submit(self, jti: str, exp: int) -> concurrent.futures.Future[bool]:
         future: concurrent.futures.Future[bool] = concurrent.futures.Future()
         self._queue.put((jti, int(exp) + RETENTION_SKEW_SECONDS, future))
+        return future
+
+    def redeem(self, jti: str, exp: int) -> bool:
         try:
-            return future.result(timeout=self._timeout)
+            return self.submit(jti, exp).result(timeout=self._timeout)
         except concurrent.futures.TimeoutError as e:
             raise RedemptionUnavailable(f"redemption store {self._path}: no commit within {self._timeout} s") from e
 
@@ -136,6 +143,10 @@ class RedisRedemptions:
         self._client: Any = redis.Redis.from_url(url, socket_timeout=timeout_seconds,
                                                  socket_connect_timeout=timeout_seconds)
         self._url = url
+        self._executor = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="sealgate-redis")
+
+    def submit(self, jti: str, exp: int) -> concurrent.futures.Future[bool]:
+        return self._executor.submit(self.redeem, jti, exp)
 
     def redeem(self, jti: str, exp: int) -> bool:
         import redis
@@ -146,6 +157,7 @@ class RedisRedemptions:
             raise RedemptionUnavailable(f"redemption store {self._url}: {e}") from e
 
     def close(self) -> None:
+        self._executor.shutdown(wait=True)
         self._client.close()
 
 
