@@ -1,14 +1,16 @@
 -- Sealgate policy enforcement point (runs after jwt_authn at the target).
 --
--- jwt_authn has verified the SAE signature (EdDSA, JWKS), exp/nbf and aud, and
--- put header and payload in dynamic metadata. This filter checks typ and binds the
+-- jwt_authn has verified the SAE signature (EdDSA, JWKS), exp/nbf, aud and iss (pinned
+-- to the authorizer's issuer URI), and put header and payload in dynamic metadata. This filter checks typ and binds the
 -- SAE to this exact request (:method, :path, :authority), cheaply, before the
 -- request body is buffered. Single use and the body digest are the verifier's
 -- (`sealgate pep serve`, the ext_authz filter after this one): Lua state is per
--- worker and lost on restart, so no replay cache lives here. All of it runs
--- inside pcall: a Lua error would otherwise fail OPEN.
+-- worker and lost on restart, so no replay cache lives here. jwt_authn accepts
+-- non-canonical base64url (changed low bits of a segment's last character); the
+-- verifier refuses it, so the PEP as a whole does. All of it runs inside pcall: a
+-- Lua error would otherwise fail OPEN.
 
-local SAE_TYP = "application/sae+jwt"
+local SAE_TYP = "application/sae.v2+jwt" -- SAE format version 2 only
 local MAX_LIFETIME_SECONDS = 300 -- exp - iat; `sealgate envoy pep --max-sae-lifetime` rewrites this line
 local CLOCK_SKEW_SECONDS = 5 -- as jwt_authn's clock_skew_seconds
 

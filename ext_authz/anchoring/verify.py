@@ -18,6 +18,7 @@ from ext_authz.chain.client import ChainClient
 from ext_authz.chain.manifest import Manifest
 from ext_authz.envelope.encoding import sae_hash
 from ext_authz.envelope.jws import SAE_TYP, verify
+from ext_authz.envelope.models import Denial, Sae
 from ext_authz.errors import InputRejected, SaeInvalid
 from ext_authz.policy.abi import text_id
 
@@ -34,9 +35,11 @@ class VerifiedAnchor:
 
 
 def verify_anchored(token: str, jwks: dict[str, Any], manifest: Manifest, store: AnchorStore,
-                    typ: str = SAE_TYP, now: float | None = None) -> VerifiedAnchor:
-    """Raises InputRejected (with a reason) unless the token verifies and is anchored on-chain."""
-    claims = verify(token, jwks, typ=typ, check_time=False)
+                    typ: str = SAE_TYP, now: float | None = None, issuer: str | None = None) -> VerifiedAnchor:
+    """Raises InputRejected (with a reason) unless the token verifies (format version 2, every claim's format,
+    `iss` is `issuer` when given) and is anchored on-chain."""
+    claims = verify(token, jwks, typ=typ, check_time=False, issuer=issuer)
+    (Sae if typ == SAE_TYP else Denial).from_claims(claims)  # every claim's type and format
     chain = claims.get("chain") or {}
     if chain.get("id") != manifest.chain_id or str(chain.get("anchor", "")).lower() != manifest.anchor.lower():
         raise SaeInvalid(reasons.SAE_INVALID, f"token names chain {chain}, this deployment is {manifest.chain_id}/{manifest.anchor}")
@@ -78,11 +81,8 @@ def _verify_approval(claims: dict[str, Any], client: ChainClient, manifest: Mani
         key, active = registry.functions.approverKey(text_id(name)).call(block_identifier=block)
         return bytes(key) if active else None
 
-    try:
-        digest = digest_of(claims["iss"], claims["sub"], claims["act"])
-    except (KeyError, TypeError) as e:
-        raise SaeInvalid(reasons.SAE_INVALID, f"act claim lacks what an approval covers: {e}") from e
-    approval = check_approval(apr["tok"], key_at_policy_block, claims["iss"], digest, claims["iat"])
+    digest = digest_of(claims["sub"], claims["aud"], claims["act"])  # the claims' formats were checked
+    approval = check_approval(apr["tok"], key_at_policy_block, claims["sub"], digest, claims["iat"])
     if (approval["iss"], approval["jti"], approval["req"]) != (apr.get("by"), apr.get("jti"), apr.get("req")):
         raise InputRejected(reasons.APPROVAL_MISMATCH, "the apr claim does not describe the approval it carries")
     return approval

@@ -3,7 +3,7 @@
 The policy contract decides *that* an action needs a person (its amount is over the
 rule's approval threshold); an approver registered in the on-chain ApproverRegistry
 decides *whether*. The denial names the action's digest; the approver signs that
-digest (Ed25519 JWS, typ application/sae-approval+jwt, at most 15 minutes); the agent
+digest (Ed25519 JWS, typ application/sae-approval.v2+jwt, at most 15 minutes); the agent
 sends the same request again with the approval in `x-sealgate-approval`; the
 authorizer checks it and issues an SAE whose `apr` claim carries the approval. One
 approval, one action.
@@ -41,8 +41,9 @@ def action_digest(action: ActionRequest) -> str:
 
 
 def digest_of(agent: str, target: str, act: Action | dict[str, Any]) -> str:
-    """The same digest from an SAE's `iss`, `sub` and `act` claims (`sealgate verify`); malformed
-    `act` claims raise SaeInvalid."""
+    """The same digest from an SAE's `sub` (the agent), `aud` (the target) and `act` claims, or a denial's
+    `sub`, `tgt` and `act` (`sealgate verify`, `sealgate approver sign`); malformed `act` claims raise
+    SaeInvalid."""
     return (act if isinstance(act, Action) else Action.from_claims(act)).approval_digest(agent, target)
 
 

@@ -16,14 +16,23 @@ from typing import Any, Protocol
 from ext_authz import reasons
 from ext_authz.authz.actions import ActionRequest
 from ext_authz.envelope.encoding import b64url, sae_hash
-from ext_authz.envelope.jws import DENIAL_TYP, SAE_TYP, EnvelopeEncoder, verify
-from ext_authz.envelope.models import MAX_MESSAGE_CHARS, Action, ApprovalRef, ChainRef, Context, Denial, PolicyRef, Sae
+from ext_authz.envelope.jws import DENIAL_TYP, SAE_TYP, EnvelopeEncoder
+from ext_authz.envelope.models import (
+    MAX_MESSAGE_CHARS,
+    Action,
+    ApprovalRef,
+    ChainRef,
+    Context,
+    Denial,
+    PolicyRef,
+    Sae,
+    verify_sae,
+)
 from ext_authz.errors import InputRejected
 from ext_authz.policy.abi import PolicyAction, Verdict, text_id
 from ext_authz.server.config import AuthorizerConfig
 
 PARENT_MAX_AGE_SECONDS = 3600
-UNIDENTIFIED_ISSUER = "urn:sealgate:unidentified"  # a denial before any peer identity was read
 
 
 class ApprovalChecker(Protocol):
@@ -87,6 +96,7 @@ class DecisionMaker:
                  chain_id: int, anchor_address: str, jwks: dict[str, Any], clock: Callable[[], float] = time.time,
                  approvals: ApprovalChecker | None = None):
         self._config = config
+        self._issuer = config.issuer  # iss of every SAE and denial: this authorizer
         self._approvals = approvals
         self._encoder = encoder
         self._policy = policy
@@ -97,13 +107,22 @@ class DecisionMaker:
         self._jwks = jwks
         self._clock = clock
 
-    def _parent_hash(self, parent: str | None) -> str | None:
+    def _parent_hash(self, action: ActionRequest) -> str | None:
+        """The parent SAE (x-sae-parent): issued by this authorizer (signature, iss, every claim's format),
+        expired at most PARENT_MAX_AGE_SECONDS ago, and either issued to this same agent (its `sub`) or
+        part of this same session (`ctx.sid` present in both and equal). Else PARENT_SAE_INVALID: an agent
+        cannot claim another agent's action as its parent from outside that agent's session."""
+        parent = action.parent_sae
         if parent is None:
             return None
         try:
-            verify(parent, self._jwks, now=self._clock(), leeway=PARENT_MAX_AGE_SECONDS)
+            sae = verify_sae(parent, self._jwks, now=self._clock(), leeway=PARENT_MAX_AGE_SECONDS, issuer=self._issuer)
         except InputRejected as e:
             raise InputRejected(reasons.PARENT_SAE_INVALID, f"x-sae-parent: {e.message}") from e
+        same_session = sae.context.session_id is not None and sae.context.session_id == action.session_id
+        if sae.subject != action.agent_spiffe_id and not same_session:
+            raise InputRejected(reasons.PARENT_SAE_INVALID,
+                                "x-sae-parent: issued to another agent, outside this request's session")
         return sae_hash(parent).hex()
 
     def allow(self, action: ActionRequest, verdict: Verdict, parent_hash: str | None,
@@ -118,8 +137,8 @@ class DecisionMaker:
                 raise ValueError("approval claims given for a request that carries no approval")
             apr = ApprovalRef(approval["iss"], approval["jti"], approval["req"], action.approval)
         sae = Sae(
-            issuer=action.agent_spiffe_id,
-            subject=action.target,
+            issuer=self._issuer,
+            subject=action.agent_spiffe_id,
             audience=action.target,
             action=act or Action.of(action),
             policy=self._pol(verdict),
@@ -152,8 +171,9 @@ class DecisionMaker:
         now = int(self._clock())
         decision_id = new_decision_id()
         denial = Denial(
-            issuer=action.agent_spiffe_id if action else (principal or UNIDENTIFIED_ISSUER),
-            subject=action.target if action else None,
+            issuer=self._issuer,
+            subject=action.agent_spiffe_id if action else (principal or None),  # omitted when no identity was read
+            target=action.target if action else None,
             action=(act or Action.of(action)) if action else None,
             policy=self._pol(verdict),
             issued_at=now,
@@ -168,7 +188,7 @@ class DecisionMaker:
 
     def decide(self, action: ActionRequest) -> Decision:
         """Evaluates the policy; chain errors propagate to the caller, which fails closed."""
-        parent_hash = self._parent_hash(action.parent_sae)  # a bad parent is rejected before any chain read
+        parent_hash = self._parent_hash(action)  # a bad parent is rejected before any chain read
         verdict = self._policy.evaluate(
             PolicyAction(
                 agent_id=text_id(action.agent_spiffe_id),

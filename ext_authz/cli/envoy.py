@@ -52,13 +52,15 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_envoy, kind="sidecar")
     p = command(envoy, "pep", "target PEP: jwt_authn with the authorizer's JWKS, the Lua binding filter, the verifier",
                 "sealgate envoy pep --listen 16001 --admin unix:/run/sealgate/pep-admin.sock --target-port 8080 \\\n"
-                "    --jwks http://127.0.0.1:9002/jwks.json --audience payments-api \\\n"
-                "    --verifier unix:/run/sealgate/pep-verifier.sock --out pep.json",
+                "    --jwks http://127.0.0.1:9002/jwks.json --issuer spiffe://sealgate.local/sealgate/authorizer \\\n"
+                "    --audience payments-api --verifier unix:/run/sealgate/pep-verifier.sock --out pep.json",
                 env=ENVOY_ENV)
     p.add_argument("--listen", type=port, required=True, metavar="PORT", help="port the sidecars forward to")
     p.add_argument("--admin", type=unix_socket, required=True, metavar="unix:PATH", help=ADMIN_HELP)
     p.add_argument("--target-port", type=port, required=True, metavar="PORT", help="the target service on 127.0.0.1")
     p.add_argument("--jwks", required=True, metavar="FILE|URL", help="the authorizer's JWKS (/jwks.json), inlined")
+    p.add_argument("--issuer", required=True, metavar="URI",
+                   help="the authorizer's issuer URI (its config `issuer`), pinned in jwt_authn")
     p.add_argument("--audience", required=True, help="the target service name SAEs are issued for (aud)")
     p.add_argument("--verifier", required=True, metavar="unix:PATH|PORT",
                    help="`sealgate pep serve` of this target: its Unix socket, or a port on 127.0.0.1")
@@ -100,7 +102,7 @@ def cmd_envoy(args: argparse.Namespace) -> int:
     else:
         verifier = int(args.verifier) if args.verifier.isdigit() else args.verifier
         config = pep_config(PepPorts(args.listen, args.admin, args.target_port), load_jwks(args.jwks), args.audience,
-                            verifier=verifier, max_body_bytes=args.max_body_bytes,
+                            issuer=args.issuer, verifier=verifier, max_body_bytes=args.max_body_bytes,
                             max_sae_lifetime_seconds=args.max_sae_lifetime)
     with tempfile.TemporaryDirectory() as tmp:
         validate(config, Path(tmp))

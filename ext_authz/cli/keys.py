@@ -91,28 +91,32 @@ def cmd_approver_sign(args: argparse.Namespace) -> int:
     from ext_authz import reasons
     from ext_authz.authz.actions import EMPTY_BODY_SHA256
     from ext_authz.authz.approvals import sign_approval
-    from ext_authz.envelope.jws import DENIAL_TYP, verify
+    from ext_authz.envelope.models import verify_denial
     from ext_authz.signing.file_key import Ed25519Signer
 
-    denial = read_token(args.denial, "denial")
-    try:  # the authorizer's signed denial tells the approver exactly what is being approved
-        claims = verify(denial, load_jwks(args.jwks), typ=DENIAL_TYP, check_time=False)
+    token = read_token(args.denial, "denial")
+    try:  # the authorizer's signed denial (format version 2) tells the approver exactly what is being approved
+        denial = verify_denial(token, load_jwks(args.jwks))
     except InputRejected as e:
         raise UsageError(f"not a denial signed by this authorizer: {e.message}") from e
-    if claims.get("reason") != reasons.HUMAN_APPROVAL_REQUIRED or not claims.get("apr_req"):
-        raise UsageError(f"this denial does not ask for approval (reason {claims.get('reason')})")
-    act = claims["act"]
-    if act.get("bd") != EMPTY_BODY_SHA256:  # the approval covers the body: the person must have seen it
+    if denial.reason != reasons.HUMAN_APPROVAL_REQUIRED or denial.approval_request is None:
+        raise UsageError(f"this denial does not ask for approval (reason {denial.reason})")
+    act, agent, target = denial.action, denial.subject, denial.target
+    if act is None or agent is None or target is None:
+        raise UsageError("this denial names no agent, target or action to approve")
+    if act.approval_digest(agent, target) != denial.approval_request:  # what is shown is what is signed
+        raise UsageError("the denial's apr_req is not the digest of the action it describes")
+    if act.body_sha256 != EMPTY_BODY_SHA256:  # the approval covers the body: the person must have seen it
         if not args.body:
             raise UsageError("the held request has a body: pass --body FILE with the body you approve")
         try:
             body = Path(args.body).read_bytes()
         except OSError as e:
             raise UsageError(f"cannot read --body {args.body}: {e.strerror}") from e
-        if hashlib.sha256(body).hexdigest() != act.get("bd"):
+        if hashlib.sha256(body).hexdigest() != act.body_sha256:
             raise UsageError("the body you reviewed is not the one the agent sent (SHA-256 differs)")
         print(f"body: {body[:2048].decode('utf-8', 'replace')}", file=sys.stderr)
-    print(f"approving for {args.ttl} s: {claims['iss']} {act['type']} {act['m']} {act['h']}{act['p']} "
-          f"amount {act['amt']} ({act['dc']}), request {claims['apr_req']}", file=sys.stderr)
-    print(sign_approval(Ed25519Signer.from_file(args.key), args.name, claims["iss"], claims["apr_req"], args.ttl))
+    print(f"approving for {args.ttl} s: {agent} {act.type} on {target}: {act.method} {act.authority}{act.path} "
+          f"amount {act.amount} ({act.data_class}), request {denial.approval_request}", file=sys.stderr)
+    print(sign_approval(Ed25519Signer.from_file(args.key), args.name, agent, denial.approval_request, args.ttl))
     return 0

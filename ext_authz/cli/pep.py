@@ -13,12 +13,17 @@ def register(sub: Any) -> None:
     pep = group(sub, "pep", "the enforcement point's verifier (called by the PEP Envoy's ext_authz filter)")
     p = command(pep, "serve", "verify SAEs for one target: signature, binding, body digest, and single use in a shared store",
                 "sealgate pep serve --listen unix:/run/sealgate/pep-verifier.sock --jwks /etc/sealgate/jwks.json \\\n"
+                "    --issuer spiffe://sealgate.local/sealgate/authorizer \\\n"
                 "    --audience payments-api --redemptions sqlite:///var/lib/sealgate/redeemed.sqlite3\n"
                 "# replicas of one target share a store: --redemptions redis://10.0.0.5:6379/0")
     p.add_argument("--listen", default="unix:/run/sealgate/pep-verifier.sock", metavar="unix:PATH|HOST:PORT",
                    help="where the PEP Envoy reaches it; a Unix socket is created mode 0600")
     p.add_argument("--jwks", required=True, metavar="FILE|URL", help="the authorizer's JWKS, read once at start")
+    p.add_argument("--issuer", required=True, metavar="URI",
+                   help="the authorizer's issuer URI (its config `issuer`): the only SAE iss accepted")
     p.add_argument("--audience", required=True, help="this target's service name (the SAEs' aud)")
+    p.add_argument("--max-sae-lifetime", type=int, default=300, metavar="SECONDS",
+                   help="refuse SAEs whose exp - iat exceeds this (at most 300; as `sealgate envoy pep`)")
     p.add_argument("--redemptions", required=True, metavar="URL",
                    help="store of redeemed SAE ids: sqlite:///path (one host) or redis://host:port/db (replicas)")
     p.set_defaults(func=cmd_pep_serve)
@@ -30,7 +35,9 @@ def cmd_pep_serve(args: argparse.Namespace) -> int:
     from ext_authz.server.grpc_loop import ExtAuthzServer
 
     store = open_redemptions(args.redemptions)
-    service = PepVerifierService(PepVerifier(load_jwks(args.jwks), args.audience, store))
+    verifier = PepVerifier(load_jwks(args.jwks), args.audience, store, issuer=args.issuer,
+                           max_lifetime_seconds=args.max_sae_lifetime)
+    service = PepVerifierService(verifier)
     server = ExtAuthzServer(service, args.listen, name="sealgate-pep")
     server.start()
     logging.getLogger("sealgate.pep").info("PEP verifier for %s listening on %s", args.audience, args.listen)

@@ -20,6 +20,8 @@ def register(sub: Any) -> None:
     p.add_argument("--jwks", required=True, metavar="FILE|URL", help="the authorizer's JWKS (it serves /jwks.json)")
     p.add_argument("--manifest", required=True, metavar="FILE", help="address manifest written by `sealgate deploy`")
     p.add_argument("--anchor-db", required=True, metavar="FILE", help="the anchor store (SQLite) holding the Merkle batches")
+    p.add_argument("--issuer", metavar="URI",
+                   help="the authorizer's issuer URI (its config `issuer`): refuse a token whose iss differs")
     p.add_argument("--denial", action="store_true", help="the token is a signed denial record, not an SAE")
     p.set_defaults(func=cmd_verify)
 
@@ -36,15 +38,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise UsageError(f"anchor store {args.anchor_db} does not exist")
     jwks, manifest = load_jwks(args.jwks), Manifest.load(args.manifest)
     try:
-        result = verify_anchored(token, jwks, manifest, AnchorStore(args.anchor_db), typ)
+        result = verify_anchored(token, jwks, manifest, AnchorStore(args.anchor_db), typ, issuer=args.issuer)
     except InputRejected as e:
         print(f"INVALID {e.reason}: {e.message}")
         return 1
     c = result.claims
     print("VALID")
-    print(f"  agent     {c['iss']}")
-    print(f"  action    {json.dumps(c['act'], sort_keys=True)}")
-    print(f"  policy    {c['pol']['addr']} at block {c['pol']['block']}")
+    print(f"  issuer    {c['iss']}")
+    print(f"  agent     {c.get('sub', '(no identity was read)')}")
+    if "act" in c:  # a denial made before the request was mapped has none
+        act = c["act"]
+        print(f"  target    {c['aud'] if typ == SAE_TYP else c['tgt']}")
+        print(f"  action    {json.dumps(act, sort_keys=True)}")
+        print(f"  amount    {act['amt']}")
+    if typ == DENIAL_TYP:
+        print(f"  reason    {c['reason']}")
+    if "addr" in c["pol"]:
+        print(f"  policy    {c['pol']['addr']} at block {c['pol']['block']}")
+    else:
+        print("  policy    not read (denied before the policy was evaluated)")
     print(f"  sae hash  0x{result.sae_hash}")
     print(f"  anchored  root 0x{result.root} in block {result.block}, tx {result.tx_hash}")
     if typ == SAE_TYP:

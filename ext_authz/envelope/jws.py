@@ -1,4 +1,4 @@
-"""Signed Action Envelope wire format: JWS compact, typ application/sae+jwt.
+"""Signed Action Envelope wire format: JWS compact, typ application/sae.v2+jwt (format version 2).
 
 Encoding sits on the decision path and is a few lines over the Signer (joserfc's
 serializer costs ~110 us per call here, more than the whole decision budget).
@@ -7,11 +7,20 @@ and required claims, and returns the verified payload so nothing reads
 unverified claims. The typed variants `verify_sae()`, `verify_denial()` and
 `verify_approval()` (ext_authz.envelope.models) call it and then check every
 claim's type and format, returning the model.
+
+`verify()` refuses non-canonical base64url before anything else: each of the three segments
+must be exactly what encoding its bytes gives (alphabet A-Z a-z 0-9 - _, no padding, the unused
+low bits of the last character zero). Base64url is otherwise malleable: jwcrypto, authlib, npm
+`jose` and Envoy's jwt_authn accept a string with changed low bits and the same signature bytes,
+so one signed envelope would have several spellings, several hashes (the anchored value) and,
+to a store keyed on the token, several identities. Refused here, every verifier in the package
+(the PEP verifier, `check_sae`, the parent SAE, approvals, `sealgate verify`) refuses it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import warnings
 from typing import Any
@@ -25,15 +34,33 @@ from ext_authz.envelope.encoding import b64url, canonical_json, compact_json
 from ext_authz.errors import SaeInvalid
 from ext_authz.signing.base import Signer
 
-SAE_TYP = "application/sae+jwt"
-DENIAL_TYP = "application/sae-denial+jwt"
-APPROVAL_TYP = "application/sae-approval+jwt"  # a person's approval of one action (approvals.py)
+# format version 2 (ext_authz.envelope.models.FORMAT_VERSION); version 1 (application/sae+jwt, ...) is refused
+SAE_TYP = "application/sae.v2+jwt"
+DENIAL_TYP = "application/sae-denial.v2+jwt"
+APPROVAL_TYP = "application/sae-approval.v2+jwt"  # a person's approval of one action (approvals.py)
 ALGORITHMS = ("EdDSA",)
 SAE_REQUIRED_CLAIMS = ("iss", "sub", "aud", "act", "pol", "mod", "iat", "nbf", "exp", "jti", "ctx", "chain")
-DENIAL_REQUIRED_CLAIMS = ("iss", "sub", "act", "pol", "iat", "jti", "reason")
+DENIAL_REQUIRED_CLAIMS = ("iss", "pol", "iat", "jti", "reason")  # sub, act: only once they were read
 APPROVAL_REQUIRED_CLAIMS = ("iss", "sub", "req", "iat", "exp", "jti")
 REQUIRED_CLAIMS = {SAE_TYP: SAE_REQUIRED_CLAIMS, DENIAL_TYP: DENIAL_REQUIRED_CLAIMS, APPROVAL_TYP: APPROVAL_REQUIRED_CLAIMS}
 MAX_TOKEN_BYTES = 8192
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_B64URL_INDEX = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
+
+
+def canonical_b64url(segment: str) -> bool:
+    """`segment` is the one base64url spelling of its bytes: RFC 7515 alphabet, no padding, a length
+    that encodes whole bytes, and the unused low bits of the last character zero (4 bits when the
+    length is 2 mod 4, 2 bits when 3 mod 4)."""
+    if not _B64URL.fullmatch(segment):
+        return False
+    rest = len(segment) % 4
+    if rest == 0:
+        return True
+    if rest == 1:
+        return False
+    return _B64URL_INDEX[segment[-1]] & (0b1111 if rest == 2 else 0b11) == 0
 
 
 class EnvelopeEncoder:
@@ -68,12 +95,18 @@ def verify(
     now: float | None = None,
     leeway: int = 0,
     check_time: bool = True,
+    issuer: str | None = None,
 ) -> dict[str, Any]:
-    """Verifies signature, typ, required claims and (optionally) time; returns the payload."""
+    """Verifies encoding, signature, typ, required claims, (optionally) time and (when given) that `iss`
+    is `issuer`, the authorizer whose key this is (RFC 8725 §3.8); returns the payload."""
     if typ not in REQUIRED_CLAIMS:
         raise ValueError(f"unknown token type {typ!r}")
     if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
         raise SaeInvalid(reasons.SAE_INVALID, f"token must be a string of at most {MAX_TOKEN_BYTES} bytes")
+    segments = token.split(".")
+    if len(segments) != 3 or not all(canonical_b64url(seg) for seg in segments):
+        raise SaeInvalid(reasons.SAE_INVALID, "not a JWS in canonical base64url: three segments of the URL-safe "
+                                              "alphabet, unpadded, unused low bits zero")
     keys = jwks if isinstance(jwks, KeySet) else KeySet.import_key_set(jwks)  # type: ignore[arg-type]  # a JWKS dict
     try:
         with warnings.catch_warnings():
@@ -93,6 +126,8 @@ def verify(
     missing = [c for c in REQUIRED_CLAIMS[typ] if c not in claims]
     if missing:
         raise SaeInvalid(reasons.SAE_INVALID, f"missing claims {missing}")
+    if issuer is not None and claims["iss"] != issuer:
+        raise SaeInvalid(reasons.SAE_INVALID, f"issued by {_short(claims['iss'])}, expected {issuer!r}")
     if check_time and typ == SAE_TYP:
         t = time.time() if now is None else now
         for name in ("iat", "nbf", "exp"):
@@ -104,3 +139,8 @@ def verify(
             raise SaeInvalid(reasons.SAE_INVALID, f"not valid before {claims['nbf']}, now {int(t)}")
     return claims
 
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

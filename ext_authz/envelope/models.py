@@ -2,23 +2,32 @@
 
 Each envelope is a frozen dataclass whose nested claim objects are typed too:
 
-    Sae       iss sub aud act pol mod iat nbf exp jti ctx chain [apr]     typ application/sae+jwt
-    Denial    iss sub act pol iat jti dec reason msg chain [apr_req]      typ application/sae-denial+jwt
-    Approval  iss sub req iat exp jti                                      typ application/sae-approval+jwt
+    Sae       iss sub aud act pol mod iat nbf exp jti ctx chain [apr]          typ application/sae.v2+jwt
+    Denial    iss [sub] [tgt] [act] pol iat jti dec reason msg chain [apr_req] typ application/sae-denial.v2+jwt
+    Approval  iss sub req iat exp jti                                           typ application/sae-approval.v2+jwt
 
-    Action       act    {type, m, h, p, amt, dc, bd}
-    PolicyRef    pol    {registry, id, addr, ver, block}
-    Context      ctx    {sid, parent, dc}
+    Action       act    {type, m, h, p, amt, dc, bd}         amt: a decimal string
+    PolicyRef    pol    {registry, id, [addr, ver, block]}
+    Context      ctx    {[sid], [parent], dc}
     ChainRef     chain  {id, anchor}
     ApprovalRef  apr    {by, jti, req, tok}
 
-Fields carry readable names; `to_claims()` writes the wire names (unchanged from the
-format the PEP's Lua reads: `act.m`, `act.h`, `act.p`, `aud`, `typ`, `jti`). `to_claims()`
-is written out by hand because it sits on the decision path (`dataclasses.asdict` deep
-copies and costs several times more). Claims that have no value are written as the format
-always wrote them: `apr` and `apr_req` are omitted when absent; `sub`, `act` and the
-policy's `addr/ver/block` of a denial made before any policy was read, and `ctx.sid` /
-`ctx.parent`, are JSON null.
+Who is who (RFC 7519, RFC 8725 §3.8): an SAE's and a denial's `iss` is the authorizer (its
+configured issuer URI, e.g. spiffe://sealgate.local/sealgate/authorizer), the party whose JWKS
+verifies it, so verifiers and the PEP's jwt_authn pin it; `sub` is the agent (its SPIFFE ID);
+an SAE's `aud` is the target service. A denial names the target in `tgt` (it is not addressed
+to the target, so not `aud`). An approval's `iss` is the approver (its key is the approver's)
+and its `sub` the agent.
+
+Fields carry readable names; `to_claims()` writes the wire names (the PEP's Lua reads `act.m`,
+`act.h`, `act.p`, `iat`, `exp`, `jti` and the header's `typ`). `to_claims()` is written out by
+hand because it sits on the decision path (`dataclasses.asdict` deep copies and costs several
+times more). A claim that has no value is omitted, never JSON null (PyJWT >= 2.10 refuses a
+non-string `sub`; RFC 7519 claims are strings or numbers): `apr`, `apr_req`, `ctx.sid`,
+`ctx.parent`, and a denial's `sub` (no identity was read), `tgt` and `act` (no action was
+mapped) and `pol.addr/ver/block` (no policy was read). `from_claims()` refuses null anywhere.
+Amounts (`act.amt`, uint256) are decimal strings without sign or leading zeros: JavaScript
+reads JSON integers above 2**53 wrongly (RFC 7493 §2.2).
 
 Constructors do not validate: the decision path builds models from values it already
 checked. `from_claims()` is the boundary for claims read from a token: it checks every
@@ -31,8 +40,11 @@ verify a token with `jws.verify()` (signature, typ, time, required claims) and t
 return the model; `jws.verify()` itself keeps returning the verified payload dict.
 
 Format version: the version of each envelope is its media type, not a claim. All three
-are version 1 (`FORMAT_VERSION`), and their `typ` values are the ones the format has
-always used. Why not a `ver` claim: the typ is checked before any claim is interpreted,
+are version 2 (`FORMAT_VERSION`; typ `application/sae.v2+jwt`, `application/sae-denial.v2+jwt`,
+`application/sae-approval.v2+jwt`). Version 1 (typ `application/sae+jwt`, ...: iss the agent,
+sub the target, integer amounts, nulls) is refused everywhere: nothing speaks it any more. The
+approval's claims did not change, but the digest it signs did (`amt` a string, the agent under
+`sub`), so it moved to version 2 with the others. Why not a `ver` claim: the typ is checked before any claim is interpreted,
 by `jws.verify()` and by the PEP's Lua (an exact comparison), so a token of another
 format is refused by every existing verifier without a change to the Lua; a claim would
 be read only after the payload is parsed, would need its own check in the Lua, and a
@@ -40,6 +52,9 @@ top-level `ver` would sit next to `pol.ver` (the policy's version), which alread
 something else. Since `from_claims()` refuses unknown claims, every change to the
 claims, additive ones included, gets a new typ (e.g. `application/sae.v2+jwt`) and a
 new `FORMAT_VERSION`; there are no deployed tokens of an older format to accept.
+
+Issuers are URIs (`check_issuer()`): the configured issuer is validated once, where it is
+configured (authorizer config, `sealgate pep serve --issuer`, `sealgate envoy pep --issuer`).
 """
 
 from __future__ import annotations
@@ -54,9 +69,9 @@ from joserfc.jwk import KeySet
 from ext_authz import reasons
 from ext_authz.envelope.encoding import canonical_json
 from ext_authz.envelope.jws import APPROVAL_TYP, DENIAL_TYP, SAE_TYP, verify
-from ext_authz.errors import SaeInvalid
+from ext_authz.errors import ConfigError, SaeInvalid
 
-FORMAT_VERSION = 1  # of all three envelopes; carried by their typ (see the module docstring)
+FORMAT_VERSION = 2  # of all three envelopes; carried by their typ (see the module docstring)
 MAX_UINT256 = 2**256 - 1  # amounts are uint256 in the policy contract
 MAX_MESSAGE_CHARS = 256  # a denial's msg is cut to this length when signed
 MAX_APPROVAL_JTI_CHARS = 128
@@ -66,6 +81,18 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _BYTES32 = re.compile(r"0x[0-9a-fA-F]{64}")
 _MODEL_HASH = re.compile(r"sha256:[0-9a-f]{64}")
 _REASON = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,77}")  # 2**256 - 1 has 78 digits
+# an absolute URI (scheme ":" ...) of printable ASCII without space, quote or backslash: it is compared
+# exactly, and written into Envoy's jwt_authn config
+ISSUER_URI = re.compile(r"[a-z][a-z0-9+.\-]*:[!#-\[\]-~]{1,2000}")
+
+
+def check_issuer(value: object, where: str = "issuer") -> str:
+    """The configured issuer URI, validated once where it is configured; raises ConfigError."""
+    if not isinstance(value, str) or not ISSUER_URI.fullmatch(value):
+        raise ConfigError(f"{where} must be an absolute URI such as spiffe://sealgate.local/sealgate/authorizer "
+                          f"(printable ASCII, no spaces or quotes, at most 2000 characters), found {value!r:.100}")
+    return value
 
 Claims = dict[str, Any]
 
@@ -95,28 +122,37 @@ def _members(value: Any, where: str, required: frozenset[str], optional: frozens
 
 
 def _text(obj: Claims, key: str, where: str, *, pattern: re.Pattern[str] | None = None, expected: str = "",
-          nullable: bool = False, empty: bool = False, max_chars: int | None = None) -> Any:
-    value = obj[key]
-    if value is None and nullable:
+          optional: bool = False, empty: bool = False, max_chars: int | None = None) -> Any:
+    """A string member; `optional`: it may be absent (None), never null."""
+    if optional and key not in obj:
         return None
+    value = obj[key]
     if type(value) is not str or (not value and not empty) or (max_chars is not None and len(value) > max_chars) \
             or (pattern is not None and not pattern.fullmatch(value)):
         what = expected or ("a string" if empty else "a non-empty string")
         if max_chars is not None:
             what += f" of at most {max_chars} characters"
-        raise _invalid(f"{where}.{key}" if where else key, what + (" or null" if nullable else ""), value)
+        raise _invalid(f"{where}.{key}" if where else key, what, value)
     return value
 
 
-def _int(obj: Claims, key: str, where: str, *, nullable: bool = False, maximum: int | None = None) -> Any:
-    value = obj[key]
-    if value is None and nullable:
+def _int(obj: Claims, key: str, where: str, *, optional: bool = False) -> Any:
+    """A non-negative integer member; `optional`: it may be absent (None), never null."""
+    if optional and key not in obj:
         return None
-    if type(value) is not int or value < 0 or (maximum is not None and value > maximum):
-        bound = "2**256 - 1" if maximum == MAX_UINT256 else str(maximum)
-        what = "a non-negative integer" + ("" if maximum is None else f" up to {bound}")
-        raise _invalid(f"{where}.{key}" if where else key, what + (" or null" if nullable else ""), value)
+    value = obj[key]
+    if type(value) is not int or value < 0:
+        raise _invalid(f"{where}.{key}" if where else key, "a non-negative integer", value)
     return value
+
+
+def _amount(obj: Claims, key: str, where: str) -> int:
+    """A uint256 carried as a decimal string: digits only, no sign, no leading zero, at most 2**256 - 1."""
+    value = obj[key]
+    if type(value) is not str or not _DECIMAL.fullmatch(value) or int(value) > MAX_UINT256:
+        raise _invalid(f"{where}.{key}", "a decimal string of an integer 0 to 2**256 - 1 (no sign, no leading zeros)",
+                       value)
+    return int(value)
 
 
 # -- nested claim objects -------------------------------------------------------------------------
@@ -148,7 +184,7 @@ class Action:
     method: str  # act.m
     authority: str  # act.h, lower case
     path: str  # act.p, with the query string
-    amount: int  # act.amt, 0 to 2**256 - 1
+    amount: int  # act.amt, 0 to 2**256 - 1; on the wire a decimal string
     data_class: str  # act.dc
     body_sha256: str  # act.bd: hex SHA-256 of the body (the target checks it, the PEP cannot)
 
@@ -161,30 +197,31 @@ class Action:
                    request.data_class, request.body_sha256)
 
     def to_claims(self) -> Claims:
-        return {"type": self.type, "m": self.method, "h": self.authority, "p": self.path, "amt": self.amount,
+        return {"type": self.type, "m": self.method, "h": self.authority, "p": self.path, "amt": str(self.amount),
                 "dc": self.data_class, "bd": self.body_sha256}
 
     @classmethod
     def from_claims(cls, act: Any, where: str = "act") -> Action:
         c = _members(act, where, cls.MEMBERS)
         return cls(_text(c, "type", where), _text(c, "m", where), _text(c, "h", where), _text(c, "p", where),
-                   _int(c, "amt", where, maximum=MAX_UINT256), _text(c, "dc", where),
+                   _amount(c, "amt", where), _text(c, "dc", where),
                    _text(c, "bd", where, pattern=_SHA256_HEX, expected="64 lowercase hex digits (SHA-256)"))
 
     def approval_digest(self, agent: str, target: str) -> str:
         """What a person approves (an approval's `req`, a denial's `apr_req`): SHA-256 of the canonical
-        JSON of {iss, type, tgt, m, h, p, amt, dc, bd}, `bd` included so that an approval of "pay
-        vendor-7" cannot carry the same amount to someone else."""
+        JSON (sorted keys, no spaces, ASCII) of {sub, type, tgt, m, h, p, amt, dc, bd}: the agent, the
+        target service and the action's claims as the envelopes carry them (`amt` a decimal string),
+        `bd` included so that an approval of "pay vendor-7" cannot carry the same amount to someone else."""
         return hashlib.sha256(canonical_json({
-            "iss": agent, "type": self.type, "tgt": target, "m": self.method, "h": self.authority, "p": self.path,
-            "amt": self.amount, "dc": self.data_class, "bd": self.body_sha256,
+            "sub": agent, "type": self.type, "tgt": target, "m": self.method, "h": self.authority, "p": self.path,
+            "amt": str(self.amount), "dc": self.data_class, "bd": self.body_sha256,
         })).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyRef:
-    """`pol`: which policy answered. `implementation`, `version` and `block` are None (null) only in
-    a denial made before any policy was read."""
+    """`pol`: which policy answered. `implementation`, `version` and `block` are None (omitted on the
+    wire) only in a denial made before any policy was read; then all three are."""
 
     registry: str  # pol.registry: the PolicyRegistry address
     id: str  # pol.id: 0x + 32-byte policy id
@@ -192,21 +229,29 @@ class PolicyRef:
     version: int | None  # pol.ver
     block: int | None  # pol.block: the block the state was read at
 
-    MEMBERS: ClassVar[frozenset[str]] = frozenset({"registry", "id", "addr", "ver", "block"})
+    MEMBERS: ClassVar[frozenset[str]] = frozenset({"registry", "id"})
+    EVALUATED: ClassVar[frozenset[str]] = frozenset({"addr", "ver", "block"})
 
     def to_claims(self) -> Claims:
+        if self.implementation is None:
+            return {"registry": self.registry, "id": self.id}
         return {"registry": self.registry, "id": self.id, "addr": self.implementation, "ver": self.version,
                 "block": self.block}
 
     @classmethod
     def from_claims(cls, pol: Any, *, evaluated: bool) -> PolicyRef:
-        """`evaluated`: the policy must have answered (an SAE), so addr, ver and block are set."""
-        c = _members(pol, "pol", cls.MEMBERS)
-        nullable = not evaluated
+        """`evaluated`: the policy must have answered (an SAE), so addr, ver and block are set; else
+        they are all present or all absent."""
+        if evaluated:
+            c = _members(pol, "pol", cls.MEMBERS | cls.EVALUATED)
+        else:
+            c = _members(pol, "pol", cls.MEMBERS, cls.EVALUATED)
+            if c.keys() & cls.EVALUATED and not cls.EVALUATED <= c.keys():
+                raise SaeInvalid(reasons.SAE_INVALID, "claim pol: addr, ver and block come together or not at all")
         return cls(_text(c, "registry", "pol"),
                    _text(c, "id", "pol", pattern=_BYTES32, expected="0x and 64 hex digits"),
-                   _text(c, "addr", "pol", nullable=nullable), _int(c, "ver", "pol", nullable=nullable),
-                   _int(c, "block", "pol", nullable=nullable))
+                   _text(c, "addr", "pol", optional=True), _int(c, "ver", "pol", optional=True),
+                   _int(c, "block", "pol", optional=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,16 +262,22 @@ class Context:
     parent_sha256: str | None  # ctx.parent: hex SHA-256 of the parent SAE (x-sae-parent), verified first
     data_class: str  # ctx.dc
 
-    MEMBERS: ClassVar[frozenset[str]] = frozenset({"sid", "parent", "dc"})
+    MEMBERS: ClassVar[frozenset[str]] = frozenset({"dc"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"sid", "parent"})
 
     def to_claims(self) -> Claims:
-        return {"sid": self.session_id, "parent": self.parent_sha256, "dc": self.data_class}
+        claims: Claims = {"dc": self.data_class}
+        if self.session_id is not None:
+            claims["sid"] = self.session_id
+        if self.parent_sha256 is not None:
+            claims["parent"] = self.parent_sha256
+        return claims
 
     @classmethod
     def from_claims(cls, ctx: Any) -> Context:
-        c = _members(ctx, "ctx", cls.MEMBERS)
-        return cls(_text(c, "sid", "ctx", nullable=True, empty=True),
-                   _text(c, "parent", "ctx", nullable=True, pattern=_SHA256_HEX, expected="64 lowercase hex digits"),
+        c = _members(ctx, "ctx", cls.MEMBERS, cls.OPTIONAL)
+        return cls(_text(c, "sid", "ctx", optional=True, empty=True),
+                   _text(c, "parent", "ctx", optional=True, pattern=_SHA256_HEX, expected="64 lowercase hex digits"),
                    _text(c, "dc", "ctx"))
 
 
@@ -256,7 +307,7 @@ class ApprovalRef:
     approver: str  # apr.by
     jti: str  # apr.jti: the approval's id
     request: str  # apr.req: the action digest the approval signed
-    token: str  # apr.tok: the approval (a JWS, typ application/sae-approval+jwt)
+    token: str  # apr.tok: the approval (a JWS, typ application/sae-approval.v2+jwt)
 
     MEMBERS: ClassVar[frozenset[str]] = frozenset({"by", "jti", "req", "tok"})
 
@@ -277,9 +328,9 @@ class ApprovalRef:
 class Sae:
     """A Signed Action Envelope: the authorizer allowed exactly `action`, for `audience`, until `expires`."""
 
-    issuer: str  # iss: the agent's SPIFFE ID
-    subject: str  # sub: the target service
-    audience: str  # aud: the target service (the PEP's jwt_authn checks it)
+    issuer: str  # iss: the authorizer's issuer URI (the PEP's jwt_authn and check_sae pin it)
+    subject: str  # sub: the agent's SPIFFE ID
+    audience: str  # aud: the target service (the PEP's jwt_authn and check_sae check it)
     action: Action  # act
     policy: PolicyRef  # pol
     model: str  # mod: sha256:<hex> of the agent's model artifact
@@ -311,7 +362,8 @@ class Sae:
     def from_claims(cls, claims: Any) -> Sae:
         c = _members(claims, "payload", cls.REQUIRED, cls.OPTIONAL)
         return cls(
-            _text(c, "iss", ""), _text(c, "sub", ""), _text(c, "aud", ""), Action.from_claims(c["act"]),
+            _text(c, "iss", "", pattern=ISSUER_URI, expected="an absolute URI"), _text(c, "sub", ""),
+            _text(c, "aud", ""), Action.from_claims(c["act"]),
             PolicyRef.from_claims(c["pol"], evaluated=True),
             _text(c, "mod", "", pattern=_MODEL_HASH, expected="sha256: and 64 lowercase hex digits"),
             _int(c, "iat", ""), _int(c, "nbf", ""), _int(c, "exp", ""), _text(c, "jti", ""),
@@ -323,10 +375,12 @@ class Sae:
 @dataclass(frozen=True, slots=True)
 class Denial:
     """A signed denial record: why the authorizer refused. Made for every refusal it can sign, also
-    before the request could be mapped to an action (then `subject` and `action` are None)."""
+    before the request could be mapped to an action (then `target` and `action` are None) or before
+    any identity was read (then `subject` is None too); None members are omitted on the wire."""
 
-    issuer: str  # iss: the agent's SPIFFE ID, the mTLS peer, or urn:sealgate:unidentified
-    subject: str | None  # sub: the target service
+    issuer: str  # iss: the authorizer's issuer URI
+    subject: str | None  # sub: the agent's SPIFFE ID, or the mTLS peer as reported when it is not a valid one
+    target: str | None  # tgt: the target service the action was for
     action: Action | None  # act
     policy: PolicyRef  # pol
     issued_at: int  # iat
@@ -338,16 +392,20 @@ class Denial:
 
     TYP: ClassVar[str] = DENIAL_TYP
     FORMAT_VERSION: ClassVar[int] = FORMAT_VERSION
-    REQUIRED: ClassVar[frozenset[str]] = frozenset(
-        {"iss", "sub", "act", "pol", "iat", "jti", "dec", "reason", "msg", "chain"})
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"apr_req"})
+    REQUIRED: ClassVar[frozenset[str]] = frozenset({"iss", "pol", "iat", "jti", "dec", "reason", "msg", "chain"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"sub", "tgt", "act", "apr_req"})
 
     def to_claims(self) -> Claims:
-        claims = {
-            "iss": self.issuer, "sub": self.subject, "act": self.action.to_claims() if self.action else None,
-            "pol": self.policy.to_claims(), "iat": self.issued_at, "jti": self.jti, "dec": DENY,
+        claims: Claims = {
+            "iss": self.issuer, "pol": self.policy.to_claims(), "iat": self.issued_at, "jti": self.jti, "dec": DENY,
             "reason": self.reason, "msg": self.message, "chain": self.chain.to_claims(),
         }
+        if self.subject is not None:
+            claims["sub"] = self.subject
+        if self.target is not None:
+            claims["tgt"] = self.target
+        if self.action is not None:
+            claims["act"] = self.action.to_claims()
         if self.approval_request is not None:
             claims["apr_req"] = self.approval_request
         return claims
@@ -357,9 +415,13 @@ class Denial:
         c = _members(claims, "payload", cls.REQUIRED, cls.OPTIONAL)
         if c["dec"] != DENY:
             raise _invalid("dec", repr(DENY), c["dec"])
+        if ("tgt" in c) != ("act" in c):
+            raise SaeInvalid(reasons.SAE_INVALID, "claims tgt and act come together: the action and its target")
+        if "apr_req" in c and not {"sub", "act"} <= c.keys():
+            raise SaeInvalid(reasons.SAE_INVALID, "claim apr_req names an action: sub, tgt and act must be present")
         return cls(
-            _text(c, "iss", ""), _text(c, "sub", "", nullable=True),
-            None if c["act"] is None else Action.from_claims(c["act"]),
+            _text(c, "iss", "", pattern=ISSUER_URI, expected="an absolute URI"), _text(c, "sub", "", optional=True),
+            _text(c, "tgt", "", optional=True), Action.from_claims(c["act"]) if "act" in c else None,
             PolicyRef.from_claims(c["pol"], evaluated=False), _int(c, "iat", ""), _text(c, "jti", ""),
             _text(c, "reason", "", pattern=_REASON, expected="a reason code (A-Z, 0-9, _)"),
             _text(c, "msg", "", empty=True, max_chars=MAX_MESSAGE_CHARS), ChainRef.from_claims(c["chain"]),
@@ -398,14 +460,16 @@ class Approval:
 # -- typed verification ---------------------------------------------------------------------------
 
 def verify_sae(token: str, jwks: dict[str, Any] | KeySet, *, now: float | None = None, leeway: int = 0,
-               check_time: bool = True) -> Sae:
-    """`jws.verify()` (signature, typ, time, required claims), then every claim's type and format."""
-    return Sae.from_claims(verify(token, jwks, typ=SAE_TYP, now=now, leeway=leeway, check_time=check_time))
+               check_time: bool = True, issuer: str | None = None) -> Sae:
+    """`jws.verify()` (encoding, signature, typ, time, required claims, issuer when given), then every
+    claim's type and format."""
+    return Sae.from_claims(verify(token, jwks, typ=SAE_TYP, now=now, leeway=leeway, check_time=check_time,
+                                  issuer=issuer))
 
 
-def verify_denial(token: str, jwks: dict[str, Any] | KeySet) -> Denial:
+def verify_denial(token: str, jwks: dict[str, Any] | KeySet, *, issuer: str | None = None) -> Denial:
     """A denial record signed by the authorizer (denials do not expire)."""
-    return Denial.from_claims(verify(token, jwks, typ=DENIAL_TYP))
+    return Denial.from_claims(verify(token, jwks, typ=DENIAL_TYP, issuer=issuer))
 
 
 def verify_approval(token: str, keys: dict[str, Any] | KeySet) -> Approval:

@@ -88,6 +88,7 @@ class LocalStack:
         self.config_raw = raw
         self.config = config_from_dict(raw, "local-stack.authorizer")
         self.trust_domain = self.config.trust_domain
+        self.issuer = self.config.issuer  # iss of the authorizer's SAEs and denials, pinned at the PEP
         self.guardian = Account.from_key(DEV_KEYS["guardian"])
         self.owners = [dev_account(i) for i in DEV_OWNER_ACCOUNTS]
 
@@ -298,7 +299,7 @@ class LocalStack:
         checks = []
         if self.target_checks_sae:
             (self.workdir / "jwks.json").write_text(json.dumps(self.jwks))
-            checks = ["--jwks", str(self.workdir / "jwks.json"), "--audience", AUDIENCE]
+            checks = ["--jwks", str(self.workdir / "jwks.json"), "--issuer", self.issuer, "--audience", AUDIENCE]
         self._spawn("target", [sys.executable, "-m", "ext_authz.local.target", "--port", str(self.ports.target),
                                "--receipts", str(self.workdir / "target-receipts.jsonl"), *checks])
         wait_until(lambda: self._check_alive("target") and tcp_open(self.ports.target), 20, "target")
@@ -311,14 +312,15 @@ class LocalStack:
         socket_path = Path(self.socket(name).removeprefix("unix:"))
         socket_path.unlink(missing_ok=True)  # left behind by a killed predecessor: wait for the new one
         self._spawn(name, [sys.executable, "-m", "ext_authz.cli", "pep", "serve", "--listen", f"unix:{socket_path}",
-                           "--jwks", str(self.workdir / "jwks.json"), "--audience", AUDIENCE, "--redemptions", redemptions])
+                           "--jwks", str(self.workdir / "jwks.json"), "--issuer", self.issuer, "--audience", AUDIENCE,
+                           "--redemptions", redemptions])
         wait_until(lambda: self._check_alive(name) and unix_open(socket_path), 30, f"{name} socket")
         return f"unix:{socket_path}"
 
     def spawn_pep(self, name: str, port: int, admin: int | str, verifier: str | None, concurrency: int = 1) -> dict[str, Any]:
         """Starts a PEP Envoy in front of the target (verifier None: the benchmarks' hop without it)."""
-        conf = pep_config(PepPorts(port, admin, self.ports.target), self.jwks, AUDIENCE, verifier=verifier,
-                          max_body_bytes=self.config.limits.max_body_bytes)
+        conf = pep_config(PepPorts(port, admin, self.ports.target), self.jwks, AUDIENCE, issuer=self.issuer,
+                          verifier=verifier, max_body_bytes=self.config.limits.max_body_bytes)
         self._start_envoy(name, conf, admin, concurrency)
         return conf
 

@@ -30,7 +30,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.keys is not None:  # verify the SAE here too: the body binding the PEP cannot check
             try:
                 check_sae(self.headers.get("x-sae"), self.server.keys, method=self.command, path=self.path,
-                          authority=self.headers.get("host") or "", body=body, audience=self.server.audience)
+                          authority=self.headers.get("host") or "", body=body, audience=self.server.audience,
+                          issuer=self.server.issuer)
             except InputRejected as e:
                 return self._send(403, {"reason_code": e.reason, "message": e.message}, {"x-sealgate-reason": e.reason})
         doc = {
@@ -69,6 +70,7 @@ class TargetServer(ThreadingHTTPServer):
     receipts: TextIO | None = None
     keys: KeySet | None = None  # with --jwks: SAEs are checked here too, body included
     audience = ""
+    issuer = ""
     lock = threading.Lock()
 
 
@@ -78,11 +80,15 @@ def main() -> None:
     parser.add_argument("--receipts", help="append a JSON line per executed request (with its SAE) to this file")
     parser.add_argument("--jwks", help="the authorizer's JWKS file: check every SAE here as well, body digest included")
     parser.add_argument("--audience", default="payments-api", help="this service's name, the SAEs' aud")
+    parser.add_argument("--issuer", help="the authorizer's issuer URI, the SAEs' iss (needed with --jwks)")
     args = parser.parse_args()
+    if args.jwks and not args.issuer:
+        parser.error("--jwks needs --issuer: an SAE is checked against the authorizer that issued it")
     server = TargetServer(("127.0.0.1", args.port), _Handler)
     if args.jwks:
         server.keys = KeySet.import_key_set(json.loads(Path(args.jwks).read_text()))
         server.audience = args.audience
+        server.issuer = args.issuer
     if args.receipts:
         server.receipts = open(args.receipts, "a", buffering=1)
     server.serve_forever()

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ext_authz.envelope.models import check_issuer
 from ext_authz.errors import ConfigError
+from ext_authz.sdk.target import MAX_SAE_LIFETIME_SECONDS
 
 PEP_LUA = Path(str(importlib.resources.files("ext_authz.mesh") / "pep.lua"))  # envoy/pep.lua, shipped as package data
 T = "@type"
@@ -216,9 +218,6 @@ def _ext_authz(cluster: str, max_body_bytes: int, timeout: str, include_peer_cer
     }
 
 
-MAX_SAE_LIFETIME_SECONDS = 300  # the seed design's upper bound on exp - iat
-
-
 def pep_lua(max_sae_lifetime_seconds: int = MAX_SAE_LIFETIME_SECONDS) -> str:
     """The PEP's Lua with its lifetime bound set (never above 300 s)."""
     if type(max_sae_lifetime_seconds) is not int or not 1 <= max_sae_lifetime_seconds <= MAX_SAE_LIFETIME_SECONDS:
@@ -231,9 +230,10 @@ def pep_lua(max_sae_lifetime_seconds: int = MAX_SAE_LIFETIME_SECONDS) -> str:
 
 
 def pep_config(ports: PepPorts, jwks: dict[str, Any], audience: str, lua_source: str | None = None, *,
-               verifier: int | str | None, max_body_bytes: int = 64 * 1024, verifier_timeout: str = "0.5s",
-               max_sae_lifetime_seconds: int = 300) -> dict[str, Any]:
-    """Target PEP: jwt_authn verifies the SAE, Lua checks typ and binds it to method, path and authority, and the
+               issuer: str, verifier: int | str | None, max_body_bytes: int = 64 * 1024, verifier_timeout: str = "0.5s",
+               max_sae_lifetime_seconds: int = MAX_SAE_LIFETIME_SECONDS) -> dict[str, Any]:
+    """Target PEP: jwt_authn verifies the SAE (signature, exp/nbf, audience, and `iss` pinned to `issuer`, the
+    authorizer whose JWKS this is), Lua checks typ and binds it to method, path and authority, and the
     verifier (`sealgate pep serve`, on a Unix socket) checks the body digest and redeems the SAE once in a store
     shared by every worker, restart and replica. `verifier=None` exists only for benchmarks of the hop without it:
     such a PEP does not stop replays."""
@@ -243,6 +243,7 @@ def pep_config(ports: PepPorts, jwks: dict[str, Any], audience: str, lua_source:
             T: "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
             "providers": {
                 "sae": {
+                    "issuer": check_issuer(issuer),  # RFC 8725 §3.8: the key belongs to this issuer
                     "audiences": [audience],
                     "from_headers": [{"name": "x-sae"}],
                     "local_jwks": {"inline_string": json.dumps(jwks)},

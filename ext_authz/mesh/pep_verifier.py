@@ -2,10 +2,11 @@
 
 Envoy's jwt_authn + Lua reject most bad SAEs cheaply, but Lua has no hash function and its memory is per
 worker and lost on restart. This service, called by the PEP's ext_authz filter with the whole body, is the
-enforcement decision: the SAE verifies (sdk.check_sae: signature, typ, time, lifetime, audience, method,
-path, authority and body digest), it is the only x-sae of the request, and its jti is redeemed for the first
-time in a store shared by every worker, restart and replica (sdk.redemption). Anything else is a 403 with a
-reason code; an error of its own is PEP_ERROR, never an allow.
+enforcement decision: the SAE verifies (sdk.check_sae: canonical base64url, signature, typ, issuer, time,
+iat, lifetime, every claim's format, audience, method, path, authority and body digest), it is the only
+x-sae of the request, and its jti is redeemed for the first time in a store shared by every worker, restart
+and replica (sdk.redemption). Anything else is a 403 with a reason code; an error of its own is PEP_ERROR,
+never an allow.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from google.rpc import code_pb2, status_pb2
 from joserfc.jwk import KeySet
 
 from ext_authz import reasons
+from ext_authz.envelope.models import check_issuer
 from ext_authz.errors import InputRejected
 from ext_authz.sdk.redemption import RedemptionStore, RedemptionUnavailable
-from ext_authz.sdk.target import check_sae
+from ext_authz.sdk.target import MAX_SAE_LIFETIME_SECONDS, check_lifetime_bound, check_sae
 
 log = logging.getLogger("sealgate.pep")
 _ALLOW = auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
@@ -51,9 +53,13 @@ def deny_response(reason: str, message: str) -> auth_pb2.CheckResponse:
 class PepVerifier:
     """Pure decision over one request, with the redemption store as its only I/O."""
 
-    def __init__(self, keys: KeySet | dict[str, Any], audience: str, store: RedemptionStore):
+    def __init__(self, keys: KeySet | dict[str, Any], audience: str, store: RedemptionStore, *, issuer: str,
+                 max_lifetime_seconds: int = MAX_SAE_LIFETIME_SECONDS):
+        """`issuer`: the authorizer's issuer URI, the only `iss` accepted (as the PEP's jwt_authn pins it)."""
         self._keys = keys if isinstance(keys, KeySet) else KeySet.import_key_set(keys)  # type: ignore[arg-type]
         self._audience = audience
+        self._issuer = check_issuer(issuer)
+        self._max_lifetime = check_lifetime_bound(max_lifetime_seconds)
         self._store = store
 
     @property
@@ -67,7 +73,7 @@ class PepVerifier:
             return Verdict(reasons.HEADER_NOT_ALLOWED, "more than one x-sae header")
         try:
             return check_sae(token, self._keys, method=method, path=path, authority=authority, body=body,
-                             audience=self._audience)
+                             audience=self._audience, issuer=self._issuer, max_lifetime_seconds=self._max_lifetime)
         except InputRejected as e:
             return Verdict(e.reason, e.message)
 
@@ -100,6 +106,30 @@ class PepVerifierService(auth_grpc.AuthorizationServicer):
     def __init__(self, verifier: PepVerifier):
         self._verifier = verifier
         self.counters: dict[str, int] = {}
+        # SQLite: redemptions arriving in one loop iteration commit together, on the loop (no thread hop)
+        self._redeem_many = getattr(verifier.store, "redeem_many", None)
+        self._pending: list[tuple[str, int, asyncio.Future[bool]]] = []
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        try:
+            results: list[bool] = self._redeem_many([(jti, exp) for jti, exp, _ in batch])  # type: ignore[misc]
+        except RedemptionUnavailable as e:
+            for _, _, future in batch:
+                future.set_exception(e)
+            return
+        for (_, _, future), first_use in zip(batch, results, strict=True):
+            future.set_result(first_use)
+
+    def _redeem(self, jti: str, exp: int) -> asyncio.Future[bool]:
+        if self._redeem_many is None:
+            return asyncio.wrap_future(self._verifier.store.submit(jti, exp))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((jti, exp, future))
+        return future
 
     def _check(self, request: auth_pb2.CheckRequest) -> Verdict | dict[str, Any]:
         http = request.attributes.request.http
@@ -112,10 +142,9 @@ class PepVerifierService(auth_grpc.AuthorizationServicer):
             if isinstance(checked, Verdict):
                 verdict = checked
             else:
-                future = self._verifier.store.submit(checked["jti"], checked["exp"])
                 try:
-                    first_use: bool | BaseException = await asyncio.wait_for(asyncio.wrap_future(future),
-                                                                              self.REDEEM_TIMEOUT_SECONDS)
+                    first_use: bool | BaseException = await asyncio.wait_for(
+                        self._redeem(checked["jti"], checked["exp"]), self.REDEEM_TIMEOUT_SECONDS)
                 except (RedemptionUnavailable, TimeoutError) as e:
                     first_use = e
                 verdict = self._verifier.redeemed(checked, first_use)

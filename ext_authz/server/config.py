@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from ext_authz.envelope.models import check_issuer
 from ext_authz.errors import ConfigError
 
 DATA_CLASSES = ("public", "internal", "confidential", "restricted")
@@ -79,9 +80,17 @@ class AnchorConfig:
     interval_seconds: float = 1.0
 
 
+def default_issuer(trust_domain: str) -> str:
+    """The authorizer's issuer URI when the config names none: its SPIFFE ID in the trust domain."""
+    return f"spiffe://{trust_domain}/sealgate/authorizer"
+
+
 @dataclass(frozen=True)
 class AuthorizerConfig:
     trust_domain: str = "sealgate.local"
+    # `iss` of every SAE and denial: names this authorizer, whose JWKS verifies them (RFC 8725 §3.8); the PEP's
+    # jwt_authn and verifier pin it. "" means default_issuer(trust_domain).
+    issuer: str = ""
     sae_ttl_seconds: int = DEFAULT_SAE_TTL_SECONDS
     routes: tuple[RouteRule, ...] = ()
     limits: Limits = field(default_factory=Limits)
@@ -102,6 +111,7 @@ class AuthorizerConfig:
             raise ConfigError(f"sae_ttl_seconds must be in [{lo}, {hi}], found {self.sae_ttl_seconds}")
         if not re.fullmatch(r"[a-z0-9.\-_]{1,255}", self.trust_domain):
             raise ConfigError(f"trust_domain must be a SPIFFE trust domain name, found {self.trust_domain!r}")
+        object.__setattr__(self, "issuer", check_issuer(self.issuer or default_issuer(self.trust_domain), "issuer"))
         if self.max_state_age_seconds <= self.state_poll_seconds:
             raise ConfigError("max_state_age_seconds must exceed state_poll_seconds")
         if type(self.signing_threads) is not int or not 1 <= self.signing_threads <= 64:

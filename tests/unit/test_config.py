@@ -19,6 +19,10 @@ ROUTE = {"method": "GET", "authority": "a", "path": "/x", "action_type": "t", "t
         ({"routes": [{**ROUTE, "colour": "red"}]}, "unknown keys"),
         ({"limits": {"max_body": 1}}, "unknown keys"),
         ({"routes": [{"method": "GET"}]}, "routes[0]"),
+        ({"issuer": "sealgate-authorizer"}, "issuer"),
+        ({"issuer": "spiffe://sealgate.local/sealgate/authorizer two"}, "issuer"),
+        ({"issuer": 'spiffe://x/"quoted"'}, "issuer"),
+        ({"issuer": 7}, "issuer"),
     ],
 )
 def test_invalid_config_is_rejected_with_a_clear_message(raw, needle):
@@ -36,6 +40,13 @@ def test_local_stack_defaults_load(tmp_path):
     path.write_text(yaml.safe_dump(yaml.safe_load(DEFAULT_SPEC.read_text())["authorizer"]))
     cfg = load_config(path)
     assert cfg.routes and cfg.sae_ttl_seconds == 60
+    assert cfg.issuer == "spiffe://sealgate.local/sealgate/authorizer"  # the local stack names its authorizer
+
+
+def test_issuer_defaults_to_the_authorizers_spiffe_id_in_the_trust_domain():
+    assert config_from_dict({}).issuer == "spiffe://sealgate.local/sealgate/authorizer"
+    assert config_from_dict({"trust_domain": "corp.example"}).issuer == "spiffe://corp.example/sealgate/authorizer"
+    assert config_from_dict({"issuer": "https://authz.corp.example"}).issuer == "https://authz.corp.example"
 
 
 def test_unparseable_file(tmp_path):

@@ -14,6 +14,7 @@ from ext_authz.signing.base import jwks_of
 from ext_authz.signing.file_key import Ed25519Signer
 
 SIGNER = Ed25519Signer(bytes(range(32)))
+ISSUER = "spiffe://sealgate.local/sealgate/authorizer"  # AuthorizerConfig's default for sealgate.local
 JWKS = jwks_of(SIGNER)
 NOW = 1_800_000_000
 
@@ -49,16 +50,16 @@ def maker(policy, risk_scores=None):
 def test_allow_carries_every_seed_claim_bound_to_the_request():
     d = maker(FixedPolicy()).decide(action())
     assert d.allowed and d.reason == "OK"
-    c = verify(d.token, JWKS, now=NOW)
-    assert c["iss"] == "spiffe://sealgate.local/agent/a"
-    assert c["act"] == {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers", "amt": 500, "dc": "internal",
-                        "bd": EMPTY_BODY_SHA256}
+    c = verify(d.token, JWKS, now=NOW, issuer=ISSUER)
+    assert (c["iss"], c["sub"], c["aud"]) == (ISSUER, "spiffe://sealgate.local/agent/a", "payments-api")
+    assert c["act"] == {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers", "amt": "500",
+                        "dc": "internal", "bd": EMPTY_BODY_SHA256}
     assert c["pol"] == {"registry": FixedPolicy.policy_registry, "id": "0x" + "22" * 32,
                         "addr": FixedPolicy.implementation, "ver": 3, "block": 42}
     assert c["mod"] == "sha256:" + "11" * 32
     assert (c["iat"], c["nbf"], c["exp"]) == (NOW, NOW, NOW + 45)
     assert c["jti"] == d.decision_id
-    assert c["ctx"] == {"sid": "s-1", "parent": None, "dc": "internal"}
+    assert c["ctx"] == {"sid": "s-1", "dc": "internal"}  # no parent: omitted, never null
     assert c["chain"] == {"id": 31337, "anchor": "0xAnchor"}
     assert d.token_hash == sae_hash(d.token)
 
@@ -109,8 +110,86 @@ def test_forged_parent_is_rejected_before_the_policy_is_read():
 def test_denial_without_action_names_the_peer():
     d = maker(FixedPolicy()).deny(reasons.ROUTE_UNKNOWN, "no route", principal="spiffe://sealgate.local/agent/b")
     c = verify(d.token, JWKS, typ=DENIAL_TYP)
-    assert c["iss"] == "spiffe://sealgate.local/agent/b" and c["act"] is None and c["reason"] == "ROUTE_UNKNOWN"
-    assert c["pol"]["addr"] is None and c["pol"]["block"] is None  # no policy was read
+    assert (c["iss"], c["sub"], c["reason"]) == (ISSUER, "spiffe://sealgate.local/agent/b", "ROUTE_UNKNOWN")
+    assert not {"act", "tgt"} & c.keys() and not {"addr", "ver", "block"} & c["pol"].keys()  # nothing read: omitted
+
+
+def test_denial_before_any_identity_omits_sub():
+    c = verify(maker(FixedPolicy()).deny(reasons.IDENTITY_MISSING, "no peer").token, JWKS, typ=DENIAL_TYP)
+    assert c["iss"] == ISSUER and "sub" not in c
+
+
+def test_a_denial_names_the_agent_and_the_target():
+    c = verify(maker(FixedPolicy("DENY", "AMOUNT_OVER_LIMIT")).decide(action()).token, JWKS, typ=DENIAL_TYP)
+    assert (c["iss"], c["sub"], c["tgt"], c["act"]["amt"]) == (ISSUER, "spiffe://sealgate.local/agent/a", "payments-api", "500")
+
+
+def test_the_issuer_is_the_configured_one():
+    config = AuthorizerConfig(issuer="https://authz.corp.example")
+    m = DecisionMaker(config, EnvelopeEncoder(SIGNER), FixedPolicy(), 31337, "0xAnchor", JWKS, clock=lambda: NOW)
+    assert verify(m.decide(action()).token, JWKS, now=NOW)["iss"] == "https://authz.corp.example"
+
+
+# ------------------------------------------------------------------ the parent SAE (x-sae-parent)
+
+BOB = "spiffe://sealgate.local/agent/b"
+
+
+def _parent_refused(m, child):
+    with pytest.raises(InputRejected) as err:
+        m.decide(child)
+    return err.value.reason == reasons.PARENT_SAE_INVALID
+
+
+def test_parent_sae_of_another_agent_outside_the_session_is_refused():
+    m = maker(FixedPolicy())
+    parent = m.decide(action(agent_spiffe_id=BOB, session_id="bobs-session")).token
+    assert _parent_refused(m, action(parent_sae=parent, session_id="s-1"))
+
+
+def test_parent_sae_of_another_agent_without_sessions_is_refused():
+    m = maker(FixedPolicy())
+    parent = m.decide(action(agent_spiffe_id=BOB, session_id=None)).token
+    assert _parent_refused(m, action(parent_sae=parent, session_id=None))  # "no session" is not a shared session
+
+
+def test_parent_sae_of_another_agent_in_the_same_session_is_accepted():
+    m = maker(FixedPolicy())
+    parent = m.decide(action(agent_spiffe_id=BOB, session_id="workflow-9")).token
+    child = verify(m.decide(action(parent_sae=parent, session_id="workflow-9")).token, JWKS, now=NOW)
+    assert child["ctx"]["parent"] == sae_hash(parent).hex()
+
+
+def test_parent_sae_of_the_same_agent_in_another_session_is_accepted():
+    m = maker(FixedPolicy())
+    parent = m.decide(action(session_id="earlier")).token
+    assert verify(m.decide(action(parent_sae=parent, session_id=None)).token, JWKS, now=NOW)["ctx"]["parent"]
+
+
+def test_parent_sae_from_another_issuer_is_refused():
+    """Signed with the authorizer's key, but naming another issuer: not this authorizer's SAE."""
+    other = DecisionMaker(AuthorizerConfig(issuer="spiffe://sealgate.local/sealgate/other"), EnvelopeEncoder(SIGNER),
+                          FixedPolicy(), 31337, "0xAnchor", JWKS, clock=lambda: NOW)
+    assert _parent_refused(maker(FixedPolicy()), action(parent_sae=other.decide(action()).token))
+
+
+def test_noncanonical_parent_sae_is_refused():
+    m = maker(FixedPolicy())
+    head, payload, sig = m.decide(action()).token.split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    malleated = f"{head}.{payload}.{sig[:-1]}{alphabet[alphabet.index(sig[-1]) | 1]}"  # same signature bytes
+    assert _parent_refused(m, action(parent_sae=malleated))
+
+
+def test_parent_sae_of_format_version_1_is_refused():
+    m = maker(FixedPolicy())
+    claims = verify(m.decide(action()).token, JWKS, now=NOW)
+    from ext_authz.envelope.encoding import b64url, canonical_json
+
+    signing_input = (f"{b64url(canonical_json({'alg': 'EdDSA', 'kid': SIGNER.kid, 'typ': 'application/sae+jwt'}))}."
+                     f"{b64url(canonical_json(claims))}")
+    v1 = f"{signing_input}.{b64url(SIGNER.sign(signing_input.encode()))}"
+    assert _parent_refused(m, action(parent_sae=v1))
 
 
 def test_decision_ids_are_unique_url_safe_128_bit_values():

@@ -89,7 +89,7 @@ def test_sae_vectors_chain_together():
     assert child["claims"]["ctx"]["parent"] == sae_hash(valid["token"]).hex()
     approval = load(VECTORS / "approval_valid.json")
     c = approved["claims"]
-    assert c["apr"]["tok"] == approval["token"] and c["apr"]["req"] == digest_of(c["iss"], c["sub"], c["act"])
+    assert c["apr"]["tok"] == approval["token"] and c["apr"]["req"] == digest_of(c["sub"], c["aud"], c["act"])
 
 
 @pytest.mark.parametrize("path", files("approval"), ids=lambda p: p.stem)

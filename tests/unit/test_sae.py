@@ -36,7 +36,7 @@ def test_expiry_boundary_is_exclusive():
 
 
 def test_denial_record_needs_denial_typ():
-    record = {"iss": "x", "sub": None, "act": None, "pol": {}, "iat": 1, "jti": "d", "reason": "AGENT_REVOKED"}
+    record = {"iss": "spiffe://t/sealgate/authorizer", "pol": {}, "iat": 1, "jti": "d", "reason": "AGENT_REVOKED"}
     token = EnvelopeEncoder(SIGNER).encode(record, DENIAL_TYP)
     assert verify(token, JWKS, typ=DENIAL_TYP)["reason"] == "AGENT_REVOKED"
     with pytest.raises(SaeInvalid) as err:
@@ -48,6 +48,43 @@ def test_non_integer_time_claims_rejected():
     token = EnvelopeEncoder(SIGNER).encode({**CLAIMS, "exp": "160"})
     with pytest.raises(SaeInvalid):
         verify(token, JWKS, now=120)
+
+
+def test_the_issuer_is_pinned_when_given():
+    token = EnvelopeEncoder(SIGNER).encode(CLAIMS)
+    assert verify(token, JWKS, now=120, issuer="spiffe://t/agent/a")["iss"] == "spiffe://t/agent/a"
+    with pytest.raises(SaeInvalid) as err:
+        verify(token, JWKS, now=120, issuer="spiffe://t/sealgate/authorizer")
+    assert err.value.reason == "SAE_INVALID"
+
+
+@pytest.mark.parametrize("segment,canonical", [
+    ("", True), ("AA", True), ("AQ", True), ("AR", False), ("AAA", True), ("AAE", True), ("AAB", False),
+    ("A", False), ("AA==", False), ("a+b/", False), ("ab-_", True), ("é", False), ("AA.", False),
+], ids=["empty", "one_byte", "one_byte_low_bits_zero", "one_byte_low_bits_set", "two_bytes", "two_bytes_last_bits_zero",
+        "two_bytes_low_bits_set", "impossible_length", "padded", "standard_alphabet", "url_alphabet", "non_ascii", "dot"])
+def test_canonical_base64url(segment, canonical):
+    from ext_authz.envelope.jws import canonical_b64url
+
+    assert canonical_b64url(segment) is canonical
+
+
+@pytest.mark.parametrize("respell", [
+    lambda t: t[:-1] + {"A": "B", "Q": "R", "g": "h", "w": "x"}.get(t[-1], t[-1]),
+    lambda t: t + "==",
+    lambda t: t.replace("-", "+").replace("_", "/"),
+], ids=["signature_low_bits_set", "padded", "standard_alphabet"])
+def test_a_noncanonical_token_is_refused_though_its_bytes_verify(respell):
+    """Base64url malleability: the same signature bytes spelled differently (jwt_authn accepts it)."""
+    token = EnvelopeEncoder(SIGNER).encode({**CLAIMS, "jti": "j-+/"})
+    while "-" not in token and "_" not in token:  # the standard-alphabet case needs one of them
+        token = EnvelopeEncoder(SIGNER).encode({**CLAIMS, "jti": token[-8:]})
+    malleated = respell(token)
+    if malleated == token:
+        pytest.skip("this spelling does not apply to this token")
+    with pytest.raises(SaeInvalid) as err:
+        verify(malleated, JWKS, now=120)
+    assert err.value.reason == "SAE_INVALID" and "canonical base64url" in err.value.message
 
 
 def test_sae_hash_is_sha256_of_compact_form():
@@ -71,7 +108,7 @@ def test_amounts_beyond_64_bits_are_encoded_exactly(amount):
 
 
 def test_non_ascii_text_in_a_denial_round_trips():
-    claims = {"iss": "spiffe://t/agent/ä", "sub": None, "act": None, "pol": {}, "iat": 1, "jti": "j",
+    claims = {"iss": "spiffe://t/sealgate/authorizer", "sub": "spiffe://t/agent/ä", "pol": {}, "iat": 1, "jti": "j",
               "reason": "IDENTITY_INVALID", "msg": "found 'spïffe://x\u2028'"}
     assert verify(EnvelopeEncoder(SIGNER).encode(claims, DENIAL_TYP), JWKS, typ=DENIAL_TYP) == claims
 

@@ -1,5 +1,6 @@
 """Regenerates the test vectors from fixed keys and fixed times: `python tests/vectors/generate.py`.
 
+SAE format version 2 (typ application/sae.v2+jwt and friends; ext_authz.envelope.models).
 Five families, one JSON file per case, each named after what it exercises and recording
 the expected outcome (`expect`: VALID or the reason code):
 
@@ -9,7 +10,11 @@ the expected outcome (`expect`: VALID or the reason code):
   denial_*   `verify_denial(token, jwks.json)`, with `stage` as above
   approval_* `check_approval(token, approvers, agent, request, at=now)`: `approvers` maps a
              name to its Ed25519 public key (base64url), as the ApproverRegistry does
-  binding_*  `check_sae(token, jwks.json, **request, now=now)` at the target (`body` is UTF-8)
+  binding_*  `check_sae(token, jwks.json, **request, now=now)` at the target (`body` is UTF-8;
+             `request` names the audience and the issuer the target pins)
+  *_noncanonical_*  the same token with another base64url spelling of the same bytes (unused
+             low bits of a segment's last character set, padding, the standard alphabet):
+             refused by `jws.verify()`, though jwt_authn, jwcrypto, authlib and npm jose accept some
   merkle_*   OpenZeppelin StandardMerkleTree over bytes32 values (the SAE hashes): values,
              leaves, root and each value's proof; or one proof that must fail
 
@@ -46,6 +51,7 @@ from ext_authz.signing.base import jwks_of  # noqa: E402
 from ext_authz.signing.file_key import Ed25519Signer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+ISSUER = "spiffe://sealgate.local/sealgate/authorizer"  # the authorizer: iss of SAEs and denials
 NOW = 1_800_000_000
 SIGNER = Ed25519Signer(bytes(range(32)))  # the authorizer: its key is jwks.json
 OTHER = Ed25519Signer(bytes(range(1, 33)))  # a key nobody trusts
@@ -62,13 +68,39 @@ LARGE_ACTION = replace(ACTION, amount=2_000_000, body_sha256=hashlib.sha256(LARG
 POLICY = PolicyRef("0x5FbDB2315678afecb367f032d93F642f64180aa3", "0x" + hashlib.sha256(b"payments").hexdigest(),
                    "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512", 1, 12)
 CHAIN = ChainRef(31337, "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0")
-SAE = Sae(AGENT, TARGET, TARGET, ACTION, POLICY, "sha256:" + "ab" * 32, NOW - 10, NOW - 10, NOW + 50,
+SAE = Sae(ISSUER, AGENT, TARGET, ACTION, POLICY, "sha256:" + "ab" * 32, NOW - 10, NOW - 10, NOW + 50,
           "vector-jti-0001", Context("session-1", None, "internal"), CHAIN)
-DENIAL = Denial(AGENT, TARGET, ACTION, POLICY, NOW - 5, "vector-denial-0001", "AMOUNT_OVER_LIMIT",
+DENIAL = Denial(ISSUER, AGENT, TARGET, ACTION, POLICY, NOW - 5, "vector-denial-0001", "AMOUNT_OVER_LIMIT",
                 "amount exceeds the per-action limit", CHAIN)
 APPROVAL = Approval("alice", AGENT, LARGE_ACTION.approval_digest(AGENT, TARGET), NOW - 60, NOW + 240,
                     "vector-approval-0001")
 APPROVERS = {"alice": b64url(ALICE.raw_public)}
+V1_TYPS = {SAE_TYP: "application/sae+jwt", DENIAL_TYP: "application/sae-denial+jwt",
+           APPROVAL_TYP: "application/sae-approval+jwt"}  # format version 1: refused
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _low_bits_set(token: str, segment: int) -> str:
+    """The same bytes spelled differently: one unused low bit of the segment's last character set."""
+    parts = token.split(".")
+    seg = parts[segment]
+    assert len(seg) % 4 in (2, 3), f"segment {segment} has no unused bits"
+    parts[segment] = seg[:-1] + _ALPHABET[_ALPHABET.index(seg[-1]) | 1]
+    assert parts[segment] != seg
+    return ".".join(parts)
+
+
+def _padded(token: str) -> str:
+    head, payload, sig = token.split(".")
+    return f"{head}.{payload}.{sig}{'=' * (-len(sig) % 4)}"
+
+
+def _standard_alphabet(token: str) -> str:
+    """'-' and '_' spelled '+' and '/' (base64, not base64url) in the first segment that has them."""
+    parts = token.split(".")
+    i = next(i for i, p in enumerate(parts) if "-" in p or "_" in p)
+    parts[i] = parts[i].replace("-", "+").replace("_", "/")
+    return ".".join(parts)
 
 
 def _raw(header: dict[str, Any], claims: dict[str, Any], signer: Ed25519Signer | None) -> str:
@@ -101,6 +133,7 @@ def sae_vectors() -> dict[str, dict[str, Any]]:
     with_approval = replace(SAE, jti="vector-jti-0003", action=LARGE_ACTION,
                             approval=ApprovalRef("alice", APPROVAL.jti, APPROVAL.request, approval_token))
     act, approved = claims["act"], with_approval.to_claims()
+    payload_noncanonical = 1 if len(payload) % 4 in (2, 3) else 0  # whichever of payload and header can be respelled
 
     def claims_with(**changes: Any) -> str:
         return enc.encode({**claims, **changes})
@@ -114,17 +147,29 @@ def sae_vectors() -> dict[str, dict[str, Any]]:
         "sae_time_not_integer": _invalid(claims_with(exp=str(NOW + 50)), "SAE_INVALID", "verify"),
         "sae_alg_none": _invalid(_raw({"alg": "none", "kid": SIGNER.kid, "typ": SAE_TYP}, claims, None), "SAE_INVALID", "verify"),
         "sae_alg_hs256": _invalid(_raw({"alg": "HS256", "kid": SIGNER.kid, "typ": SAE_TYP}, claims, SIGNER), "SAE_INVALID", "verify"),
-        "sae_tampered_payload": _invalid(_tampered(valid, {**claims, "act": {**act, "amt": 5_000_000}}), "SAE_INVALID", "verify"),
+        "sae_tampered_payload": _invalid(_tampered(valid, {**claims, "act": {**act, "amt": "5000000"}}), "SAE_INVALID", "verify"),
         "sae_signed_by_other_key": _invalid(_raw({"alg": "EdDSA", "kid": SIGNER.kid, "typ": SAE_TYP}, claims, OTHER),
                                             "SAE_INVALID", "verify"),
         "sae_unknown_kid": _invalid(EnvelopeEncoder(OTHER).encode(claims), "SAE_INVALID", "verify"),
         "sae_wrong_typ": _invalid(enc.encode(claims, DENIAL_TYP), "SAE_TYPE_INVALID", "verify"),
+        "sae_v1_typ": _invalid(_raw({"alg": "EdDSA", "kid": SIGNER.kid, "typ": V1_TYPS[SAE_TYP]}, claims, SIGNER),
+                               "SAE_TYPE_INVALID", "verify"),
+        "sae_noncanonical_signature": _invalid(_low_bits_set(valid, 2), "SAE_INVALID", "verify"),
+        "sae_noncanonical_payload" if payload_noncanonical else "sae_noncanonical_header":
+            _invalid(_low_bits_set(valid, payload_noncanonical), "SAE_INVALID", "verify"),
+        "sae_noncanonical_padded": _invalid(_padded(valid), "SAE_INVALID", "verify"),
+        "sae_noncanonical_standard_alphabet": _invalid(_standard_alphabet(valid), "SAE_INVALID", "verify"),
         "sae_missing_pol": _invalid(enc.encode({k: v for k, v in claims.items() if k != "pol"}), "SAE_INVALID", "verify"),
         "sae_truncated": _invalid(f"{head}.{payload}", "SAE_INVALID", "verify"),
         "sae_oversized": _invalid(claims_with(pad="x" * 9000), "SAE_INVALID", "verify"),
         "sae_act_not_object": _invalid(claims_with(act="POST payments.internal/v1/transfers"), "SAE_INVALID", "claims"),
-        "sae_amount_not_integer": _invalid(claims_with(act={**act, "amt": "50000"}), "SAE_INVALID", "claims"),
-        "sae_amount_negative": _invalid(claims_with(act={**act, "amt": -1}), "SAE_INVALID", "claims"),
+        "sae_amount_json_number": _invalid(claims_with(act={**act, "amt": 50000}), "SAE_INVALID", "claims"),
+        "sae_amount_leading_zero": _invalid(claims_with(act={**act, "amt": "050000"}), "SAE_INVALID", "claims"),
+        "sae_amount_negative": _invalid(claims_with(act={**act, "amt": "-1"}), "SAE_INVALID", "claims"),
+        "sae_amount_beyond_uint256": _invalid(claims_with(act={**act, "amt": str(2**256)}), "SAE_INVALID", "claims"),
+        "sae_ctx_sid_null": _invalid(claims_with(ctx={**claims["ctx"], "sid": None}), "SAE_INVALID", "claims"),
+        "sae_ctx_parent_null": _invalid(claims_with(ctx={**claims["ctx"], "parent": None}), "SAE_INVALID", "claims"),
+        "sae_iss_not_a_uri": _invalid(claims_with(iss="sealgate"), "SAE_INVALID", "claims"),
         "sae_body_digest_missing": _invalid(claims_with(act={k: v for k, v in act.items() if k != "bd"}), "SAE_INVALID", "claims"),
         "sae_body_digest_not_hex": _invalid(claims_with(act={**act, "bd": "vendor-7"}), "SAE_INVALID", "claims"),
         "sae_policy_not_evaluated": _invalid(claims_with(pol={**claims["pol"], "block": None}), "SAE_INVALID", "claims"),
@@ -141,9 +186,11 @@ def denial_vectors() -> dict[str, dict[str, Any]]:
     valid = enc.encode(claims, DENIAL_TYP)
     held = replace(DENIAL, action=LARGE_ACTION, jti="vector-denial-0002", reason="HUMAN_APPROVAL_REQUIRED",
                    message="a person must approve this action", approval_request=APPROVAL.request)
-    before_policy = Denial("spiffe://sealgate.local/agent/procurement-01", None, None,
-                           replace(POLICY, implementation=None, version=None, block=None), NOW - 5,
-                           "vector-denial-0003", "ROUTE_UNKNOWN", "no route for POST payments.internal/v2/x", CHAIN)
+    unread = replace(POLICY, implementation=None, version=None, block=None)
+    before_policy = Denial(ISSUER, AGENT, None, None, unread, NOW - 5, "vector-denial-0003", "ROUTE_UNKNOWN",
+                           "no route for POST payments.internal/v2/x", CHAIN)
+    unidentified = Denial(ISSUER, None, None, None, unread, NOW - 5, "vector-denial-0004", "IDENTITY_MISSING",
+                          "no mTLS peer principal in the check request", CHAIN)
 
     def denial_with(**changes: Any) -> str:
         return enc.encode({**claims, **changes}, DENIAL_TYP)
@@ -152,6 +199,15 @@ def denial_vectors() -> dict[str, dict[str, Any]]:
         "denial_valid": _valid(valid, claims),
         "denial_awaiting_approval": _valid(enc.encode(held.to_claims(), DENIAL_TYP), held.to_claims()),
         "denial_before_policy": _valid(enc.encode(before_policy.to_claims(), DENIAL_TYP), before_policy.to_claims()),
+        "denial_unidentified": _valid(enc.encode(unidentified.to_claims(), DENIAL_TYP), unidentified.to_claims()),
+        "denial_v1_typ": _invalid(_raw({"alg": "EdDSA", "kid": SIGNER.kid, "typ": V1_TYPS[DENIAL_TYP]}, claims, SIGNER),
+                                  "SAE_TYPE_INVALID", "verify"),
+        "denial_noncanonical_signature": _invalid(_low_bits_set(valid, 2), "SAE_INVALID", "verify"),
+        "denial_sub_null": _invalid(denial_with(sub=None), "SAE_INVALID", "claims"),
+        "denial_policy_partly_read": _invalid(denial_with(pol={k: v for k, v in claims["pol"].items() if k != "ver"}),
+                                              "SAE_INVALID", "claims"),
+        "denial_action_without_target": _invalid(enc.encode({k: v for k, v in claims.items() if k != "tgt"}, DENIAL_TYP),
+                                                 "SAE_INVALID", "claims"),
         "denial_tampered": _invalid(_tampered(valid, {**claims, "reason": "OK"}), "SAE_INVALID", "verify"),
         "denial_wrong_typ": _invalid(enc.encode(claims, SAE_TYP), "SAE_TYPE_INVALID", "verify"),
         "denial_signed_by_other_key": _invalid(_raw({"alg": "EdDSA", "kid": SIGNER.kid, "typ": DENIAL_TYP}, claims, OTHER),
@@ -190,6 +246,9 @@ def approval_vectors() -> dict[str, dict[str, Any]]:
                                           "APPROVAL_INVALID"),
         "approval_iss_not_signer": case(signed(iss="bob"), "APPROVAL_INVALID"),
         "approval_wrong_typ": case(alice.encode(claims, SAE_TYP), "APPROVAL_INVALID"),
+        "approval_v1_typ": case(_raw({"alg": "EdDSA", "kid": "alice", "typ": V1_TYPS[APPROVAL_TYP]}, claims, ALICE),
+                                "APPROVAL_INVALID"),
+        "approval_noncanonical_signature": case(_low_bits_set(alice.encode(claims, APPROVAL_TYP), 2), "APPROVAL_INVALID"),
         "approval_tampered": case(_tampered(alice.encode(claims, APPROVAL_TYP), {**claims, "exp": NOW + 3600}),
                                   "APPROVAL_INVALID"),
         "approval_jti_too_long": case(signed(jti="j" * 129), "APPROVAL_INVALID"),
@@ -197,8 +256,10 @@ def approval_vectors() -> dict[str, dict[str, Any]]:
 
 
 def binding_vectors() -> dict[str, dict[str, Any]]:
-    token = EnvelopeEncoder(SIGNER).encode(SAE.to_claims())
-    request = {"method": "POST", "path": "/v1/transfers", "authority": "payments.internal", "body": BODY, "audience": TARGET}
+    enc = EnvelopeEncoder(SIGNER)
+    token = enc.encode(SAE.to_claims())
+    request = {"method": "POST", "path": "/v1/transfers", "authority": "payments.internal", "body": BODY, "audience": TARGET,
+               "issuer": ISSUER}
 
     def case(expect: str, tok: str | None = token, now: int = NOW, **changes: str) -> dict[str, Any]:
         return {"token": tok, "request": {**request, **changes}, "now": now, "expect": expect}
@@ -214,6 +275,10 @@ def binding_vectors() -> dict[str, dict[str, Any]]:
         "binding_audience_mismatch": case("SAE_INVALID", audience="hr-api"),
         "binding_sae_expired": case("SAE_INVALID", now=NOW + 50),
         "binding_sae_missing": case("SAE_MISSING", tok=None),
+        "binding_issuer_mismatch": case("SAE_INVALID", issuer="spiffe://sealgate.local/sealgate/other-authorizer"),
+        "binding_issued_in_the_future": case("SAE_INVALID", enc.encode(replace(SAE, issued_at=NOW + 60).to_claims())),
+        "binding_lifetime_over_300_s": case("SAE_INVALID", enc.encode(replace(SAE, expires=SAE.issued_at + 301).to_claims())),
+        "binding_noncanonical_signature": case("SAE_INVALID", _low_bits_set(token, 2)),
     }
 
 
