@@ -85,7 +85,7 @@ MESSAGES = {
     ROUTE_UNKNOWN: "no route-to-action rule matches this request",
     AMOUNT_INVALID: "the amount field is missing or not a non-negative integer",
     BODY_INVALID: "the request body is not the JSON object this route requires",
-    PARENT_SAE_INVALID: "the parent SAE did not verify",
+    PARENT_SAE_INVALID: "the parent SAE did not verify, or was issued to another agent outside this session",
     IDENTITY_MISSING: "no mTLS peer identity was presented",
     IDENTITY_INVALID: "the peer identity is not a SPIFFE ID of this trust domain",
     AGENT_UNKNOWN: "the agent is not in the on-chain registry",

@@ -18,8 +18,8 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2 as auth_pb2
 from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
 
-from ext_authz.envelope.encoding import sae_hash
-from ext_authz.envelope.jws import DENIAL_TYP, EnvelopeEncoder, verify
+from ext_authz.envelope.encoding import b64url, canonical_json, sae_hash
+from ext_authz.envelope.jws import DENIAL_TYP, SAE_TYP, EnvelopeEncoder, verify
 from ext_authz.errors import SealgateError
 from ext_authz.local.net import wait_until
 from ext_authz.local.pki import LocalCA
@@ -39,7 +39,7 @@ def reason(resp):
 
 
 def sae_claims(stack, token):
-    return verify(token, stack.jwks)
+    return verify(token, stack.jwks, issuer=stack.issuer)
 
 
 def test_allowed_action_executes_with_a_bound_sae(stack):
@@ -48,9 +48,10 @@ def test_allowed_action_executes_with_a_bound_sae(stack):
     doc = r.json()
     assert doc["executed"] is True
     c = sae_claims(stack, doc["sae"])
-    assert c["iss"] == stack.spiffe_id("procurement-01")
+    assert (c["iss"], c["sub"], c["aud"]) == (stack.issuer, stack.spiffe_id("procurement-01"), "payments-api")
+    assert stack.issuer == "spiffe://sealgate.local/sealgate/authorizer"  # the local stack's config names it
     assert c["act"] == {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers",
-                        "amt": 50_000, "dc": "internal", "bd": hashlib.sha256(json.dumps(TRANSFER).encode()).hexdigest()}
+                        "amt": "50000", "dc": "internal", "bd": hashlib.sha256(json.dumps(TRANSFER).encode()).hexdigest()}
     assert c["pol"]["addr"] == stack.manifest.policy and c["pol"]["block"] >= stack.manifest.deploy_block
     assert c["pol"]["registry"] == stack.manifest.policy_registry and c["pol"]["id"] == stack.manifest.policy_id
     assert c["pol"]["ver"] == 1
@@ -66,7 +67,7 @@ def test_agent_forged_sae_header_is_overwritten(stack):
     assert r.status == 200
     received = r.json()["sae"]
     assert received != forged and "," not in received  # not appended either
-    assert sae_claims(stack, received)["act"]["amt"] == 50_000
+    assert sae_claims(stack, received)["act"]["amt"] == "50000"
 
 
 def test_over_limit_is_denied_with_json_body_and_signed_denial(stack):
@@ -76,7 +77,8 @@ def test_over_limit_is_denied_with_json_body_and_signed_denial(stack):
     assert body["reason_code"] == "AMOUNT_OVER_LIMIT" and body["message"]
     denial = verify(r.headers["x-sae-denial"], stack.jwks, typ=DENIAL_TYP)
     assert denial["reason"] == "AMOUNT_OVER_LIMIT" and denial["jti"] == body["decision_id"]
-    assert denial["act"]["amt"] == 5_000_000 and denial["iss"] == stack.spiffe_id("procurement-01")
+    assert denial["act"]["amt"] == "5000000" and denial["iss"] == stack.issuer
+    assert denial["sub"] == stack.spiffe_id("procurement-01") and denial["tgt"] == "payments-api"
 
 
 @pytest.mark.parametrize("method,path,body,expected", [
@@ -244,16 +246,27 @@ def test_spiffe_id_outside_the_trust_domain_is_refused(stack, tmp_path):
 
 # ------------------------------------------------------------------ the PEP at the target
 
-def craft(stack, **overrides):
-    """A correctly signed SAE for POST /v1/transfers, with claims overridden (tests own the key)."""
+def craft(stack, typ=SAE_TYP, **overrides):
+    """A correctly signed SAE (format version 2) for POST /v1/transfers, with claims overridden (tests own the key)."""
     now = int(time.time())
-    claims = {"iss": stack.spiffe_id("procurement-01"), "sub": "payments-api", "aud": "payments-api",
-              "act": {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers", "amt": 1, "dc": "internal",
-                      "bd": hashlib.sha256(json.dumps(TRANSFER).encode()).hexdigest()},
-              "pol": {"addr": stack.manifest.policy, "block": 1}, "mod": "sha256:00", "iat": now, "nbf": now,
-              "exp": now + 60, "jti": f"crafted-{time.monotonic_ns()}", "ctx": {}, "chain": {"id": 31337, "anchor": stack.manifest.anchor}}
+    claims = {"iss": stack.issuer, "sub": stack.spiffe_id("procurement-01"), "aud": "payments-api",
+              "act": {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers", "amt": "1",
+                      "dc": "internal", "bd": hashlib.sha256(json.dumps(TRANSFER).encode()).hexdigest()},
+              "pol": {"registry": stack.manifest.policy_registry, "id": stack.manifest.policy_id, "addr": stack.manifest.policy,
+                      "ver": 1, "block": 1},
+              "mod": "sha256:" + "00" * 32, "iat": now, "nbf": now, "exp": now + 60, "jti": f"crafted-{time.monotonic_ns()}",
+              "ctx": {"dc": "internal"}, "chain": {"id": 31337, "anchor": stack.manifest.anchor}}
     claims.update(overrides)
-    return EnvelopeEncoder(stack.signer).encode(claims)
+    if typ == SAE_TYP:
+        return EnvelopeEncoder(stack.signer).encode(claims)
+    header = b64url(canonical_json({"alg": "EdDSA", "kid": stack.signer.kid, "typ": typ}))
+    signing_input = f"{header}.{b64url(canonical_json(claims))}"
+    return f"{signing_input}.{b64url(stack.signer.sign(signing_input.encode()))}"
+
+
+def craft_act():
+    return {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers", "amt": "1",
+            "dc": "internal", "bd": hashlib.sha256(json.dumps(TRANSFER).encode()).hexdigest()}
 
 
 @pytest.mark.parametrize("name,token,expected", [
@@ -262,11 +275,15 @@ def craft(stack, **overrides):
     ("other_key", lambda s: EnvelopeEncoder(Ed25519Signer(bytes(32))).encode({"act": {}}), "SAE_INVALID"),
     ("expired", lambda s: craft(s, iat=int(time.time()) - 120, nbf=int(time.time()) - 120, exp=int(time.time()) - 60), "SAE_INVALID"),
     ("wrong_audience", lambda s: craft(s, aud="hr-api"), "SAE_INVALID"),
-    ("denial_as_sae", lambda s: EnvelopeEncoder(s.signer).encode({"aud": "payments-api", "exp": int(time.time()) + 60, "act": {}}, DENIAL_TYP), "SAE_TYPE_INVALID"),
-    ("other_path", lambda s: craft(s, act={"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/other", "amt": 1, "dc": "internal"}), "SAE_BINDING_MISMATCH"),
-    ("other_method", lambda s: craft(s, act={"type": "payment.transfer", "m": "GET", "h": "payments.internal", "p": "/v1/transfers", "amt": 1, "dc": "internal"}), "SAE_BINDING_MISMATCH"),
-    ("other_authority", lambda s: craft(s, act={"type": "payment.transfer", "m": "POST", "h": "hr.internal", "p": "/v1/transfers", "amt": 1, "dc": "internal"}), "SAE_BINDING_MISMATCH"),
+    ("denial_as_sae", lambda s: EnvelopeEncoder(s.signer).encode({"iss": s.issuer, "aud": "payments-api", "exp": int(time.time()) + 60, "act": {}}, DENIAL_TYP), "SAE_TYPE_INVALID"),
+    ("other_path", lambda s: craft(s, act={"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/other", "amt": "1", "dc": "internal"}), "SAE_BINDING_MISMATCH"),
+    ("other_method", lambda s: craft(s, act={"type": "payment.transfer", "m": "GET", "h": "payments.internal", "p": "/v1/transfers", "amt": "1", "dc": "internal"}), "SAE_BINDING_MISMATCH"),
+    ("other_authority", lambda s: craft(s, act={"type": "payment.transfer", "m": "POST", "h": "hr.internal", "p": "/v1/transfers", "amt": "1", "dc": "internal"}), "SAE_BINDING_MISMATCH"),
     ("no_act", lambda s: craft(s, act="POST /v1/transfers"), "SAE_INVALID"),
+    ("other_issuer", lambda s: craft(s, iss="spiffe://sealgate.local/sealgate/other-authorizer"), "SAE_INVALID"),  # jwt_authn
+    ("format_version_1", lambda s: craft(s, typ="application/sae+jwt"), "SAE_TYPE_INVALID"),  # the Lua
+    ("amount_json_number", lambda s: craft(s, act={**craft_act(), "amt": 1}), "SAE_INVALID"),  # the verifier
+    ("null_claim", lambda s: craft(s, ctx={"dc": "internal", "parent": None}), "SAE_INVALID"),  # the verifier
 ])
 def test_pep_rejections(stack, name, token, expected):
     headers = {} if token is None else {"x-sae": token(stack)}
@@ -353,9 +370,13 @@ def anchored(stack):
 def test_sealgate_verify_accepts_an_anchored_sae(stack):
     token = transfer(stack).json()["sae"]
     wait_until(lambda: anchored(stack), 30, "anchoring")
-    out = sealgate_verify(stack, token)
+    out = sealgate_verify(stack, token, "--issuer", stack.issuer)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "VALID" in out.stdout and "anchored  root 0x" in out.stdout and "tx 0x" in out.stdout
+    assert f"issuer    {stack.issuer}" in out.stdout and f"agent     {stack.spiffe_id('procurement-01')}" in out.stdout
+    assert "amount    50000" in out.stdout and "target    payments-api" in out.stdout
+    out = sealgate_verify(stack, token, "--issuer", "spiffe://sealgate.local/sealgate/other-authorizer")
+    assert out.returncode == 1 and "INVALID SAE_INVALID" in out.stdout
 
 
 def test_sealgate_verify_shows_who_approved_an_approved_action(stack):
@@ -370,12 +391,12 @@ def test_sealgate_verify_shows_who_approved_an_approved_action(stack):
 
     # an SAE (signed with the authorizer's key) whose approval does not hold up is rejected
     claims = verify(token, stack.jwks)
-    other_act = {**claims["act"], "amt": claims["act"]["amt"] + 1}
+    other_act = {**claims["act"], "amt": str(int(claims["act"]["amt"]) + 1)}
     out = sealgate_verify(stack, craft(stack, **{**claims, "act": other_act, "jti": "approval-for-another-amount"}))
     assert out.returncode == 1 and "INVALID APPROVAL_MISMATCH" in out.stdout
     from ext_authz.authz.approvals import sign_approval
 
-    forged = sign_approval(Ed25519Signer(bytes([3]) * 32), "treasury-lead", claims["iss"], claims["apr"]["req"], now=claims["iat"])
+    forged = sign_approval(Ed25519Signer(bytes([3]) * 32), "treasury-lead", claims["sub"], claims["apr"]["req"], now=claims["iat"])
     out = sealgate_verify(stack, craft(stack, **{**claims, "apr": {**claims["apr"], "tok": forged}, "jti": "forged-approval"}))
     assert out.returncode == 1 and "INVALID APPROVAL_INVALID" in out.stdout
 

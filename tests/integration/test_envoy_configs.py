@@ -13,6 +13,7 @@ from ext_authz.signing.file_key import Ed25519Signer
 CA = LocalCA()
 SERVER = CA.issue_server()
 JWKS = jwks_of(Ed25519Signer(bytes(32)))
+ISSUER = "spiffe://sealgate.local/sealgate/authorizer"
 
 
 MESH = CA.issue_service("spiffe://sealgate.local/mesh/sidecar")
@@ -28,8 +29,8 @@ def sidecar(authorizer="unix:/run/sealgate/authorizer.sock", tls=None, admin="un
     ("sidecar", sidecar),
     ("sidecar_remote_authorizer_mtls", lambda: sidecar("10.0.0.5:9001", AUTHZ_TLS)),
     ("sidecar_remote_authorizer_by_name", lambda: sidecar("authz.internal:9001", AUTHZ_TLS)),
-    ("pep", lambda: pep_config(PepPorts(10004, 10005, 10006), JWKS, "payments-api", verifier="unix:/run/sealgate/v.sock")),
-    ("pep_verifier_on_a_port", lambda: pep_config(PepPorts(10004, 10005, 10006), JWKS, "payments-api", verifier=10010)),
+    ("pep", lambda: pep_config(PepPorts(10004, 10005, 10006), JWKS, "payments-api", issuer=ISSUER, verifier="unix:/run/sealgate/v.sock")),
+    ("pep_verifier_on_a_port", lambda: pep_config(PepPorts(10004, 10005, 10006), JWKS, "payments-api", issuer=ISSUER, verifier=10010)),
     ("direct", lambda: sidecar_config(SidecarPorts(10007, 10008, None, 10009), CA.cert_pem, SERVER.cert_pem, SERVER.key_pem, "sealgate.local")),
 ])
 def test_config_validates(tmp_path, name, build):
@@ -51,8 +52,27 @@ def test_a_plain_tcp_authorizer_is_refused():
 def test_admin_interfaces_are_unix_sockets_only_their_user_can_open():
     admin = sidecar()["admin"]["address"]["pipe"]
     assert admin == {"path": "/run/sealgate/sidecar-admin.sock", "mode": 0o600}
-    pep = pep_config(PepPorts(1, "unix:/run/sealgate/pep-admin.sock", 3), JWKS, "payments-api", verifier="unix:/v.sock")
+    pep = pep_config(PepPorts(1, "unix:/run/sealgate/pep-admin.sock", 3), JWKS, "payments-api", issuer=ISSUER, verifier="unix:/v.sock")
     assert pep["admin"]["address"]["pipe"]["mode"] == 0o600
+
+
+def jwt_provider(config):
+    filters = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    return next(f for f in filters if f["name"] == "envoy.filters.http.jwt_authn")["typed_config"]["providers"]["sae"]
+
+
+def test_the_pep_pins_the_issuer_and_speaks_format_version_2_only():
+    pep = pep_config(PepPorts(1, 2, 3), JWKS, "payments-api", issuer=ISSUER, verifier="unix:/v.sock")
+    assert jwt_provider(pep)["issuer"] == ISSUER and jwt_provider(pep)["audiences"] == ["payments-api"]
+    lua = next(f for f in pep["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+               if f["name"] == "envoy.filters.http.lua")["typed_config"]["default_source_code"]["inline_string"]
+    assert 'local SAE_TYP = "application/sae.v2+jwt"' in lua
+
+
+@pytest.mark.parametrize("issuer", ["", "authorizer", "spiffe://x/a b", 'spiffe://x/"'])
+def test_a_pep_without_a_valid_issuer_is_refused(issuer):
+    with pytest.raises(ConfigError, match="issuer"):
+        pep_config(PepPorts(1, 2, 3), JWKS, "payments-api", issuer=issuer, verifier="unix:/v.sock")
 
 
 def test_remote_authorizer_link_pins_the_authorizer_identity():
@@ -73,7 +93,8 @@ def test_broken_config_is_rejected(tmp_path):
 
 def test_lua_syntax_error_is_rejected(tmp_path):
     with pytest.raises(ConfigError):
-        validate(pep_config(PepPorts(1, 2, 3), JWKS, "payments-api", lua_source="function envoy_on_request(h", verifier=None),
+        validate(pep_config(PepPorts(1, 2, 3), JWKS, "payments-api", lua_source="function envoy_on_request(h", issuer=ISSUER,
+                                verifier=None),
                  tmp_path)
 
 
@@ -96,12 +117,14 @@ def test_operator_cli_writes_validated_configs(tmp_path):
     sidecar = json.loads((tmp_path / "sidecar.json").read_text())
     assert sidecar["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == 15001
     out = subprocess.run(base + ["pep", "--listen", "15101", "--admin", "unix:/run/sealgate/pep-admin.sock", "--target-port", "8080",
-                                 "--jwks", str(tmp_path / "jwks.json"), "--audience", "payments-api",
+                                 "--jwks", str(tmp_path / "jwks.json"), "--issuer", ISSUER, "--audience", "payments-api",
                                  "--verifier", "unix:/run/sealgate/pep-verifier.sock"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "envoy.filters.http.jwt_authn" in out.stdout and '"path": "/run/sealgate/pep-verifier.sock"' in out.stdout
+    assert jwt_provider(json.loads(out.stdout))["issuer"] == ISSUER
     bad = subprocess.run(base + ["pep", "--listen", "15101", "--admin", "unix:/run/a.sock", "--target-port", "8080",
-                                 "--jwks", str(tmp_path / "missing.json"), "--audience", "x", "--verifier", "9999"],
+                                 "--jwks", str(tmp_path / "missing.json"), "--issuer", ISSUER, "--audience", "x",
+                                 "--verifier", "9999"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "JWKS" in bad.stderr and "Traceback" not in bad.stderr

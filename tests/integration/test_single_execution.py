@@ -13,6 +13,7 @@ import time
 import pytest
 
 from ext_authz.envelope.jws import EnvelopeEncoder, verify
+from ext_authz.errors import SaeInvalid
 from ext_authz.local.net import free_port, wait_until
 from ext_authz.local.stack import LocalStack
 
@@ -27,11 +28,22 @@ def stack(tmp_path_factory):
         yield s
 
 
+def jti_of(stack, token):
+    """The executed SAE's jti: verified, or read leniently when the token does not verify (a non-canonical spelling
+    that got through would still be an execution under that jti, and must be counted)."""
+    try:
+        return verify(token, stack.jwks, check_time=False)["jti"]
+    except SaeInvalid:
+        import base64
+
+        payload = token.split(".")[1].rstrip("=").replace("+", "-").replace("/", "_")
+        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"]
+
+
 def executions(stack, jti):
     path = stack.workdir / "target-receipts.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
-    return sum(1 for line in lines if json.loads(line)["sae"] and
-               verify(json.loads(line)["sae"], stack.jwks, check_time=False)["jti"] == jti)
+    return sum(1 for line in lines if json.loads(line)["sae"] and jti_of(stack, json.loads(line)["sae"]) == jti)
 
 
 def fresh_sae(stack, body=BODY, **overrides):
@@ -104,6 +116,34 @@ def test_body_other_than_the_bound_one_is_refused_at_the_pep(stack):
     assert send(stack, token, body={"amount_cents": 700, "to": "attacker"}) == (403, "SAE_BODY_MISMATCH")
     assert executions(stack, jti) == 0
     assert send(stack, token) == (200, None)  # refused requests do not use the SAE up
+    assert executions(stack, jti) == 1
+
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def test_a_malleated_sae_is_refused_and_not_executed(stack):
+    """Base64url malleability: the signature's last character with an unused low bit set decodes to the same
+    signature bytes. Envoy's jwt_authn accepts it (and so does the Lua); the PEP verifier refuses the non-canonical
+    spelling, so the PEP as a whole does: it never executes, and does not use the SAE up either."""
+    token, jti = fresh_sae(stack)
+    malleated = token[:-1] + ALPHABET[ALPHABET.index(token[-1]) | 1]
+    assert malleated != token
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", stack.ports.pep, timeout=10)
+    try:
+        conn.request("POST", "/v1/transfers", body=json.dumps(BODY).encode(),
+                     headers={"host": "payments.internal", "content-type": "application/json", "x-sae": malleated})
+        r = conn.getresponse()
+        answer = json.loads(r.read())
+    finally:
+        conn.close()
+    assert (r.status, answer["reason_code"]) == (403, "SAE_INVALID")
+    assert "canonical base64url" in answer["message"], answer  # refused by the verifier: jwt_authn let it through
+    assert executions(stack, jti) == 0
+    assert send(stack, token) == (200, None)  # the canonical spelling runs, once
+    assert send(stack, malleated) == (403, "SAE_INVALID")
     assert executions(stack, jti) == 1
 
 
