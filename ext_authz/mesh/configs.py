@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ext_authz.envelope.models import check_issuer
+from ext_authz.envelope.models import DEFAULT_ISSUER, check_issuer
 from ext_authz.errors import ConfigError
 from ext_authz.sdk.target import MAX_SAE_LIFETIME_SECONDS
 
@@ -230,10 +230,11 @@ def pep_lua(max_sae_lifetime_seconds: int = MAX_SAE_LIFETIME_SECONDS) -> str:
 
 
 def pep_config(ports: PepPorts, jwks: dict[str, Any], audience: str, lua_source: str | None = None, *,
-               issuer: str, verifier: int | str | None, max_body_bytes: int = 64 * 1024, verifier_timeout: str = "0.5s",
+               issuer: str = DEFAULT_ISSUER, verifier: int | str | None, max_body_bytes: int = 64 * 1024, verifier_timeout: str = "0.5s",
                max_sae_lifetime_seconds: int = MAX_SAE_LIFETIME_SECONDS) -> dict[str, Any]:
     """Target PEP: jwt_authn verifies the SAE (signature, exp/nbf, audience, and `iss` pinned to `issuer`, the
-    authorizer whose JWKS this is), Lua checks typ and binds it to method, path and authority, and the
+    authorizer whose JWKS this is; the default is the authorizer's default issuer, and a mismatch refuses every
+    SAE), Lua checks typ and binds it to method, path and authority, and the
     verifier (`sealgate pep serve`, on a Unix socket) checks the body digest and redeems the SAE once in a store
     shared by every worker, restart and replica. `verifier=None` exists only for benchmarks of the hop without it:
     such a PEP does not stop replays."""

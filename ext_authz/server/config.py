@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ext_authz.envelope.models import check_issuer
+from ext_authz.envelope.models import check_issuer, default_issuer
 from ext_authz.errors import ConfigError
 
 DATA_CLASSES = ("public", "internal", "confidential", "restricted")
@@ -78,11 +78,6 @@ class AnchorConfig:
     db_path: str = "sealgate-anchor.sqlite3"
     batch_max_leaves: int = 512
     interval_seconds: float = 1.0
-
-
-def default_issuer(trust_domain: str) -> str:
-    """The authorizer's issuer URI when the config names none: its SPIFFE ID in the trust domain."""
-    return f"spiffe://{trust_domain}/sealgate/authorizer"
 
 
 @dataclass(frozen=True)
