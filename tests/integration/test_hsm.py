@@ -208,7 +208,7 @@ def test_whole_path_with_the_sae_key_in_the_hsm(token, tmp_path):
         assert r.status == 200, r.body
         sae = r.json()["sae"]  # the PEP verified it against the HSM key's JWKS before the target ran
         assert jws.extract_compact(sae.encode()).headers() == {"alg": "EdDSA", "kid": jwk["kid"], "typ": SAE_TYP}
-        assert verify(sae, stack.jwks)["act"]["amt"] == 50_000
+        assert verify(sae, stack.jwks)["act"]["amt"] == "50000"  # a decimal string (format v2)
         denied = stack.agent_call("procurement-01", "POST", "/v1/transfers", {"amount_cents": 5_000_000, "to": "vendor-42"})
         assert denied.status == 403
         assert verify(denied.headers["x-sae-denial"], stack.jwks, typ=DENIAL_TYP)["reason"] == "AMOUNT_OVER_LIMIT"
@@ -223,7 +223,7 @@ def test_whole_path_with_the_sae_key_in_the_hsm(token, tmp_path):
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(one, range(48)))
         assert [a.status for a in answers] == [200] * 48
-        assert sorted(verify(a.json()["sae"], stack.jwks)["act"]["amt"] for a in answers) == [1000 + i for i in range(48)]
+        assert sorted(int(verify(a.json()["sae"], stack.jwks)["act"]["amt"]) for a in answers) == [1000 + i for i in range(48)]
 
 
 # ------------------------------------------------------------------ the anchoring wallet in the token
