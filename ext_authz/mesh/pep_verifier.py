@@ -106,30 +106,11 @@ class PepVerifierService(auth_grpc.AuthorizationServicer):
     def __init__(self, verifier: PepVerifier):
         self._verifier = verifier
         self.counters: dict[str, int] = {}
-        # SQLite: redemptions arriving in one loop iteration commit together, on the loop (no thread hop)
-        self._redeem_many = getattr(verifier.store, "redeem_many", None)
-        self._pending: list[tuple[str, int, asyncio.Future[bool]]] = []
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        try:
-            results: list[bool] = self._redeem_many([(jti, exp) for jti, exp, _ in batch])  # type: ignore[misc]
-        except RedemptionUnavailable as e:
-            for _, _, future in batch:
-                future.set_exception(e)
-            return
-        for (_, _, future), first_use in zip(batch, results, strict=True):
-            future.set_result(first_use)
 
     def _redeem(self, jti: str, exp: int) -> asyncio.Future[bool]:
-        if self._redeem_many is None:
-            return asyncio.wrap_future(self._verifier.store.submit(jti, exp))
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.append((jti, exp, future))
-        return future
+        # the store's writer thread commits whatever waits in one transaction; the loop never blocks on fsync
+        # (committing on the loop held it ~5 ms per commit under load and capped the PEP near 200 requests/s)
+        return asyncio.wrap_future(self._verifier.store.submit(jti, exp))
 
     def _check(self, request: auth_pb2.CheckRequest) -> Verdict | dict[str, Any]:
         http = request.attributes.request.http
