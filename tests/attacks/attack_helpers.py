@@ -174,7 +174,7 @@ def raw_exchange(port: int, data: bytes, context: ssl.SSLContext | None = None, 
         while True:
             try:
                 chunk = sock.recv(65536)
-            except (TimeoutError, socket.timeout, ssl.SSLError, ConnectionResetError):
+            except (TimeoutError, ssl.SSLError, ConnectionResetError):
                 break
             if not chunk:
                 break

@@ -13,12 +13,10 @@ import sys
 import time
 
 import pytest
-
 from attack_helpers import (
     BODY,
     Receipts,
     body_bytes,
-    decode_segment,
     fresh_claims,
     hs256_with,
     http_call,
@@ -33,6 +31,7 @@ from attack_helpers import (
     unique,
     wait_receipts_settled,
 )
+
 from ext_authz.envelope.encoding import b64url
 from ext_authz.envelope.jws import APPROVAL_TYP, DENIAL_TYP, EnvelopeEncoder
 from ext_authz.local.net import free_port, tcp_open, wait_until
@@ -522,7 +521,7 @@ def test_replay_across_two_pep_workers(stack, tpl):
             token, claims = fresh(stack, tpl)
             r = Receipts(stack)
             with concurrent.futures.ThreadPoolExecutor(16) as pool:
-                results = list(pool.map(lambda _: pep_send(stack, token, port=port).status, range(32)))
+                results = list(pool.map(lambda _, t=token: pep_send(stack, t, port=port).status, range(32)))
             assert results.count(200) == 1, results
             assert r.count(jti=claims["jti"]) == 1 and r.count() == 1
         # and an SAE spent at one PEP is spent at the other
