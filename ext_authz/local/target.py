@@ -13,6 +13,7 @@ from typing import TextIO
 from joserfc.jwk import KeySet
 
 from ext_authz.errors import InputRejected
+from ext_authz.sdk.redemption import RedemptionStore, open_redemptions
 from ext_authz.sdk.target import check_sae
 
 
@@ -31,7 +32,7 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 check_sae(self.headers.get("x-sae"), self.server.keys, method=self.command, path=self.path,
                           authority=self.headers.get("host") or "", body=body, audience=self.server.audience,
-                          issuer=self.server.issuer)
+                          issuer=self.server.issuer, redemptions=self.server.redemptions)
             except InputRejected as e:
                 return self._send(403, {"reason_code": e.reason, "message": e.message}, {"x-sealgate-reason": e.reason})
         doc = {
@@ -72,6 +73,7 @@ class TargetServer(ThreadingHTTPServer):
     audience = ""
     issuer = ""
     lock = threading.Lock()
+    redemptions: RedemptionStore | None = None  # with --jwks: each SAE executes once here
 
 
 def main() -> None:
@@ -81,6 +83,9 @@ def main() -> None:
     parser.add_argument("--jwks", help="the authorizer's JWKS file: check every SAE here as well, body digest included")
     parser.add_argument("--audience", default="payments-api", help="this service's name, the SAEs' aud")
     parser.add_argument("--issuer", help="the authorizer's issuer URI, the SAEs' iss (needed with --jwks)")
+    parser.add_argument("--redemptions", metavar="URL",
+                        help="with --jwks: redeem each SAE once in this store (default: target-redeemed.sqlite3 here), "
+                             "so a request reaching the target past its PEP cannot run an SAE twice")
     args = parser.parse_args()
     if args.jwks and not args.issuer:
         parser.error("--jwks needs --issuer: an SAE is checked against the authorizer that issued it")
@@ -89,6 +94,7 @@ def main() -> None:
         server.keys = KeySet.import_key_set(json.loads(Path(args.jwks).read_text()))
         server.audience = args.audience
         server.issuer = args.issuer
+        server.redemptions = open_redemptions(args.redemptions or str(Path("target-redeemed.sqlite3").resolve()))
     if args.receipts:
         server.receipts = open(args.receipts, "a", buffering=1)
     server.serve_forever()

@@ -25,6 +25,7 @@ from google.rpc import code_pb2, status_pb2
 from joserfc.jwk import KeySet
 
 from ext_authz import reasons
+from ext_authz.authz.actions import OVERRIDE_HEADERS
 from ext_authz.envelope.models import check_issuer
 from ext_authz.errors import InputRejected
 from ext_authz.sdk.redemption import RedemptionStore, RedemptionUnavailable
@@ -71,6 +72,9 @@ class PepVerifier:
         token = headers.get("x-sae")
         if token is not None and "," in token:  # Envoy joins a repeated header's values with ","
             return Verdict(reasons.HEADER_NOT_ALLOWED, "more than one x-sae header")
+        override = OVERRIDE_HEADERS.intersection(headers)
+        if override:  # a framework obeying it would run another action than the one the SAE names
+            return Verdict(reasons.HEADER_NOT_ALLOWED, f"header {sorted(override)[0]} would change the request executed")
         try:
             return check_sae(token, self._keys, method=method, path=path, authority=authority, body=body,
                              audience=self._audience, issuer=self._issuer, max_lifetime_seconds=self._max_lifetime)

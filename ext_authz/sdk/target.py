@@ -19,6 +19,7 @@ from ext_authz import reasons
 from ext_authz.envelope.jws import SAE_TYP, verify
 from ext_authz.envelope.models import Sae
 from ext_authz.errors import ConfigError, InputRejected
+from ext_authz.sdk.redemption import RedemptionStore, RedemptionUnavailable
 
 MAX_SAE_LIFETIME_SECONDS = 300  # the seed design's upper bound on exp - iat (the PEP's Lua has the same)
 CLOCK_SKEW_SECONDS = 5  # as the PEP's jwt_authn clock_skew_seconds and the Lua's CLOCK_SKEW_SECONDS
@@ -33,11 +34,14 @@ def check_lifetime_bound(max_lifetime_seconds: int) -> int:
 
 def check_sae(token: str | None, keys: KeySet | dict[str, Any], *, method: str, path: str, authority: str,
               body: bytes, audience: str, issuer: str, now: float | None = None,
-              max_lifetime_seconds: int = MAX_SAE_LIFETIME_SECONDS) -> dict[str, Any]:
+              max_lifetime_seconds: int = MAX_SAE_LIFETIME_SECONDS,
+              redemptions: RedemptionStore | None = None) -> dict[str, Any]:
     """Returns the SAE's claims if it verifies (canonical encoding, signature, typ v2, time, `iss` is
     `issuer`, every claim's format), was not issued in the future (`iat` at most now + 5 s), lives at
     most `max_lifetime_seconds` (`exp - iat`, never over 300 s) and is bound to this audience, method,
-    path, authority and body."""
+    path, authority and body. With `redemptions`, the SAE is also redeemed there, last: a second use is
+    SAE_REPLAYED (a target that executes only once per SAE even when reached past its PEP); a store that cannot
+    answer is PEP_ERROR."""
     if not token:
         raise InputRejected(reasons.SAE_MISSING, "no x-sae header")
     check_lifetime_bound(max_lifetime_seconds)
@@ -56,4 +60,11 @@ def check_sae(token: str | None, keys: KeySet | dict[str, Any], *, method: str, 
         raise InputRejected(reasons.SAE_BINDING_MISMATCH, "SAE is bound to a different method, path or authority")
     if act.body_sha256 != hashlib.sha256(body).hexdigest():
         raise InputRejected(reasons.SAE_BODY_MISMATCH, "the body is not the one the SAE was issued for")
+    if redemptions is not None:
+        try:
+            first_use = redemptions.redeem(claims["jti"], claims["exp"])
+        except RedemptionUnavailable as e:
+            raise InputRejected(reasons.PEP_ERROR, f"redemption store unavailable: {e}") from e
+        if not first_use:
+            raise InputRejected(reasons.SAE_REPLAYED, "SAE was already used")
     return claims

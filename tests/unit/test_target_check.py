@@ -88,3 +88,39 @@ def test_iat_within_the_clock_skew_and_lifetime_at_the_bound_pass():
 def test_a_lifetime_bound_over_300_s_is_a_config_error(bound):
     with pytest.raises(ConfigError):
         check(sae(), max_lifetime_seconds=bound)
+
+
+def _check(token, **kw):
+    return check_sae(token, jwks_of(SIGNER), method="POST", path="/v1/transfers", authority="payments.internal",
+                     body=BODY, audience="payments-api", issuer=ISSUER, now=NOW + 1, **kw)
+
+
+def test_with_a_store_the_target_executes_an_sae_once(tmp_path):
+    from ext_authz.sdk.redemption import SqliteRedemptions
+
+    store = SqliteRedemptions(tmp_path / "t.sqlite3")
+    token = sae(jti="once")
+    assert _check(token, redemptions=store)["jti"] == "once"
+    with pytest.raises(InputRejected) as err:
+        _check(token, redemptions=store)
+    assert err.value.reason == reasons.SAE_REPLAYED
+    store.close()
+
+
+def test_a_refused_sae_is_not_used_up_and_a_failing_store_fails_closed(tmp_path):
+    from ext_authz.sdk.redemption import RedemptionUnavailable, SqliteRedemptions
+
+    store = SqliteRedemptions(tmp_path / "t.sqlite3")
+    with pytest.raises(InputRejected):
+        check_sae(sae(jti="kept"), jwks_of(SIGNER), method="GET", path="/v1/transfers", authority="payments.internal",
+                  body=BODY, audience="payments-api", issuer=ISSUER, now=NOW + 1, redemptions=store)
+    assert _check(sae(jti="kept"), redemptions=store)["jti"] == "kept"
+
+    class Down:
+        def redeem(self, jti, exp):
+            raise RedemptionUnavailable("disk gone")
+
+    with pytest.raises(InputRejected) as err:
+        _check(sae(jti="x"), redemptions=Down())
+    assert err.value.reason == reasons.PEP_ERROR
+    store.close()
