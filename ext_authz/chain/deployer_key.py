@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ext_authz.chain.manifest import read_bounded
 from ext_authz.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -85,13 +86,7 @@ def _from_env(source: EnvKey) -> LocalAccount:
 def _from_keystore(source: KeystoreKey) -> LocalAccount:
     from eth_account import Account
 
-    try:
-        with open(source.path, "rb") as f:
-            data = f.read(MAX_KEYSTORE_BYTES + 1)
-    except OSError as e:
-        raise ConfigError(f"deployer keystore {source.path} unreadable: {e.strerror or e}") from e
-    if len(data) > MAX_KEYSTORE_BYTES:
-        raise ConfigError(f"deployer keystore {source.path} is larger than {MAX_KEYSTORE_BYTES} bytes: not a keystore")
+    data = read_bounded(source.path, MAX_KEYSTORE_BYTES, "deployer keystore")
     try:
         keyfile = json.loads(data)
     except ValueError as e:

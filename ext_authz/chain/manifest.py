@@ -24,6 +24,18 @@ _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _BYTES32 = re.compile(r"0x[0-9a-fA-F]{64}")
 
 
+
+def read_bounded(path: str | Path, limit: int, what: str) -> bytes:
+    """A deployment file's bytes, refusing one larger than `limit` (never read whole): ConfigError naming `what`."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise ConfigError(f"{what} {path} unreadable: {e.strerror or e}") from e
+    if len(data) > limit:
+        raise ConfigError(f"{what} {path} is larger than {limit} bytes: not a {what.split()[-1]}")
+    return data
+
 @dataclass(frozen=True)
 class Manifest:
     chain_id: int
@@ -91,13 +103,7 @@ class Manifest:
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_MANIFEST_BYTES + 1)
-        except OSError as e:
-            raise ConfigError(f"address manifest {path} unreadable: {e.strerror or e}") from e
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise ConfigError(f"address manifest {path} is larger than {MAX_MANIFEST_BYTES} bytes: not a manifest")
+        data = read_bounded(path, MAX_MANIFEST_BYTES, "address manifest")
         try:
             raw = json.loads(data.decode("utf-8"))
         except UnicodeDecodeError as e:

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from ext_authz.chain.deployer_key import ENV_NAME, DeployerKey, EnvKey, KeystoreKey, Pkcs11Key
+from ext_authz.chain.manifest import read_bounded
 from ext_authz.errors import ConfigError
 
 PLAN_VERSION = 1
@@ -171,13 +172,7 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 def load_plan(path: str | Path) -> DeployPlan:
     """Reads and validates a plan file; a relative keystore path is taken relative to the plan's directory."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_PLAN_BYTES + 1)
-    except OSError as e:
-        raise ConfigError(f"deploy plan {path} unreadable: {e.strerror or e}") from e
-    if len(data) > MAX_PLAN_BYTES:
-        raise ConfigError(f"deploy plan {path} is larger than {MAX_PLAN_BYTES} bytes")
+    data = read_bounded(path, MAX_PLAN_BYTES, "deploy plan")
     try:
         raw = yaml.load(data.decode("utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except UnicodeDecodeError as e:
