@@ -106,11 +106,6 @@ class SqliteRedemptions:
                 batch.append(item)
             self._commit(batch)
 
-    def redeem_many(self, items: list[tuple[str, int]]) -> list[bool]:
-        """Redeems several in one transaction (one fsync), in the caller's thread: an event loop that gathers the
-        redemptions of one iteration avoids a thread hop per request."""
-        return self._insert([(jti, int(exp) + RETENTION_SKEW_SECONDS) for jti, exp in items])
-
     def _insert(self, rows: list[tuple[str, int]]) -> list[bool]:
         with self._db_lock:
             try:

@@ -56,9 +56,3 @@ def test_sqlite_urls(tmp_path):
     assert store.redeem("x", 2_000_000_000) and (tmp_path / "u.sqlite3").exists()
     store.close()
 
-
-def test_redeem_many_commits_a_batch_with_one_winner_per_jti(tmp_path):
-    store = SqliteRedemptions(tmp_path / "r.sqlite3")
-    assert store.redeem_many([("a", 2_000_000_000), ("a", 2_000_000_000), ("b", 2_000_000_000)]) == [True, False, True]
-    assert store.redeem("a", 2_000_000_000) is False and store.count() == 2
-    store.close()
