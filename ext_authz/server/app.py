@@ -16,6 +16,7 @@ from ext_authz.authz.decision import DecisionMaker
 from ext_authz.chain.manifest import Manifest
 from ext_authz.envelope.jws import EnvelopeEncoder
 from ext_authz.errors import ConfigError, SigningError
+from ext_authz.evidence.sqlite import SqliteEvidenceStore
 from ext_authz.policy.pinned import PinnedPolicy
 from ext_authz.server.admin import serve_admin
 from ext_authz.server.config import AuthorizerConfig
@@ -71,7 +72,8 @@ class Authorizer:
         self.policy.start()
         self.leaves = LeafQueue(AnchorStore(self.config.anchor.db_path))
         self.leaves.start()
-        approvals = ApprovalVerifier(self.policy.approver_key, claim=self.leaves.store.claim_approval)
+        self.evidence = SqliteEvidenceStore(self.config.anchor.db_path)
+        approvals = ApprovalVerifier(self.policy.approver_key, claim=self.evidence.claim_approval)
         decider = DecisionMaker(self.config, EnvelopeEncoder(self.signer), self.policy, self.manifest.chain_id,
                                 self.manifest.anchor, self.jwks, approvals=approvals)
         self.service = AuthorizationService(self.config, decider, self.leaves.enqueue, allow_all=self.allow_all,
