@@ -29,6 +29,7 @@ from ext_authz.envelope.models import (
     verify_sae,
 )
 from ext_authz.errors import InputRejected
+from ext_authz.evidence.store import EvidenceRecord
 from ext_authz.policy.abi import PolicyAction, Verdict, text_id
 from ext_authz.server.config import AuthorizerConfig
 
@@ -57,6 +58,7 @@ class Decision:
     token: str  # SAE on allow, signed denial record on deny
     token_hash: bytes
     approval_request: str | None = None  # the action digest an approver signs (HUMAN_APPROVAL_REQUIRED)
+    record: EvidenceRecord | None = None  # what the evidence store keeps; durable before the answer leaves
 
 
 class DecisionIds:
@@ -152,7 +154,10 @@ class DecisionMaker:
             approval=apr,
         )
         token = self._encoder.encode(sae.to_claims(), SAE_TYP)
-        return Decision(True, jti, reasons.OK, "allowed", token, sae_hash(token))
+        digest = sae_hash(token)
+        record = EvidenceRecord(jti, "sae", token, digest, now, reasons.OK, sae.subject, sae.audience,
+                                sae.context.session_id, parent_hash)
+        return Decision(True, jti, reasons.OK, "allowed", token, digest, record=record)
 
     def _pol(self, verdict: Verdict | None) -> PolicyRef:
         """Which policy answered: registry + id, and the implementation, version and block evaluated.
@@ -184,7 +189,10 @@ class DecisionMaker:
             approval_request=approval_request,
         )
         token = self._encoder.encode(denial.to_claims(), DENIAL_TYP)
-        return Decision(False, decision_id, reason, message, token, sae_hash(token), approval_request)
+        digest = sae_hash(token)
+        record = EvidenceRecord(decision_id, "denial", token, digest, now, reason, denial.subject, denial.target,
+                                None)  # only what the token itself says: a denial has no ctx
+        return Decision(False, decision_id, reason, message, token, digest, approval_request, record)
 
     def decide(self, action: ActionRequest) -> Decision:
         """Evaluates the policy; chain errors propagate to the caller, which fails closed."""
