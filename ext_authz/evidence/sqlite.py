@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS used_approvals (
 -- readiness: one row rewritten by probe(), a durable write that fails while the disk does
 CREATE TABLE IF NOT EXISTS probe (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    at REAL NOT NULL
+    at REAL NOT NULL,
+    pad BLOB
 );
 """
 
@@ -166,9 +167,11 @@ class SqliteEvidenceStore:
 
         return int(self._write("retention purge", delete))
 
+    PROBE_BYTES = 256 * 1024  # about one busy group's worth: a one-page write can fit where a group does not
+
     def probe(self) -> None:
         self._write("readiness probe", lambda conn: conn.execute(
-            "INSERT OR REPLACE INTO probe(id, at) VALUES (1, ?)", (time.time(),)))
+            "INSERT OR REPLACE INTO probe(id, at, pad) VALUES (1, ?, zeroblob(?))", (time.time(), self.PROBE_BYTES)))
 
     def count(self) -> int:
         return int(self._read("SELECT count(*) FROM evidence", ())[0][0])
