@@ -70,7 +70,9 @@ class Authorizer:
                                    watch=(self.manifest.registry, self.manifest.models, self.manifest.approvers),
                                    approvers=self.manifest.approvers,
                                    poll_seconds=self.config.state_poll_seconds,
-                                   max_age_seconds=self.config.max_state_age_seconds)
+                                   max_age_seconds=self.config.max_state_age_seconds,
+                                   fetch_timeout_seconds=self.config.policy_fetch_timeout_seconds,
+                                   fetch_inline=False)
         self.policy.start()
         # the tokens and the anchor queue: one SQLite file, one durable transaction per group of decisions
         self.evidence = SqliteEvidenceStore(self.config.anchor.db_path)
@@ -84,7 +86,8 @@ class Authorizer:
                                 self.manifest.anchor, self.jwks, approvals=approvals)
         self.service = AuthorizationService(self.config, decider, self.committer.submit, allow_all=self.allow_all,
                                             signing_threads=self.config.signing_threads if self.signer.blocking else 0,
-                                            mesh_clients=frozenset(self.config.mesh_clients) if tls else None)
+                                            mesh_clients=frozenset(self.config.mesh_clients) if tls else None,
+                                            fetch_state=self.policy.fetch)
         self.grpc_server = ExtAuthzServer(self.service, grpc_address, tls.credentials() if tls else None)
         port = self.grpc_server.start()
         self._last_probe = 0.0

@@ -110,6 +110,9 @@ class AuthorizerConfig:
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     state_poll_seconds: float = 0.2
     max_state_age_seconds: float = 15.0
+    # state the pinned EVM has not cached (an agent not seen since the pin) is fetched off the event loop within
+    # this deadline, else that request alone is denied with POLICY_STATE_UNAVAILABLE
+    policy_fetch_timeout_seconds: float = 2.0
     # decisions in flight on worker threads when the signer is a device (HSM); its signatures are serialized
     signing_threads: int = 4
     # operator's risk feed (UEBA/XDR), by SPIFFE ID; 0-100. Never taken from the agent.
@@ -127,6 +130,8 @@ class AuthorizerConfig:
         object.__setattr__(self, "issuer", check_issuer(self.issuer or default_issuer(self.trust_domain), "issuer"))
         if self.max_state_age_seconds <= self.state_poll_seconds:
             raise ConfigError("max_state_age_seconds must exceed state_poll_seconds")
+        if not isinstance(self.policy_fetch_timeout_seconds, (int, float)) or not 0.05 <= self.policy_fetch_timeout_seconds <= 30:
+            raise ConfigError(f"policy_fetch_timeout_seconds must be 0.05-30, found {self.policy_fetch_timeout_seconds!r}")
         if type(self.signing_threads) is not int or not 1 <= self.signing_threads <= 64:
             raise ConfigError(f"signing_threads must be an integer 1-64, found {self.signing_threads!r}")
         object.__setattr__(self, "mesh_clients", tuple(self.mesh_clients))

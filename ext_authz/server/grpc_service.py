@@ -24,7 +24,7 @@ from ext_authz import reasons
 from ext_authz.authz.actions import ActionRequest, map_request
 from ext_authz.authz.decision import Decision, DecisionMaker
 from ext_authz.authz.response import ALLOW_ALL, UNSIGNED_DENIALS, request_view, to_check_response
-from ext_authz.errors import ChainError, InputRejected, SigningError, StateStale
+from ext_authz.errors import ChainError, InputRejected, SigningError, StateNotCached, StateStale
 from ext_authz.evidence.store import EvidenceRecord, EvidenceUnavailable
 from ext_authz.server.config import AuthorizerConfig
 
@@ -36,7 +36,7 @@ log = logging.getLogger("sealgate.authz")
 class AuthorizationService(auth_grpc.AuthorizationServicer):
     def __init__(self, config: AuthorizerConfig, decider: DecisionMaker,
                  persist: Persist, allow_all: bool = False, signing_threads: int = 0,
-                 mesh_clients: frozenset[str] | None = None):
+                 mesh_clients: frozenset[str] | None = None, fetch_state: Callable[[StateNotCached], None] | None = None):
         self._config = config
         # on a TLS link: the peer certificate's URI SAN must be one of these; None: a Unix socket, no peer check
         self._mesh_clients = None if mesh_clients is None else frozenset(c.encode() for c in mesh_clients)
@@ -50,8 +50,14 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
         # a device signer (HSM) blocks for its round trip: decide on threads so the loop keeps accepting
         self._executor = (concurrent.futures.ThreadPoolExecutor(signing_threads, thread_name_prefix="sealgate-decide")
                           if signing_threads > 0 else None)
+        # state the pinned EVM has not cached is fetched on these threads, never on the event loop
+        self._fetch_state = fetch_state
+        self._fetch_timeout = config.policy_fetch_timeout_seconds
+        self._fetcher = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="sealgate-fetch")
 
-    def decide(self, request: auth_pb2.CheckRequest) -> Decision:
+    def decide(self, request: auth_pb2.CheckRequest, state_unavailable: str | None = None) -> Decision:
+        """`state_unavailable`: fetching the state this request needs failed; a miss now denies with
+        POLICY_STATE_UNAVAILABLE (else it propagates, for the caller to fetch off its loop and decide again)."""
         action: ActionRequest | None = None
         principal = ""
         try:
@@ -63,6 +69,11 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
             return self._decider.deny(e.reason, e.message, action, principal=principal)
         except StateStale as e:
             return self._decider.deny(reasons.POLICY_STATE_STALE, str(e), action, principal=principal)
+        except StateNotCached:
+            if state_unavailable is None and self._fetch_state is not None:
+                raise
+            return self._decider.deny(reasons.POLICY_STATE_UNAVAILABLE, state_unavailable or "state not cached",
+                                      action, principal=principal)
         except EvidenceUnavailable as e:  # an approval's use could not be recorded
             return self._decider.deny(reasons.EVIDENCE_UNAVAILABLE, str(e), action, principal=principal)
         except ChainError as e:
@@ -77,12 +88,20 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
         if self._mesh_clients is not None and not self._mesh_clients.intersection(context.peer_identities() or ()):
             self.counters["MESH_CLIENT_REFUSED"] += 1
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "caller is not an allowlisted mesh Envoy")
-        if self._executor is not None:
-            decided = await asyncio.get_running_loop().run_in_executor(self._executor, self.decide_and_persist, request)
+        loop = asyncio.get_running_loop()
+        unavailable: str | None = None
+        for _ in range(self.MAX_FETCHES + 1):
+            try:
+                if self._executor is not None:
+                    decided = await loop.run_in_executor(self._executor, self.decide_and_persist, request, unavailable)
+                else:
+                    # on the event loop thread: a decision is ~0.3 ms of CPU, from state in memory
+                    decided = self.decide_and_persist(request, unavailable)
+                break
+            except StateNotCached as miss:  # fetched off the loop, with a deadline; other requests go on meanwhile
+                unavailable = await self._fetch(loop, miss)
         else:
-            # on the event loop thread: a decision is ~0.3 ms of CPU; storage the pinned EVM has not cached is
-            # fetched off this thread (ext_authz.policy.pinned), so the loop never waits on an RPC
-            decided = self.decide_and_persist(request)
+            decided = self.decide_and_persist(request, "the state kept changing while it was fetched")
         if isinstance(decided, auth_pb2.CheckResponse):
             return decided
         decision, durable = decided
@@ -93,9 +112,35 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
                 return self._unrecorded(decision, e)
         return self._answer(decision)
 
+    MAX_FETCHES = 3  # a decision may need state from several contracts (policy, then an approver's key)
+
+    async def _fetch(self, loop: asyncio.AbstractEventLoop, miss: StateNotCached) -> str | None:
+        """None when fetched; else why not (the request is then denied with POLICY_STATE_UNAVAILABLE)."""
+        assert self._fetch_state is not None
+        try:
+            await asyncio.wait_for(loop.run_in_executor(self._fetcher, self._fetch_state, miss), self._fetch_timeout)
+            return None
+        except TimeoutError:
+            self.counters["STATE_FETCH_TIMEOUT"] += 1
+            return f"the chain did not serve the state of block {miss.block} within {self._fetch_timeout}s"
+        except ChainError as e:
+            return f"fetching the state of block {miss.block} failed: {e}"[:200]
+
     def check(self, request: auth_pb2.CheckRequest) -> auth_pb2.CheckResponse:
         """The same as Check, blocking (tests and tools)."""
-        decided = self.decide_and_persist(request)
+        unavailable: str | None = None
+        for _ in range(self.MAX_FETCHES + 1):
+            try:
+                decided = self.decide_and_persist(request, unavailable)
+                break
+            except StateNotCached as miss:
+                assert self._fetch_state is not None
+                try:
+                    self._fetcher.submit(self._fetch_state, miss).result(timeout=self._fetch_timeout)
+                except (concurrent.futures.TimeoutError, ChainError) as e:
+                    unavailable = f"fetching the state of block {miss.block} failed: {e}"[:200]
+        else:
+            decided = self.decide_and_persist(request, "the state kept changing while it was fetched")
         if isinstance(decided, auth_pb2.CheckResponse):
             return decided
         decision, durable = decided
@@ -106,13 +151,16 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
                 return self._unrecorded(decision, e)
         return self._answer(decision)
 
-    def decide_and_persist(self, request: auth_pb2.CheckRequest
+    def decide_and_persist(self, request: auth_pb2.CheckRequest, state_unavailable: str | None = None
                            ) -> auth_pb2.CheckResponse | tuple[Decision, concurrent.futures.Future[None] | None]:
-        """The decision and its record handed to the store; or the unsigned answer when nothing could be signed."""
+        """The decision and its record handed to the store; or the unsigned answer when nothing could be signed.
+        Raises StateNotCached when the policy needs state not fetched yet (and `state_unavailable` is None)."""
         if self._allow_all:
             return ALLOW_ALL
         try:
-            decision = self.decide(request)
+            decision = self.decide(request, state_unavailable)
+        except StateNotCached:
+            raise
         except SigningError as e:
             log.error("denied unsigned: %s", e)
             self.counters[reasons.SIGNING_FAILED] += 1
@@ -145,3 +193,4 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+        self._fetcher.shutdown(wait=False, cancel_futures=True)

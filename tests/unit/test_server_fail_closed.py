@@ -119,7 +119,7 @@ def test_with_a_device_signer_decisions_run_off_the_event_loop():
     svc = AuthorizationService(CONFIG, maker, lambda *a: None, signing_threads=2)
     ran_on = []
     decide = svc.decide_and_persist
-    svc.decide_and_persist = lambda req: (ran_on.append(threading.current_thread().name), decide(req))[1]
+    svc.decide_and_persist = lambda req, *a: (ran_on.append(threading.current_thread().name), decide(req, *a))[1]
 
     async def two_checks():
         return await asyncio.gather(svc.Check(request(), None), svc.Check(request(), None))
@@ -217,3 +217,40 @@ def test_a_commit_that_does_not_return_in_time_fails_closed():
                           "0xAnchor", JWKS)
     svc = AuthorizationService(config, maker, lambda record: concurrent.futures.Future())  # never resolves
     assert denial_reason(svc.check(request())) == (reasons.EVIDENCE_UNAVAILABLE, True)
+
+
+class UncachedPolicy(Policy):
+    """Raises StateNotCached until `fetch` ran, as PinnedPolicy does for state not fetched yet."""
+
+    def __init__(self, fetch_works):
+        super().__init__(Verdict("ALLOW", "OK", bytes(32), 1))
+        self.fetched, self.fetch_works = False, fetch_works
+
+    def evaluate(self, action):
+        from ext_authz.errors import StateNotCached
+
+        if not self.fetched:
+            raise StateNotCached("0xPolicy", b"calldata", 7)
+        return super().evaluate(action)
+
+    def fetch(self, miss):
+        if not self.fetch_works:
+            raise ChainError("debug_traceCall timed out")
+        self.fetched = True
+
+
+@pytest.mark.parametrize("fetch_works,expected", [(True, reasons.OK), (False, reasons.POLICY_STATE_UNAVAILABLE)])
+def test_state_not_cached_is_fetched_then_decided_or_that_request_fails_closed(fetch_works, expected):
+    import asyncio
+
+    policy = UncachedPolicy(fetch_works)
+    maker = DecisionMaker(CONFIG, EnvelopeEncoder(SIGNER), policy, 31337, "0xAnchor", JWKS)
+    svc = AuthorizationService(CONFIG, maker, lambda record: None, fetch_state=policy.fetch)
+    try:
+        resp = asyncio.run(svc.Check(request(), None))
+    finally:
+        svc.close()
+    if expected == reasons.OK:
+        assert resp.status.code == 0
+    else:
+        assert denial_reason(resp) == (expected, True)
