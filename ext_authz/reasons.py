@@ -63,6 +63,8 @@ NOT_ANCHORED = "NOT_ANCHORED"
 ANCHOR_MISMATCH = "ANCHOR_MISMATCH"
 MERKLE_INPUT_INVALID = "MERKLE_INPUT_INVALID"
 MERKLE_LEAF_ABSENT = "MERKLE_LEAF_ABSENT"
+REPLAY_MISMATCH = "REPLAY_MISMATCH"  # `--replay`: the policy at pol.block answers another verdict than recorded
+REPLAY_FAILED = "REPLAY_FAILED"  # `--replay`: the archive node could not run the policy at pol.block
 
 POLICY_CONTRACT_CODES = frozenset(
     {
