@@ -14,24 +14,58 @@ from ext_authz.errors import ConfigError
 
 
 class Event(ctypes.Structure):  # mirrors struct egress_event in ebpf/egress.h
-    _fields_ = [("cgroup_id", ctypes.c_uint64), ("agent_cgroup_id", ctypes.c_uint64), ("pid", ctypes.c_uint32),
-                ("uid", ctypes.c_uint32), ("agent_idx", ctypes.c_uint32), ("port", ctypes.c_uint16),
-                ("hook", ctypes.c_uint8), ("verdict", ctypes.c_uint8), ("family", ctypes.c_uint8),
+    _fields_ = [("seq", ctypes.c_uint64), ("cgroup_id", ctypes.c_uint64), ("agent_cgroup_id", ctypes.c_uint64),
+                ("pid", ctypes.c_uint32), ("uid", ctypes.c_uint32), ("agent_idx", ctypes.c_uint32),
+                ("ifindex", ctypes.c_uint32), ("detail", ctypes.c_uint32), ("port", ctypes.c_uint16),
+                ("hook", ctypes.c_uint8), ("verdict", ctypes.c_uint8), ("reason", ctypes.c_uint8), ("family", ctypes.c_uint8),
                 ("proto", ctypes.c_uint8), ("sock_type", ctypes.c_uint8), ("addr_is_v4", ctypes.c_uint8),
-                ("addr", ctypes.c_uint8 * 16), ("comm", ctypes.c_char * 16)]
+                ("pad", ctypes.c_uint8 * 3), ("addr", ctypes.c_uint8 * 16), ("comm", ctypes.c_char * 16)]
 
 
-def event(hook, addr: bytes, family, verdict=None, proto=socket.IPPROTO_TCP, agent_idx=7):
-    e = Event(cgroup_id=11, agent_cgroup_id=10, pid=42, uid=1000, agent_idx=agent_idx, port=8080, hook=hook,
-              verdict=verdict or C["VERDICT_BLOCKED"], family=family, proto=proto, sock_type=1,
-              addr_is_v4=int(len(addr) == 4), comm=b"curl")
+def event(hook, addr: bytes, family, verdict=None, proto=socket.IPPROTO_TCP, agent_idx=7, reason=None, detail=0):
+    e = Event(seq=3, cgroup_id=11, agent_cgroup_id=10, pid=42, uid=1000, agent_idx=agent_idx, port=8080, hook=hook,
+              verdict=verdict or C["VERDICT_BLOCKED"], reason=reason or C["REASON_DESTINATION"], family=family,
+              proto=proto, sock_type=1, addr_is_v4=int(len(addr) == 4), comm=b"curl", detail=detail)
     ctypes.memmove(e.addr, addr, len(addr))
     return e
 
 
 def test_header_constants_are_parsed():
     assert C["MODE_AUDIT"] == 1 and C["HOOK_SOCK_CREATE"] == 5 and C["AGENT_UNREGISTERED"] == 0
-    assert set(HOOKS.values()) == {"connect4", "connect6", "sendmsg4", "sendmsg6", "sock_create"}
+    assert set(HOOKS.values()) == {"connect4", "connect6", "sendmsg4", "sendmsg6", "sock_create", "skb_egress",
+                                   "skb_ingress", "bind4", "bind6", "setsockopt"}
+
+
+def test_event_struct_mirror_has_the_size_of_the_header_struct():
+    header = egress_kernel.HEADER.read_text()
+    assert "u8 pad[3];" in header and ctypes.sizeof(Event) == 88  # no implicit padding on either side
+
+
+def test_every_kernel_reason_has_a_stable_code_with_a_message():
+    from ext_authz import reasons
+    from ext_authz.egress.events import REASONS
+
+    numbers = {v for k, v in C.items() if k.startswith("REASON_")}
+    assert set(REASONS) == numbers
+    assert all(code.startswith("EGRESS_") and code in reasons.MESSAGES for code in REASONS.values())
+
+
+def test_setsockopt_event_names_the_option_and_no_address():
+    doc = ocsf_event(event(C["HOOK_SETSOCKOPT"], b"", 6, reason=C["REASON_SOCKOPT"], detail=(41 << 16) | 57), {7: "w"})
+    assert doc["unmapped"]["sockopt"] == [41, 57] and doc["dst_endpoint"]["ip"] is None
+    assert doc["unmapped"]["reason_code"] == "EGRESS_SOCKOPT_REROUTES"
+
+
+def test_inbound_refusal_is_an_inbound_event():
+    doc = ocsf_event(event(C["HOOK_SKB_INGRESS"], bytes([10, 0, 0, 2]), 4, reason=C["REASON_INBOUND"]), {})
+    assert doc["connection_info"]["direction_id"] == 1 and doc["unmapped"]["reason_code"] == "EGRESS_INBOUND_NOT_ALLOWED"
+
+
+def test_loss_record_carries_the_range_of_lost_events():
+    from ext_authz.egress.events import loss_event
+
+    doc = loss_event(10, 25, now_ms=1)
+    assert (doc["dropped_events"], doc["dropped_from"], doc["dropped_total"]) == (15, 10, 25)
 
 
 def test_blocked_v4_connect_maps_to_ocsf_refuse():
@@ -71,6 +105,13 @@ def test_audit_and_unregistered_and_sock_create():
     ({"agents": [{"id": "a", "allow": [{"addr": "10.0.0.1", "port": 53, "proto": "sctp"}]}]}, "proto"),
     ({"agents": [{"mode": "audit"}]}, "needs id"),
     ({"agentz": []}, "unknown keys"),
+    ({"agents": [{"id": "a", "allow": [{"addr": "127.0.0.1", "port": 1, "device": "eth0"}]}]}, "loopback"),
+    ({"agents": [{"id": "a", "allow": [{"addr": "10.0.0.1", "port": 1, "device": "bad name!"}]}]}, "device"),
+    ({"agents": [{"id": "a", "allow": [{"addr": "10.0.0.1", "port": 1, "netns": "relative"}]}]}, "netns"),
+    ({"agents": [{"id": "a", "allow": [{"addr": "10.0.0.1", "port": 1}, {"addr": "10.0.0.1", "port": 1, "device": "x"}]}]},
+     "two allow rules"),
+    ({"agents": [{"id": "a", "inbound": [{"port": 70000}]}]}, "inbound rule"),
+    ({"agents": [{"id": "a", "inbound": [{"port": 80, "proto": "icmp"}]}]}, "proto"),
 ])
 def test_invalid_egress_config_is_rejected(raw, needle):
     with pytest.raises(ConfigError) as err:
