@@ -34,7 +34,11 @@ def register(sub: Any) -> None:
                 "    --proxy http://127.0.0.1:15001 -- python agent.py")
     p.add_argument("--agent", required=True, help="the agent id in the egress config")
     p.add_argument("--config", required=True, metavar="FILE", help="the egress config (names the agent cgroups)")
-    p.add_argument("--user", help="run as this user (recommended: not root, so it cannot leave its cgroup)")
+    p.add_argument("--user", help="run as this user: one uid per agent (ptrace and pidfd_getfd need the same uid)")
+    p.add_argument("--allow-root", action="store_true",
+                   help="let the agent run as root (it can then leave its cgroup, open AF_PACKET sockets, setns)")
+    p.add_argument("--allow-socket-stdio", action="store_true",
+                   help="start even if stdin/stdout/stderr is a socket (it predates the agent's cgroup)")
     p.add_argument("--proxy", metavar="URL", help="HTTP(S)_PROXY for the agent: its Envoy sidecar")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command to run")
     p.set_defaults(func=cmd_agent_run)
@@ -97,7 +101,8 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
     argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not argv:
         raise UsageError("agent run: give the command after --")
-    proc = spawn_agent(EgressConfig.load(args.config), args.agent, argv, user=args.user, proxy_url=args.proxy)
+    proc = spawn_agent(EgressConfig.load(args.config), args.agent, argv, user=args.user, proxy_url=args.proxy,
+                       allow_root=args.allow_root, allow_socket_stdio=args.allow_socket_stdio)
     return proc.wait()
 
 

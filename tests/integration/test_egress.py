@@ -198,7 +198,7 @@ class Daemon:
     def run_agent(self, agent: str, steps: list, user: str | None = None) -> dict:
         python = NOBODY_PYTHON if user else sys.executable
         proc = spawn_agent(self.config, agent, [python, "-c", PROBE, json.dumps(steps)], user=user,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+                           allow_root=user is None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         return json.loads(out)
@@ -364,7 +364,7 @@ def test_ring_buffer_overflow_is_reported_not_silent(daemon):
         # 256 pages / 88-byte events: ~12k fit; send more denied sendtos than that
         code = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                 f"for _ in range(30000):\n    try: s.sendto(b'x', ('{REMOTE4}', {UDP_PORT}))\n    except OSError: pass\n")
-        proc = spawn_agent(daemon.config, "worker", [sys.executable, "-c", code])
+        proc = spawn_agent(daemon.config, "worker", [sys.executable, "-c", code], allow_root=True)
         assert proc.wait(timeout=120) == 0
     finally:
         daemon.proc.send_signal(signal.SIGCONT)
