@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
                 "sealgate egress uninstall --config deploy/egress.yaml")
     p.add_argument("--config", required=True, metavar="FILE", help="the egress config the daemon ran with")
     p.set_defaults(func=cmd_egress_uninstall)
-    p = command(egress, "probe", "say whether eBPF enforcement can run here, and if not, exactly why (exit 1)",
+    p = command(egress, "probe", "say whether eBPF enforcement (and the BPF LSM) can run here, and if not, exactly why (exit 1)",
                 "sealgate egress probe")
     p.set_defaults(func=cmd_egress_probe)
 
@@ -88,9 +88,14 @@ def cmd_egress_uninstall(args: argparse.Namespace) -> int:
 
 def cmd_egress_probe(args: argparse.Namespace) -> int:
     from ext_authz.egress.kernel import probe
+    from ext_authz.egress.lsm import status
 
     reason = probe()
     print("eBPF egress enforcement: available" if reason is None else f"eBPF egress enforcement unavailable: {reason}")
+    lsm = status()
+    print("BPF LSM: active, programs load" if lsm is None else
+          f"BPF LSM: not usable: {lsm}\n  not covered without it: writes on an already-connected socket the agent did "
+          f"not create (SCM_RIGHTS from a cooperating process; a socket taken with the seccomp filter off); see docs/egress.md")
     return 0 if reason is None else 1
 
 

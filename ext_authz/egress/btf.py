@@ -1,10 +1,11 @@
-"""Field offsets of the running kernel's structs, read from its BTF (/sys/kernel/btf/vmlinux).
+"""The running kernel's BTF (/sys/kernel/btf/vmlinux): function type ids and struct field offsets.
 
-bcc compiles against the Debian headers linked for this kernel, whose struct layouts
-need not match the running kernel (6.1 headers, 6.18 kernel here). The LSM programs
-therefore read kernel structs only at offsets computed here from the kernel's own BTF
-and passed to the compiler as -D defines (a small, explicit stand-in for CO-RE).
-Pure parsing: `FieldOffsets.parse(bytes)`; I/O only in `running_kernel()`.
+Type ids name the LSM hook a BPF_PROG_TYPE_LSM program attaches to (`lsm.py` probes
+whether such programs load here). Field offsets are what a program reading kernel
+structs must use: bcc compiles against the Debian headers linked for this kernel, whose
+struct layouts need not match the running kernel (6.1 headers, 6.18 kernel here), so
+offsets computed from the kernel's own BTF and passed as -D defines stand in for CO-RE.
+Pure parsing: `FieldOffsets.parse(bytes)`; I/O only in `load()` and `running_kernel()`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ext_authz.egress.kernel import EgressUnavailable
 
 BTF_MAGIC = 0xEB9F
 KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM = 1, 2, 3, 4, 5, 6
-KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT = 8, 9, 10, 11
+KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_FUNC = 8, 9, 10, 11, 12
 KIND_FUNC_PROTO, KIND_VAR, KIND_DATASEC, KIND_DECL_TAG, KIND_TYPE_TAG, KIND_ENUM64 = 13, 14, 15, 17, 18, 19
 # bytes that follow the 12-byte common header: fixed, and per vlen entry
 _EXTRA_FIXED = {KIND_INT: 4, KIND_ARRAY: 12, KIND_VAR: 4, KIND_DECL_TAG: 4}
@@ -51,6 +52,7 @@ class FieldOffsets:
 
     types: list[_Type] = field(default_factory=list)
     by_name: dict[str, int] = field(default_factory=dict)
+    funcs: dict[str, int] = field(default_factory=dict)  # FUNC name -> type id (what attach_btf_id names)
 
     @classmethod
     def parse(cls, blob: bytes) -> FieldOffsets:
@@ -87,6 +89,8 @@ class FieldOffsets:
             out.types.append(_Type(kind, name, size_or_type, members))
             if kind in (KIND_STRUCT, KIND_UNION) and name and name not in out.by_name:
                 out.by_name[name] = len(out.types) - 1
+            elif kind == KIND_FUNC and name:
+                out.funcs.setdefault(name, len(out.types) - 1)
         return out
 
     def _strip(self, type_id: int) -> _Type:
@@ -180,9 +184,16 @@ def defines(offsets: FieldOffsets) -> dict[str, int]:
     return out
 
 
-def running_kernel(path: str = "/sys/kernel/btf/vmlinux") -> dict[str, int]:
+VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+
+
+def load(path: str = VMLINUX_BTF) -> FieldOffsets:
     try:
         blob = Path(path).read_bytes()
     except OSError as e:
-        raise BtfError(f"no kernel BTF at {path} ({e}): the LSM programs need it") from e
-    return defines(FieldOffsets.parse(blob))
+        raise BtfError(f"no kernel BTF at {path} ({e}): BTF-typed programs (LSM) need it") from e
+    return FieldOffsets.parse(blob)
+
+
+def running_kernel(path: str = VMLINUX_BTF) -> dict[str, int]:
+    return defines(load(path))

@@ -3,6 +3,7 @@
 import ctypes
 import ipaddress
 import socket
+import struct
 
 import pytest
 
@@ -135,3 +136,75 @@ def test_cgroup2_and_bpffs_found_from_mounts():
 def test_probe_names_not_root(monkeypatch):
     monkeypatch.setattr(egress_kernel.os, "geteuid", lambda: 1000)
     assert probe().startswith("not root")
+
+
+# ---- BTF offsets (a hand-built blob: the layout rules, not this kernel's numbers)
+
+
+def _btf(types: list[bytes], strings: bytes) -> bytes:
+    body = b"".join(types)
+    return struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(body), len(body), len(strings)) + body + strings
+
+
+def test_btf_offsets_walk_embedded_and_anonymous_members():
+    from ext_authz.egress.btf import FieldOffsets
+
+    strings = b"\0int\0inner\0x\0y\0outer\0a\0in\0flag\0bpf_lsm_socket_sendmsg\0"
+    off = {name: strings.index(name.encode() + b"\0") for name in
+           ("int", "inner", "x", "y", "outer", "a", "in", "flag", "bpf_lsm_socket_sendmsg")}
+    t_int = struct.pack("<III", off["int"], 1 << 24, 4) + struct.pack("<I", 32)            # [1] int
+    t_anon = struct.pack("<III", 0, (5 << 24) | 2, 8) + struct.pack("<III", off["x"], 1, 0) \
+        + struct.pack("<III", off["y"], 1, 32)                                               # [2] anon union
+    t_inner = struct.pack("<III", off["inner"], (4 << 24) | 2, 12) + struct.pack("<III", 0, 2, 0) \
+        + struct.pack("<III", off["a"], 1, 64)                                               # [3] struct inner
+    t_outer = struct.pack("<III", off["outer"], (1 << 31) | (4 << 24) | 2, 20) \
+        + struct.pack("<III", off["in"], 3, 32) + struct.pack("<III", off["flag"], 1, (1 << 24) | 130)  # [4] kflag
+    t_func = struct.pack("<III", off["bpf_lsm_socket_sendmsg"], 12 << 24, 0)                 # [5] FUNC
+    btf = FieldOffsets.parse(_btf([t_int, t_anon, t_inner, t_outer, t_func], strings))
+    assert btf.offset("inner", "y") == 4  # through the anonymous union
+    assert btf.offset("outer", "in.a") == 4 + 8
+    assert btf.offset("outer", "in.y") == 4 + 4
+    assert btf.bit_offset("outer", "flag") == 130
+    assert btf.funcs["bpf_lsm_socket_sendmsg"] == 5
+    with pytest.raises(Exception, match="bitfield"):
+        btf.offset("outer", "flag")
+    with pytest.raises(Exception, match="no field"):
+        btf.offset("outer", "in.z")
+
+
+def test_btf_blob_that_is_not_btf_is_refused():
+    from ext_authz.egress.btf import BtfError, FieldOffsets
+
+    with pytest.raises(BtfError, match="magic"):
+        FieldOffsets.parse(b"\x00" * 32)
+    with pytest.raises(BtfError, match="shorter"):
+        FieldOffsets.parse(b"\x9f\xeb")
+
+
+# ---- the agent seccomp filter (its behaviour is tested for real in test_egress_escapes.py)
+
+
+def test_seccomp_filter_jumps_stay_inside_the_program_and_it_ends_in_returns():
+    from ext_authz.egress import seccomp
+
+    code = seccomp.filter_program()
+    insns = [struct.unpack_from("<HBBI", code, i) for i in range(0, len(code), 8)]
+    assert len(code) % 8 == 0 and len(insns) < 4096
+    for i, (op, jt, jf, _k) in enumerate(insns):
+        if op == seccomp.JEQ_K:
+            assert i + 1 + max(jt, jf) < len(insns)
+    assert insns[-1] == (seccomp.RET_K, 0, 0, seccomp.SECCOMP_RET_ALLOW)
+    refused = {k for op, _, _, k in insns if op == seccomp.JEQ_K}
+    assert set(seccomp.SYSCALLS_REFUSED.values()) <= refused and socket.AF_VSOCK not in refused
+
+
+def test_launcher_sees_a_socket_on_stdin():
+    from ext_authz.egress.launcher import socket_stdio
+
+    a, b = socket.socketpair()
+    try:
+        assert socket_stdio({"stdin": a.fileno(), "stdout": -1, "stderr": -1}) == [0]
+        assert socket_stdio({"stdin": -3, "stdout": -3, "stderr": -3}) == []  # DEVNULL
+    finally:
+        a.close()
+        b.close()
