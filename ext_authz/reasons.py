@@ -89,6 +89,7 @@ EGRESS_IP_OPTIONS = "EGRESS_IP_OPTIONS"
 EGRESS_SOCKOPT_REROUTES = "EGRESS_SOCKOPT_REROUTES"
 EGRESS_INBOUND_NOT_ALLOWED = "EGRESS_INBOUND_NOT_ALLOWED"
 EGRESS_FRAGMENT = "EGRESS_FRAGMENT"
+EGRESS_SYSCALL_REFUSED = "EGRESS_SYSCALL_REFUSED"  # by the agent's seccomp filter (reported from its audit record)
 
 MESSAGES = {
     INPUT_MALFORMED: "the request could not be mapped to an action",
@@ -127,4 +128,6 @@ MESSAGES = {
     EGRESS_SOCKOPT_REROUTES: "a socket option that reroutes traffic (device binding, source routes, pktinfo) is refused",
     EGRESS_INBOUND_NOT_ALLOWED: "inbound traffic or a bind to a port the config does not open for the agent",
     EGRESS_FRAGMENT: "a non-first IP fragment from an agent socket (no ports to judge) is refused",
+    EGRESS_SYSCALL_REFUSED: "the agent's seccomp filter refused the call (pidfd_getfd, ptrace, process_vm_*, io_uring, "
+                            "a socket family other than unix, inet, inet6, netlink)",
 }

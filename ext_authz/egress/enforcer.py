@@ -25,8 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from ext_authz.egress.audit import AuditReader, record_fields
 from ext_authz.egress.config import AllowRule, EgressConfig, cgroup_id, parent_cgroup
-from ext_authz.egress.events import loss_event, ocsf_event
+from ext_authz.egress.events import loss_event, ocsf_event, seccomp_event
 from ext_authz.egress.kernel import (
     AT_ROOT,
     BPF_F_ALLOW_MULTI,
@@ -109,6 +110,7 @@ class EgressEnforcer:
         self._fds: list[tuple[Any, Any, Path]] = []
         self._stop = threading.Event()
         self._reader: threading.Thread | None = None
+        self._audit: AuditReader | None = None
         self.events_seen = 0
         self.drops_reported = 0  # by this instance: the loss records it wrote
         self._names: dict[int, str] = {}  # map index -> agent id, for events; refreshed by sync_maps
@@ -252,12 +254,22 @@ class EgressEnforcer:
 
         self._reader = threading.Thread(target=loop, name="sealgate-egress-events", daemon=True)
         self._reader.start()
+        try:
+            self._audit = AuditReader(str(self.parent.relative_to(self.root)),
+                                      lambda rec, agent: self._sink(seccomp_event(record_fields(rec), agent)),
+                                      lambda: self._names)
+            self._audit.start()
+        except OSError as e:  # no audit in this kernel: the filter still refuses, unreported
+            self._audit = None
+            log.warning("egress: cannot read the audit multicast group (%s): seccomp refusals go unreported", e)
 
     def close(self, detach: bool = False) -> None:
         """Stops reading. The programs stay attached unless detach=True (a restart keeps enforcing)."""
         self._stop.set()
         if self._reader:
             self._reader.join(timeout=5)
+        if self._audit:
+            self._audit.close()
         if detach:
             from bcc import BPF
 

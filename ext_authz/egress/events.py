@@ -23,6 +23,22 @@ REASONS = {
 LOSS_CLASS = "Sealgate Egress Event Loss"
 
 
+def seccomp_event(fields: dict[str, Any], agent: str, now_ms: int | None = None) -> dict[str, Any]:
+    """OCSF 4001 Refuse for a call the agent's seccomp filter refused (from its audit record)."""
+    return {
+        "class_uid": 4001, "class_name": "Network Activity", "category_uid": 4, "activity_id": 5, "type_uid": 400105,
+        "time": now_ms if now_ms is not None else int(time.time() * 1000),
+        "severity_id": 3, "action_id": 2, "disposition_id": 2, "status_id": 2,
+        "message": f"blocked {fields['syscall']} by agent {agent}: {reasons.EGRESS_SYSCALL_REFUSED}",
+        "metadata": {"version": "1.1.0", "product": {"name": "Sealgate egress", "vendor_name": "Sealgate"}},
+        "actor": {"process": {"pid": fields["pid"], "name": fields["comm"], "user": {"uid": fields["uid"]}}},
+        "dst_endpoint": {"ip": None, "port": None},
+        "connection_info": {"direction_id": 2, "protocol_num": None, "protocol_name": None, "protocol_ver_id": None},
+        "unmapped": {"agent_id": agent, "hook": "seccomp", "reason_code": reasons.EGRESS_SYSCALL_REFUSED,
+                     "syscall": fields["syscall"], "syscall_nr": fields["syscall_nr"], "seq": None},
+    }
+
+
 def loss_event(reported_before: int, dropped_total: int, now_ms: int | None = None) -> dict[str, Any]:
     """Events dropped_total - reported_before were lost (ring buffer full): drop numbers
     reported_before+1 .. dropped_total of the pinned counter, so a record repeated after a

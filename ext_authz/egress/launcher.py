@@ -94,9 +94,16 @@ def spawn_agent(config: EgressConfig, agent_id: str, argv: list[str], user: str 
         raise AgentLaunchRefused(f"refusing to start an agent whose fd {on_socket} is a socket (it predates the "
                                  f"agent's cgroup); redirect it, or --allow-socket-stdio to accept that")
 
+    index = config.agent(agent_id).index
+
     def enter() -> None:  # runs in the child between fork and exec
         with open(procs, "w") as f:
             f.write(str(os.getpid()))
+        try:  # names the agent in the audit records of its seccomp refusals (needs CAP_AUDIT_CONTROL, so: now)
+            with open("/proc/self/loginuid", "w") as f:
+                f.write(str(index))
+        except OSError:
+            pass  # immutable login uids or no audit: the daemon falls back to the pid's cgroup
         if gid is not None:
             os.setgroups([])
             os.setgid(gid)

@@ -5,8 +5,10 @@ the cgroup programs cannot judge: taking another process's fds (pidfd_getfd), dr
 another process (ptrace, process_vm_readv/writev), socket families that leave the host
 without the inet hooks (AF_VSOCK, AF_PACKET, ...: only AF_UNIX, AF_INET, AF_INET6 and
 AF_NETLINK are allowed), and io_uring (its IORING_OP_SOCKET creates sockets without the
-socket(2) syscall this filter sees). Refused calls fail with EPERM; the daemon's
-sys_exit tracepoint program reports them. A filter cannot be removed by the process it
+socket(2) syscall this filter sees). Refused calls fail with EPERM and, as the filter is
+installed with SECCOMP_FILTER_FLAG_LOG, the kernel writes an audit record (type 1326) for
+each; the egress daemon reads those from the audit multicast group (`audit.py`) and reports
+them like the cgroup programs' refusals. A filter cannot be removed by the process it
 confines (no_new_privs is set first, as the kernel requires for unprivileged filters).
 
 Pure: `filter_program()` builds classic BPF; `install()` is the only I/O.
@@ -25,12 +27,14 @@ AUDIT_ARCH_X86_64 = 0xC000003E
 SYSCALLS_REFUSED = {"ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "io_uring_setup": 425,
                     "pidfd_getfd": 438}
 SYS_SOCKET, SYS_SOCKETPAIR = 41, 53
+SYSCALL_NAMES = {**{nr: name for name, nr in SYSCALLS_REFUSED.items()}, SYS_SOCKET: "socket", SYS_SOCKETPAIR: "socketpair"}
 FAMILIES_ALLOWED = (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK)
 
 SECCOMP_RET_ALLOW = 0x7FFF0000
 SECCOMP_RET_ERRNO = 0x00050000
 SECCOMP_RET_KILL_PROCESS = 0x80000000
-PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+PR_SET_NO_NEW_PRIVS = 38
+SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_LOG = 317, 1, 2
 # classic BPF opcodes
 LD_W_ABS, JEQ_K, RET_K = 0x20, 0x15, 0x06
 OFF_NR, OFF_ARCH, OFF_ARG0 = 0, 4, 16  # struct seccomp_data; args[0] low 32 bits on little-endian
@@ -73,5 +77,5 @@ def install() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+    if libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_LOG, ctypes.byref(prog)) != 0:
+        raise OSError(ctypes.get_errno(), "seccomp(SECCOMP_SET_MODE_FILTER)")

@@ -617,6 +617,8 @@ def test_pidfd_getfd_socket_of_an_outside_process_is_refused_by_the_launcher(dae
     r = daemon.agent("esc", {"attack": "pidfd_getfd", "pid": holder, "fd": 3, "dst": REMOTE4, "port": 9, "marker": m})
     assert (r["errno"], r["step"]) == (EPERM, "pidfd_getfd")  # the agent's seccomp filter
     assert remote.received(m) == 0
+    ev = daemon.wait_event("pidfd_getfd refused", pid=r["pid"], hook="seccomp", syscall="pidfd_getfd")
+    assert ev["unmapped"]["agent_id"] == "esc" and ev["unmapped"]["reason_code"] == "EGRESS_SYSCALL_REFUSED"
 
 
 def test_pidfd_getfd_socket_is_judged_by_the_calling_agent_without_the_filter(daemon, remote, holder, request):
@@ -635,6 +637,7 @@ def test_pidfd_getfd_socket_is_judged_by_the_calling_agent_without_the_filter(da
 def test_ptrace_of_an_outside_process_is_refused_by_the_launcher(daemon, holder):
     r = daemon.agent("esc", {"attack": "ptrace_attach", "pid": holder})
     assert (r["errno"], r["step"]) == (EPERM, "ptrace")
+    daemon.wait_event("ptrace refused", pid=r["pid"], hook="seccomp", syscall="ptrace", agent_id="esc")
     control = outside({"attack": "ptrace_attach", "pid": holder}, user="nobody")
     assert control["errno"] == 0  # same uid, no filter: the attach works (so the refusal above is the filter's)
 
@@ -717,6 +720,7 @@ def test_agent_run_refuses_root_without_allow_root(daemon):
 def test_non_inet_family_socket_is_refused(daemon, name, family, kind):
     r = daemon.agent("esc", {"attack": "socket_family", "family": family, "type": kind}, user=None)  # even as root
     assert (r["errno"], r["step"]) == (EPERM, "socket")
+    daemon.wait_event(f"{name} socket refused", pid=r["pid"], hook="seccomp", syscall="socket", agent_id="esc")
 
 
 def test_vsock_refused(daemon):
@@ -726,6 +730,8 @@ def test_vsock_refused(daemon):
     assert control["errno"] == 0
     r = daemon.agent("esc", {"attack": "socket_family", "family": socket.AF_VSOCK, "type": socket.SOCK_STREAM})
     assert (r["errno"], r["step"]) == (EPERM, "socket")
+    ev = daemon.wait_event("vsock refused", pid=r["pid"], hook="seccomp", syscall="socket", agent_id="esc")
+    assert ev["actor"]["process"]["user"]["uid"] == "65534"
 
 
 # ------------------------------------------------------------------ 4. no lost events across a kill -9
