@@ -738,19 +738,25 @@ def test_vsock_refused(daemon):
 
 
 def test_daemon_kill_9_under_denied_traffic_loses_no_refusal(remote, tmp_path):
-    """Denied sendtos before, during and after a kill -9 of the daemon (more than the ring buffer holds
-    while it is down): every refusal is an event of the restarted daemon or inside a reported loss range."""
+    """The daemon is killed with SIGKILL while an agent sends denied datagrams (more than the ring buffer
+    holds arrive while no daemon runs), then restarted: every refusal the agent counted is an event of
+    one of the daemons or inside a reported loss range."""
     d = Daemon(tmp_path, remote, f"sg-kill-{os.getpid()}")
     d.start()
     try:
-        before = d.agent("esc", {"attack": "flood", "dst": REMOTE4, "port": 9, "count": 2000, "pause_every": 50})
-        d.stop(signal.SIGKILL)  # no cleanup, no flush
-        during = d.agent("esc", {"attack": "flood", "dst": REMOTE4, "port": 9, "count": 20000})
+        flood = {"attack": "flood", "dst": REMOTE4, "port": 9, "count": 40000, "pause_every": 20}
+        proc = spawn_agent(d.config, "esc", [SYSTEM_PYTHON, "-c", AGENT, json.dumps(flood)], user="nobody",
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+        wait_until(lambda: len(d.events()) > 1000, 30, "the first refusals reported")
+        d.stop(signal.SIGKILL)  # under traffic: no cleanup, no flush
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        during = json.loads(out.strip().splitlines()[-1])
         d.start()
         after = d.agent("esc", {"attack": "flood", "dst": REMOTE4, "port": 9, "count": 1000, "pause_every": 50})
-        runs = {before["pid"]: before, during["pid"]: during, after["pid"]: after}
-        refusals = sum(r["refused"] for r in runs.values())
-        assert refusals == 23000
+        runs = {during["pid"], after["pid"]}
+        refusals = during["refused"] + after["refused"]
+        assert refusals == 41000
 
         def accounted() -> tuple[int, int]:
             evs = d.events()
@@ -764,8 +770,9 @@ def test_daemon_kill_9_under_denied_traffic_loses_no_refusal(remote, tmp_path):
         wait_until(lambda: sum(accounted()) >= refusals, 30, "events + reported drops to cover the refusals")
         events, dropped = accounted()
         assert events + dropped == refusals
-        assert dropped > 0  # 20000 refusals while down do not fit the ring buffer: the loss is reported, not silent
-        assert events > 10000  # what waited in the pinned ring buffer was drained by the new daemon
+        assert dropped > 0  # what did not fit the ring buffer while no daemon ran is reported, not silent
+        first_daemon = d.log.read_text().count("egress ready") == 2
+        assert first_daemon and events > 10000  # what waited in the pinned ring buffer was drained by the new daemon
     finally:
         d.stop()
         cleanup(d.config)
