@@ -58,24 +58,39 @@ def _bpftool_detach(path: Path, attach_type: str, prog_id: int) -> None:
                    capture_output=True, text=True, check=True)
 
 
-def _pinned_map_id(path: Path) -> int | None:
-    if not path.exists():
-        return None
-    out = subprocess.run(["bpftool", "-j", "map", "show", "pinned", str(path)], capture_output=True, text=True)
-    return int(json.loads(out.stdout)["id"]) if out.returncode == 0 else None
+def _json(argv: list[str]) -> Any:
+    out = subprocess.run(argv, capture_output=True, text=True)
+    return json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else None
 
 
-def _prog_map_ids(prog_id: int) -> set[int]:
-    out = subprocess.run(["bpftool", "-j", "prog", "show", "id", str(prog_id)], capture_output=True, text=True)
-    return set(json.loads(out.stdout).get("map_ids", [])) if out.returncode == 0 else set()
+def _settings_parent(prog_id: int) -> int | None:
+    """The agents' parent cgroup id a program judges for, read from its `settings` map (None: not one of ours)."""
+    prog = _json(["bpftool", "-j", "prog", "show", "id", str(prog_id)]) or {}
+    for map_id in prog.get("map_ids", []):
+        info = _json(["bpftool", "-j", "map", "show", "id", str(map_id)]) or {}
+        if info.get("name") != "settings":
+            continue
+        dump = _json(["bpftool", "-j", "map", "dump", "id", str(map_id)]) or []
+        for entry in dump:
+            value = entry.get("formatted", {}).get("value")
+            if isinstance(value, dict) and "parent_cgroup_id" in value:
+                return int(value["parent_cgroup_id"])
+            raw = bytes(int(b, 16) for b in entry.get("value", [])[:8])
+            return int.from_bytes(raw, "little") if len(raw) == 8 else None
+    return None
 
 
 def _ours(config: EgressConfig, at: Path) -> list[dict[str, Any]]:
-    """Sealgate programs attached at `at` that use this configuration's pinned maps (at the
+    """Sealgate programs attached at `at` that judge for this configuration's parent cgroup (at the
     cgroup2 root, other configurations' programs sit side by side and are left alone)."""
-    agents_id = _pinned_map_id(Path(config.pin_dir) / "agents")
-    return [p for p in _bpftool_cgroup_progs(at) if str(p.get("name", "")).startswith("sg_")
-            and (agents_id is None or agents_id in _prog_map_ids(int(p["id"])))]
+    parent = parent_cgroup(config)
+    progs = [p for p in _bpftool_cgroup_progs(at) if str(p.get("name", "")).startswith("sg_")]
+    if at == parent:
+        return progs  # the parent is this configuration's own
+    if not parent.exists():
+        return []
+    mine = cgroup_id(parent)
+    return [p for p in progs if _settings_parent(int(p["id"])) == mine]
 
 
 def cgroup_level(path: Path) -> int:
