@@ -208,3 +208,36 @@ def test_launcher_sees_a_socket_on_stdin():
     finally:
         a.close()
         b.close()
+
+
+# ---- seccomp refusals from audit records
+
+
+RECORD = ('audit(1796174461.268:2): auid=1234 uid=65534 gid=65534 ses=7 pid=26242 comm="python3" '
+          'exe="/usr/bin/python3.11" sig=0 arch=c000003e syscall=438 compat=0 ip=0x7fc04b328dc7 code=0x50000')
+
+
+def test_audit_seccomp_record_is_parsed_and_recognised_as_the_filters():
+    from ext_authz.egress.audit import is_filter_refusal, parse_record, record_fields
+
+    rec = parse_record(RECORD)
+    assert rec["pid"] == "26242" and rec["comm"] == "python3" and rec["serial"] == "2"
+    assert is_filter_refusal(rec)
+    assert record_fields(rec)["syscall"] == "pidfd_getfd"
+    assert not is_filter_refusal(parse_record(RECORD.replace("syscall=438", "syscall=59")))  # execve: not ours
+    assert not is_filter_refusal(parse_record(RECORD.replace("code=0x50000", "code=0x7fff0000")))  # allowed
+
+
+def test_audit_record_is_attributed_by_login_uid_then_cgroup():
+    import struct as st
+
+    from ext_authz.egress.audit import AUDIT_SECCOMP, AuditReader, agent_of
+
+    assert agent_of("12:pids:/\n0::/sealgate/worker/child\n", "sealgate") == "worker"
+    assert agent_of("0::/other/worker\n", "sealgate") is None
+    got = []
+    reader = AuditReader("sealgate", lambda rec, agent: got.append((rec["pid"], agent)), lambda: {1234: "worker"})
+    body = RECORD.encode()
+    msg = st.pack("=IHHII", 16 + len(body), AUDIT_SECCOMP, 0, 0, 0) + body
+    reader.handle(msg + b"\0" * (-len(msg) % 4) + msg.replace(b"auid=1234", b"auid=99").replace(b"pid=26242", b"pid=999999999"))
+    assert got == [("26242", "worker")]  # the second names no agent and its pid is gone
