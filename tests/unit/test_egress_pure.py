@@ -237,7 +237,11 @@ def test_audit_record_is_attributed_by_login_uid_then_cgroup():
     assert agent_of("0::/other/worker\n", "sealgate") is None
     got = []
     reader = AuditReader("sealgate", lambda rec, agent: got.append((rec["pid"], agent)), lambda: {1234: "worker"})
-    body = RECORD.encode()
-    msg = st.pack("=IHHII", 16 + len(body), AUDIT_SECCOMP, 0, 0, 0) + body
-    reader.handle(msg + b"\0" * (-len(msg) % 4) + msg.replace(b"auid=1234", b"auid=99").replace(b"pid=26242", b"pid=999999999"))
-    assert got == [("26242", "worker")]  # the second names no agent and its pid is gone
+    def message(text: str) -> bytes:
+        body = text.encode()
+        msg = st.pack("=IHHII", 16 + len(body), AUDIT_SECCOMP, 0, 0, 0) + body
+        return msg + b"\0" * (-len(msg) % 4)
+
+    stranger = RECORD.replace("auid=1234", "auid=99").replace("pid=26242", "pid=999999999")
+    reader.handle(message(RECORD) + message(stranger) + message(RECORD.replace("pid=26242", "pid=7")))
+    assert got == [("26242", "worker"), ("7", "worker")]  # the stranger names no agent and its pid is gone
