@@ -24,7 +24,7 @@ import yaml
 
 from ext_authz.egress.config import EgressConfig, agent_cgroup, parent_cgroup
 from ext_authz.egress.enforcer import uninstall
-from ext_authz.egress.kernel import probe
+from ext_authz.egress.kernel import cgroup2_mount, probe
 from ext_authz.egress.launcher import AgentLaunchRefused, spawn_agent
 from ext_authz.local.net import free_port, wait_until
 
@@ -219,6 +219,10 @@ try:
         step("connect", lambda: s.connect(("127.0.0.1", a["port"])))
         step("send", lambda: s.sendall(mark))
         time.sleep(0.3)
+    elif k == "move_in_then_send":  # root: the socket predates the move into the agent cgroup
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        step("enter", lambda: open(a["cgroup"] + "/cgroup.procs", "w").write(str(os.getpid())))
+        step("sendto", lambda: s.sendto(mark, (a["dst"], a["port"])))
     elif k == "fds":
         res["fds"] = sorted(int(x) for x in os.listdir("/proc/self/fd"))
     elif k == "flood":
@@ -676,6 +680,20 @@ def test_scm_rights_socket_is_judged_by_the_receiving_agent(daemon, remote, requ
                       reason_code="EGRESS_DESTINATION_NOT_ALLOWED")
     daemon.wait_event("passed device-bound socket refused", pid=r["pid"], hook="sendmsg4", ip=RESOLVER4,
                       reason_code="EGRESS_DEVICE_NOT_ALLOWED")
+
+
+def test_socket_created_before_moving_into_the_agent_cgroup_is_judged_on_sendto(daemon, remote, request):
+    """A root process makes its socket outside, then moves into the agent cgroup: the programs at the root
+    judge the task, not the socket's cgroup."""
+    m = marker(request)
+    control = outside({"attack": "move_in_then_send", "cgroup": str(cgroup2_mount()), "dst": REMOTE4, "port": 9,
+                       "marker": m + "-ctl"})
+    assert control["errno"] == 0 and remote.received(m + "-ctl") > 0
+    r = outside({"attack": "move_in_then_send", "cgroup": str(agent_cgroup(daemon.config, "esc")), "dst": REMOTE4,
+                 "port": 9, "marker": m})
+    assert (r["errno"], r["step"]) == (EPERM, "sendto")
+    assert remote.received(m) == 0
+    daemon.wait_event("pre-move socket refused", pid=r["pid"], hook="sendmsg4", ip=REMOTE4, agent_id="esc")
 
 
 def test_inherited_socket_stdin_is_refused_by_the_launcher(daemon, remote):
