@@ -59,8 +59,9 @@ class AuditReader:
     """Calls on_refusal(record, agent_id) for each seccomp refusal by a task of an agent cgroup."""
 
     def __init__(self, parent_rel: str, on_refusal: Callable[[dict[str, str], str], None],
-                 agents_by_index: Callable[[], dict[int, str]]):
+                 agents_by_index: Callable[[], dict[int, str]], on_loss: Callable[[str], None] | None = None):
         self.parent_rel = parent_rel
+        self.on_loss = on_loss
         self.agents_by_index = agents_by_index
         self.on_refusal = on_refusal
         self._stop = threading.Event()
@@ -85,6 +86,8 @@ class AuditReader:
                 continue
             except OSError as e:  # ENOBUFS: records lost to a full socket buffer; never silent
                 log.warning("egress audit reader: %s", e)
+                if self.on_loss:
+                    self.on_loss(str(e))
                 continue
             self.handle(data)
 

@@ -21,13 +21,14 @@ import logging
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from ext_authz.egress.audit import AuditReader, record_fields
 from ext_authz.egress.config import AllowRule, EgressConfig, cgroup_id, parent_cgroup
-from ext_authz.egress.events import loss_event, ocsf_event, seccomp_event
+from ext_authz.egress.events import LOSS_CLASS, loss_event, ocsf_event, seccomp_event
 from ext_authz.egress.kernel import (
     AT_ROOT,
     BPF_F_ALLOW_MULTI,
@@ -272,7 +273,9 @@ class EgressEnforcer:
         try:
             self._audit = AuditReader(str(self.parent.relative_to(self.root)),
                                       lambda rec, agent: self._sink(seccomp_event(record_fields(rec), agent)),
-                                      lambda: self._names)
+                                      lambda: self._names,
+                                      lambda why: self._sink({"class_name": LOSS_CLASS, "time": int(time.time() * 1000),
+                                                              "source": "audit", "dropped_events": None, "error": why}))
             self._audit.start()
         except OSError as e:  # no audit in this kernel: the filter still refuses, unreported
             self._audit = None
