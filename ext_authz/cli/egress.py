@@ -57,6 +57,12 @@ def cmd_egress_serve(args: argparse.Namespace) -> int:
     enforcer.sync_maps()
     enforcer.start_reader()
     log = logging.getLogger("sealgate.egress")
+    from ext_authz.egress.lsm import status
+
+    lsm = status()
+    if lsm is not None:
+        log.warning("BPF LSM not usable (%s): writes on connected sockets an agent did not create are not judged "
+                    "(docs/egress.md)", lsm)
     log.info("egress ready: %d agents, programs attached at %s", len(config.agents), enforcer.parent)
     stop = stop_on_signal()
     reload = threading.Event()

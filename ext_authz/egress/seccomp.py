@@ -36,7 +36,8 @@ SECCOMP_RET_KILL_PROCESS = 0x80000000
 PR_SET_NO_NEW_PRIVS = 38
 SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_LOG = 317, 1, 2
 # classic BPF opcodes
-LD_W_ABS, JEQ_K, RET_K = 0x20, 0x15, 0x06
+LD_W_ABS, JEQ_K, JGE_K, RET_K = 0x20, 0x15, 0x35, 0x06
+X32_SYSCALL_BIT = 0x40000000
 OFF_NR, OFF_ARCH, OFF_ARG0 = 0, 4, 16  # struct seccomp_data; args[0] low 32 bits on little-endian
 
 
@@ -50,7 +51,9 @@ def filter_program() -> bytes:
     prog = [_insn(LD_W_ABS, 0, 0, OFF_ARCH),
             _insn(JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
             _insn(RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),  # another ABI (x32, i386) could dodge the numbers
-            _insn(LD_W_ABS, 0, 0, OFF_NR)]
+            _insn(LD_W_ABS, 0, 0, OFF_NR),
+            _insn(JGE_K, 0, 1, X32_SYSCALL_BIT),  # x32 numbers would dodge the ones below
+            _insn(RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS)]
     for nr in sorted(SYSCALLS_REFUSED.values()):
         prog += [_insn(JEQ_K, 0, 1, nr), _insn(RET_K, 0, 0, eperm)]
     # socket / socketpair: judge the family (args[0])
