@@ -300,6 +300,10 @@ static __always_inline int rerouting_option(int level, int optname)
 
 int sg_setsockopt(struct bpf_sockopt *ctx)
 {
+    /* this runs for every setsockopt on the machine: an optval over a page is the kernel's to use
+     * unchanged (optlen 0), or kernels before 6.5 fail the call with EFAULT */
+    if (ctx->optlen > PAGE_SIZE)
+        ctx->optlen = 0;
     if (!task_under_parent())
         return 1;
     int level = ctx->level, optname = ctx->optname;
