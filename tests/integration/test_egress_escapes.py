@@ -223,6 +223,15 @@ try:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         step("enter", lambda: open(a["cgroup"] + "/cgroup.procs", "w").write(str(os.getpid())))
         step("sendto", lambda: s.sendto(mark, (a["dst"], a["port"])))
+    elif k == "io_uring_setup":
+        libc = ctypes.CDLL(None, use_errno=True)
+        params = ctypes.create_string_buffer(120)
+        def setup():
+            fd = libc.syscall(425, 8, params)
+            if fd < 0:
+                raise OSError(ctypes.get_errno(), "io_uring_setup")
+            os.close(fd)
+        step("io_uring_setup", setup)
     elif k == "fds":
         res["fds"] = sorted(int(x) for x in os.listdir("/proc/self/fd"))
     elif k == "flood":
@@ -739,6 +748,14 @@ def test_non_inet_family_socket_is_refused(daemon, name, family, kind):
     r = daemon.agent("esc", {"attack": "socket_family", "family": family, "type": kind}, user=None)  # even as root
     assert (r["errno"], r["step"]) == (EPERM, "socket")
     daemon.wait_event(f"{name} socket refused", pid=r["pid"], hook="seccomp", syscall="socket", agent_id="esc")
+
+
+def test_io_uring_is_refused_so_its_socket_op_cannot_bypass_the_filter(daemon):
+    control = outside({"attack": "io_uring_setup"})
+    assert control["errno"] == 0
+    r = daemon.agent("esc", {"attack": "io_uring_setup"})
+    assert (r["errno"], r["step"]) == (EPERM, "io_uring_setup")
+    daemon.wait_event("io_uring refused", pid=r["pid"], hook="seccomp", syscall="io_uring_setup", agent_id="esc")
 
 
 def test_vsock_refused(daemon):
