@@ -26,6 +26,11 @@ if ! grep -qs ' /sys/fs/bpf bpf ' /proc/self/mounts; then
   mount -t bpf bpf /sys/fs/bpf
   echo "setup-ebpf: mounted bpffs at /sys/fs/bpf"
 fi
+if [ ! -e /sys/kernel/security/lsm ] && grep -qs securityfs /proc/filesystems; then
+  # `sealgate egress probe` reads the active LSMs from here (whether the BPF LSM can back the cgroup programs)
+  mount -t securityfs securityfs /sys/kernel/security
+  echo "setup-ebpf: mounted securityfs at /sys/kernel/security"
+fi
 if [ -n "$venv_site" ] && [ -d /usr/lib/python3/dist-packages/bcc ] && [ ! -e "$venv_site/bcc" ]; then
   # bcc's Python bindings are pure Python over libbcc: expose just that package to the venv
   ln -sfn /usr/lib/python3/dist-packages/bcc "$venv_site/bcc"

@@ -83,6 +83,18 @@ POLICY_CONTRACT_CODES = frozenset(
     }
 )
 
+# kernel egress (ext_authz/egress/events.py maps the programs' REASON_* numbers to these)
+EGRESS_DESTINATION_NOT_ALLOWED = "EGRESS_DESTINATION_NOT_ALLOWED"
+EGRESS_UNREGISTERED_TASK = "EGRESS_UNREGISTERED_TASK"
+EGRESS_SOCKET_KIND = "EGRESS_SOCKET_KIND"
+EGRESS_DEVICE_NOT_ALLOWED = "EGRESS_DEVICE_NOT_ALLOWED"
+EGRESS_NETNS_NOT_ALLOWED = "EGRESS_NETNS_NOT_ALLOWED"
+EGRESS_IP_OPTIONS = "EGRESS_IP_OPTIONS"
+EGRESS_SOCKOPT_REROUTES = "EGRESS_SOCKOPT_REROUTES"
+EGRESS_INBOUND_NOT_ALLOWED = "EGRESS_INBOUND_NOT_ALLOWED"
+EGRESS_FRAGMENT = "EGRESS_FRAGMENT"
+EGRESS_SYSCALL_REFUSED = "EGRESS_SYSCALL_REFUSED"  # by the agent's seccomp filter (reported from its audit record)
+
 MESSAGES = {
     INPUT_MALFORMED: "the request could not be mapped to an action",
     INPUT_OVERSIZED: "the request exceeds a configured size limit",
@@ -115,4 +127,15 @@ MESSAGES = {
                           "denied to fail closed, not recorded",
     POLICY_STATE_UNAVAILABLE: "the policy state this request needs is not cached and the chain did not answer in time; "
                               "denied to fail closed",
+    EGRESS_DESTINATION_NOT_ALLOWED: "the destination (address, port, protocol) is not in the agent's egress allowlist",
+    EGRESS_UNREGISTERED_TASK: "the task is under the agents' parent cgroup but in no registered agent cgroup",
+    EGRESS_SOCKET_KIND: "agents may not open raw or ICMP sockets",
+    EGRESS_DEVICE_NOT_ALLOWED: "the socket is bound to, or the packet leaves through, a device the rule does not name",
+    EGRESS_NETNS_NOT_ALLOWED: "the socket is in another network namespace than the allow rule",
+    EGRESS_IP_OPTIONS: "IPv4 options or IPv6 extension headers (source routes) are refused for agents",
+    EGRESS_SOCKOPT_REROUTES: "a socket option that reroutes traffic (device binding, source routes, pktinfo) is refused",
+    EGRESS_INBOUND_NOT_ALLOWED: "inbound traffic or a bind to a port the config does not open for the agent",
+    EGRESS_FRAGMENT: "a non-first IP fragment from an agent socket (no ports to judge) is refused",
+    EGRESS_SYSCALL_REFUSED: "the agent's seccomp filter refused the call (pidfd_getfd, ptrace, process_vm_*, io_uring, "
+                            "a socket family other than unix, inet, inet6, netlink)",
 }

@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
                 "sealgate egress uninstall --config deploy/egress.yaml")
     p.add_argument("--config", required=True, metavar="FILE", help="the egress config the daemon ran with")
     p.set_defaults(func=cmd_egress_uninstall)
-    p = command(egress, "probe", "say whether eBPF enforcement can run here, and if not, exactly why (exit 1)",
+    p = command(egress, "probe", "say whether eBPF enforcement (and the BPF LSM) can run here, and if not, exactly why (exit 1)",
                 "sealgate egress probe")
     p.set_defaults(func=cmd_egress_probe)
 
@@ -34,7 +34,11 @@ def register(sub: Any) -> None:
                 "    --proxy http://127.0.0.1:15001 -- python agent.py")
     p.add_argument("--agent", required=True, help="the agent id in the egress config")
     p.add_argument("--config", required=True, metavar="FILE", help="the egress config (names the agent cgroups)")
-    p.add_argument("--user", help="run as this user (recommended: not root, so it cannot leave its cgroup)")
+    p.add_argument("--user", help="run as this user: one uid per agent (ptrace and pidfd_getfd need the same uid)")
+    p.add_argument("--allow-root", action="store_true",
+                   help="let the agent run as root (it can then leave its cgroup, open AF_PACKET sockets, setns)")
+    p.add_argument("--allow-socket-stdio", action="store_true",
+                   help="start even if stdin/stdout/stderr is a socket (it predates the agent's cgroup)")
     p.add_argument("--proxy", metavar="URL", help="HTTP(S)_PROXY for the agent: its Envoy sidecar")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command to run")
     p.set_defaults(func=cmd_agent_run)
@@ -53,6 +57,12 @@ def cmd_egress_serve(args: argparse.Namespace) -> int:
     enforcer.sync_maps()
     enforcer.start_reader()
     log = logging.getLogger("sealgate.egress")
+    from ext_authz.egress.lsm import status
+
+    lsm = status()
+    if lsm is not None:
+        log.warning("BPF LSM not usable (%s): writes on connected sockets an agent did not create are not judged "
+                    "(docs/egress.md)", lsm)
     log.info("egress ready: %d agents, programs attached at %s", len(config.agents), enforcer.parent)
     stop = stop_on_signal()
     reload = threading.Event()
@@ -84,9 +94,14 @@ def cmd_egress_uninstall(args: argparse.Namespace) -> int:
 
 def cmd_egress_probe(args: argparse.Namespace) -> int:
     from ext_authz.egress.kernel import probe
+    from ext_authz.egress.lsm import status
 
     reason = probe()
     print("eBPF egress enforcement: available" if reason is None else f"eBPF egress enforcement unavailable: {reason}")
+    lsm = status()
+    print("BPF LSM: active, programs load" if lsm is None else
+          f"BPF LSM: not usable: {lsm}\n  not covered without it: writes on an already-connected socket the agent did "
+          f"not create (SCM_RIGHTS from a cooperating process; a socket taken with the seccomp filter off); see docs/egress.md")
     return 0 if reason is None else 1
 
 
@@ -97,7 +112,8 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
     argv = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not argv:
         raise UsageError("agent run: give the command after --")
-    proc = spawn_agent(EgressConfig.load(args.config), args.agent, argv, user=args.user, proxy_url=args.proxy)
+    proc = spawn_agent(EgressConfig.load(args.config), args.agent, argv, user=args.user, proxy_url=args.proxy,
+                       allow_root=args.allow_root, allow_socket_stdio=args.allow_socket_stdio)
     return proc.wait()
 
 

@@ -18,19 +18,51 @@ from ext_authz.errors import ConfigError
 
 @dataclass(frozen=True)
 class AllowRule:
+    """A destination the agent may reach. `device` (an interface name) and `netns` (a network
+    namespace file such as /run/netns/x; default: the daemon's own) say where the rule holds; a
+    loopback address holds on `lo` only, so interface binding cannot carry it elsewhere."""
+
     addr: str
     port: int
     proto: str = "tcp"
+    device: str | None = None
+    netns: str | None = None
 
     def __post_init__(self) -> None:
         try:
-            ipaddress.ip_address(self.addr)
+            ip = ipaddress.ip_address(self.addr)
         except ValueError as e:
             raise ConfigError(f"allow rule: {e}") from e
         if not 0 < self.port < 65536:
             raise ConfigError(f"allow rule {self.addr}: port must be 1-65535, found {self.port}")
         if self.proto not in PROTOCOLS:
             raise ConfigError(f"allow rule {self.addr}:{self.port}: proto must be tcp or udp, found {self.proto!r}")
+        if self.device is not None and not re.fullmatch(r"[A-Za-z0-9_.:\-]{1,15}", self.device):
+            raise ConfigError(f"allow rule {self.addr}:{self.port}: device must be an interface name, found {self.device!r}")
+        if ip.is_loopback and self.device not in (None, "lo"):
+            raise ConfigError(f"allow rule {self.addr}:{self.port}: a loopback address holds on lo only, found device "
+                              f"{self.device!r}")
+        if self.netns is not None and not self.netns.startswith("/"):
+            raise ConfigError(f"allow rule {self.addr}:{self.port}: netns must be an absolute path to a namespace file "
+                              f"(/run/netns/NAME, /proc/PID/ns/net), found {self.netns!r}")
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (str(ipaddress.ip_address(self.addr)), self.port, self.proto)
+
+
+@dataclass(frozen=True)
+class InboundRule:
+    """A local port the agent may bind and receive connections or datagrams on from anywhere."""
+
+    port: int
+    proto: str = "tcp"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"inbound rule: port must be 1-65535, found {self.port}")
+        if self.proto not in PROTOCOLS:
+            raise ConfigError(f"inbound rule {self.port}: proto must be tcp or udp, found {self.proto!r}")
 
 
 @dataclass(frozen=True)
@@ -38,12 +70,19 @@ class AgentEgress:
     id: str
     mode: str = "enforce"  # or "audit": report, don't block
     allow: tuple[AllowRule, ...] = ()
+    inbound: tuple[InboundRule, ...] = ()  # default: no inbound at all
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z0-9][a-z0-9.\-_]{0,62}", self.id):
             raise ConfigError(f"agent id {self.id!r} must be 1-63 chars of [a-z0-9.-_] (it names a cgroup)")
         if self.mode not in ("enforce", "audit"):
             raise ConfigError(f"agent {self.id}: mode must be enforce or audit, found {self.mode!r}")
+        seen: dict[tuple[str, int, str], AllowRule] = {}
+        for r in self.allow:  # one rule per destination: its device and netns are the map value
+            if r.key in seen and seen[r.key] != r:
+                raise ConfigError(f"agent {self.id}: two allow rules for {r.addr}:{r.port}/{r.proto} with different "
+                                  f"device or netns; keep one")
+            seen[r.key] = r
 
     @property
     def index(self) -> int:
@@ -68,6 +107,8 @@ class EgressConfig:
             raise ConfigError(f"at most {C['MAX_AGENT_CGROUPS']} agents")
         if sum(len(a.allow) for a in self.agents) > C["MAX_ALLOW_RULES"]:
             raise ConfigError(f"at most {C['MAX_ALLOW_RULES']} allow rules in all")
+        if sum(len(a.inbound) for a in self.agents) > C["MAX_INBOUND_RULES"]:
+            raise ConfigError(f"at most {C['MAX_INBOUND_RULES']} inbound rules in all")
 
     def agent(self, agent_id: str) -> AgentEgress:
         for a in self.agents:
@@ -84,11 +125,12 @@ class EgressConfig:
         agents = []
         for i, a in enumerate(raw.pop("agents", []) or []):
             a = dict(a)
-            bad = set(a) - {"id", "mode", "allow"}
+            bad = set(a) - {"id", "mode", "allow", "inbound"}
             if bad or "id" not in a:
                 raise ConfigError(f"egress config agents[{i}]: needs id; unknown keys {sorted(bad)}")
             rules = tuple(AllowRule(**r) for r in a.pop("allow", []) or [])
-            agents.append(AgentEgress(allow=rules, **a))
+            inbound = tuple(InboundRule(**r) for r in a.pop("inbound", []) or [])
+            agents.append(AgentEgress(allow=rules, inbound=inbound, **a))
         return cls(agents=tuple(agents), **raw)
 
     @classmethod

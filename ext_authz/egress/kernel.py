@@ -35,20 +35,27 @@ def header_constants() -> dict[str, int]:
 
 C = header_constants()
 HOOKS = {C["HOOK_CONNECT4"]: "connect4", C["HOOK_CONNECT6"]: "connect6", C["HOOK_SENDMSG4"]: "sendmsg4",
-         C["HOOK_SENDMSG6"]: "sendmsg6", C["HOOK_SOCK_CREATE"]: "sock_create"}
+         C["HOOK_SENDMSG6"]: "sendmsg6", C["HOOK_SOCK_CREATE"]: "sock_create", C["HOOK_SKB_EGRESS"]: "skb_egress",
+         C["HOOK_SKB_INGRESS"]: "skb_ingress", C["HOOK_BIND4"]: "bind4", C["HOOK_BIND6"]: "bind6",
+         C["HOOK_SETSOCKOPT"]: "setsockopt"}
 
-
-# (program function, attach type name in bcc.BPFAttachType, bcc program type name)
+# Where a program is attached: at the cgroup2 root the kernel runs it for every socket and the
+# program judges the calling task (sockets the agent did not create are judged too); at the
+# agents' parent it runs for sockets created in agent cgroups (packets are judged by their socket).
+AT_ROOT, AT_PARENT = "root", "parent"
+# (program function, attach type name in bcc.BPFAttachType, bcc program type name, where)
 PROGRAMS = (
-    ("sg_connect4", "CGROUP_INET4_CONNECT", "CGROUP_SOCK_ADDR"),
-    ("sg_connect6", "CGROUP_INET6_CONNECT", "CGROUP_SOCK_ADDR"),
-    ("sg_sendmsg4", "CGROUP_UDP4_SENDMSG", "CGROUP_SOCK_ADDR"),
-    ("sg_sendmsg6", "CGROUP_UDP6_SENDMSG", "CGROUP_SOCK_ADDR"),
-    ("sg_sock_create", "CGROUP_INET_SOCK_CREATE", "CGROUP_SOCK"),
+    ("sg_connect4", "CGROUP_INET4_CONNECT", "CGROUP_SOCK_ADDR", AT_ROOT),
+    ("sg_connect6", "CGROUP_INET6_CONNECT", "CGROUP_SOCK_ADDR", AT_ROOT),
+    ("sg_sendmsg4", "CGROUP_UDP4_SENDMSG", "CGROUP_SOCK_ADDR", AT_ROOT),
+    ("sg_sendmsg6", "CGROUP_UDP6_SENDMSG", "CGROUP_SOCK_ADDR", AT_ROOT),
+    ("sg_bind4", "CGROUP_INET4_BIND", "CGROUP_SOCK_ADDR", AT_ROOT),
+    ("sg_bind6", "CGROUP_INET6_BIND", "CGROUP_SOCK_ADDR", AT_ROOT),
+    ("sg_setsockopt", "CGROUP_SETSOCKOPT", "CGROUP_SOCKOPT", AT_ROOT),
+    ("sg_sock_create", "CGROUP_INET_SOCK_CREATE", "CGROUP_SOCK", AT_PARENT),
+    ("sg_skb_egress", "CGROUP_INET_EGRESS", "CGROUP_SKB", AT_PARENT),
+    ("sg_skb_ingress", "CGROUP_INET_INGRESS", "CGROUP_SKB", AT_PARENT),
 )
-BPFTOOL_ATTACH_NAMES = {"CGROUP_INET4_CONNECT": "connect4", "CGROUP_INET6_CONNECT": "connect6",
-                        "CGROUP_UDP4_SENDMSG": "sendmsg4", "CGROUP_UDP6_SENDMSG": "sendmsg6",
-                        "CGROUP_INET_SOCK_CREATE": "sock_create"}
 
 
 def cgroup2_mount(mounts: str | None = None) -> Path | None:

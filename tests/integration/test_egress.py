@@ -15,7 +15,7 @@ import yaml
 
 from ext_authz.egress import kernel as egress_kernel
 from ext_authz.egress.config import EgressConfig, agent_cgroup, cgroup_id, parent_cgroup
-from ext_authz.egress.enforcer import uninstall
+from ext_authz.egress.enforcer import _ours, uninstall
 from ext_authz.egress.kernel import cgroup2_mount, probe
 from ext_authz.egress.launcher import connect_errno, spawn_agent
 from ext_authz.local.net import free_port, wait_until
@@ -198,7 +198,7 @@ class Daemon:
     def run_agent(self, agent: str, steps: list, user: str | None = None) -> dict:
         python = NOBODY_PYTHON if user else sys.executable
         proc = spawn_agent(self.config, agent, [python, "-c", PROBE, json.dumps(steps)], user=user,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+                           allow_root=user is None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         return json.loads(out)
@@ -234,15 +234,23 @@ def blocked_event(d: Daemon, pid: int, hook: str, ip: str | None = None, port: i
 # ------------------------------------------------------------------ tests
 
 
+def ours(config: EgressConfig, at: Path) -> set[tuple[str, str, str, int]]:
+    """(attach type, name, flags, id) of this daemon's programs at `at` (other configs' may sit at the root)."""
+    return {(p["attach_type"], p["name"], p["attach_flags"], p["id"]) for p in _ours(config, at)}
+
+
 def test_programs_are_attached_with_allow_multi(daemon):
-    progs = subprocess.run(["bpftool", "-j", "cgroup", "show", str(parent_cgroup(daemon.config))],
-                           capture_output=True, text=True, check=True)
-    attached = {(p["attach_type"], p["name"], p["attach_flags"]) for p in json.loads(progs.stdout)}
-    assert {(t, n) for t, n, _ in attached} == {
+    at_parent = ours(daemon.config, parent_cgroup(daemon.config))
+    at_root = ours(daemon.config, cgroup2_mount())
+    assert {(t, n) for t, n, _, _ in at_parent} == {
+        ("cgroup_inet_sock_create", "sg_sock_create"), ("cgroup_inet_egress", "sg_skb_egress"),
+        ("cgroup_inet_ingress", "sg_skb_ingress")}
+    # judged by the calling task, for every socket: attached at the cgroup2 root
+    assert {(t, n) for t, n, _, _ in at_root} == {
         ("cgroup_inet4_connect", "sg_connect4"), ("cgroup_inet6_connect", "sg_connect6"),
         ("cgroup_udp4_sendmsg", "sg_sendmsg4"), ("cgroup_udp6_sendmsg", "sg_sendmsg6"),
-        ("cgroup_inet_sock_create", "sg_sock_create")}
-    assert all(flags == "multi" for _, _, flags in attached)
+        ("cgroup_inet4_bind", "sg_bind4"), ("cgroup_inet6_bind", "sg_bind6"), ("cgroup_setsockopt", "sg_setsockopt")}
+    assert all(flags == "multi" for _, _, flags, _ in at_parent | at_root)
 
 
 def test_traffic_through_the_mesh_proxy_passes(daemon, mesh_proxy):
@@ -334,11 +342,8 @@ def test_audit_mode_lets_traffic_through_and_reports_it(daemon):
 
 
 def test_daemon_restart_keeps_enforcement_and_replaces_its_programs(daemon):
-    parent = parent_cgroup(daemon.config)
-
     def attached():
-        out = subprocess.run(["bpftool", "-j", "cgroup", "show", str(parent)], capture_output=True, text=True, check=True)
-        return sorted(p["id"] for p in json.loads(out.stdout))
+        return sorted(p[3] for at in (parent_cgroup(daemon.config), cgroup2_mount()) for p in ours(daemon.config, at))
 
     before = attached()
     daemon.stop()
@@ -347,7 +352,7 @@ def test_daemon_restart_keeps_enforcement_and_replaces_its_programs(daemon):
     assert daemon.run_agent("worker", [["tcp", REMOTE4, HTTP_PORT]])["results"] == [EPERM]
     daemon.start()
     after = attached()
-    assert len(after) == 5 and not set(after) & set(before)  # new programs in, old ones out
+    assert len(after) == len(before) == 10 and not set(after) & set(before)  # new programs in, old ones out
     r = daemon.run_agent("worker", [["tcp", REMOTE4, HTTP_PORT]])
     assert r["results"] == [EPERM]
     blocked_event(daemon, r["pid"], "connect4", REMOTE4)  # and the new daemon reports
@@ -359,7 +364,7 @@ def test_ring_buffer_overflow_is_reported_not_silent(daemon):
         # 256 pages / 88-byte events: ~12k fit; send more denied sendtos than that
         code = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                 f"for _ in range(30000):\n    try: s.sendto(b'x', ('{REMOTE4}', {UDP_PORT}))\n    except OSError: pass\n")
-        proc = spawn_agent(daemon.config, "worker", [sys.executable, "-c", code])
+        proc = spawn_agent(daemon.config, "worker", [sys.executable, "-c", code], allow_root=True)
         assert proc.wait(timeout=120) == 0
     finally:
         daemon.proc.send_signal(signal.SIGCONT)
@@ -368,11 +373,16 @@ def test_ring_buffer_overflow_is_reported_not_silent(daemon):
 
 
 def test_uninstall_detaches_everything(daemon):
+    daemon.root_ids = {p[3] for p in ours(daemon.config, cgroup2_mount())}
+    assert len(daemon.root_ids) == 7
     daemon.stop()
     subprocess.run([sys.executable, "-m", "ext_authz.cli", "egress", "uninstall", "--config", str(daemon.config_path)],
                    check=True, capture_output=True)
     out = subprocess.run(["bpftool", "-j", "cgroup", "show", str(parent_cgroup(daemon.config))],
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out in ("", "[]")
+    root = json.loads(subprocess.run(["bpftool", "-j", "cgroup", "show", str(cgroup2_mount())],
+                                     capture_output=True, text=True, check=True).stdout.strip() or "[]")
+    assert not [p for p in root if p["name"].startswith("sg_") and p["id"] in daemon.root_ids]
     assert not Path(daemon.raw["pin_dir"]).exists()
     assert daemon.run_agent("worker", [["tcp", REMOTE4, HTTP_PORT]])["results"] == [0]  # no longer enforced
