@@ -2,10 +2,10 @@
 
 Type ids name the LSM hook a BPF_PROG_TYPE_LSM program attaches to (`lsm.py` probes
 whether such programs load here). Field offsets are what a program reading kernel
-structs must use: bcc compiles against the Debian headers linked for this kernel, whose
+structs would need: bcc compiles against the Debian headers linked for this kernel, whose
 struct layouts need not match the running kernel (6.1 headers, 6.18 kernel here), so
-offsets computed from the kernel's own BTF and passed as -D defines stand in for CO-RE.
-Pure parsing: `FieldOffsets.parse(bytes)`; I/O only in `load()` and `running_kernel()`.
+offsets must come from the kernel's own BTF (a stand-in for CO-RE, which bcc lacks).
+Pure parsing: `FieldOffsets.parse(bytes)`; I/O only in `load()`.
 """
 
 from __future__ import annotations
@@ -148,42 +148,6 @@ class FieldOffsets:
         raise BtfError("; ".join(errors))
 
 
-# (define name, struct, candidate field paths): every kernel struct field the LSM programs read
-FIELDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("OFF_SOCKET_SK", "socket", ("sk",)),
-    ("OFF_SK_FAMILY", "sock", ("__sk_common.skc_family",)),
-    ("OFF_SK_STATE", "sock", ("__sk_common.skc_state",)),
-    ("OFF_SK_BOUND_DEV_IF", "sock", ("__sk_common.skc_bound_dev_if",)),
-    ("OFF_SK_DADDR", "sock", ("__sk_common.skc_daddr",)),
-    ("OFF_SK_DPORT", "sock", ("__sk_common.skc_dport",)),
-    ("OFF_SK_NUM", "sock", ("__sk_common.skc_num",)),
-    ("OFF_SK_V6_DADDR", "sock", ("__sk_common.skc_v6_daddr",)),
-    ("OFF_SK_NET", "sock", ("__sk_common.skc_net",)),
-    ("OFF_SK_PROTOCOL", "sock", ("sk_protocol",)),
-    ("OFF_SK_TYPE", "sock", ("sk_type",)),
-    ("OFF_SK_CGRP", "sock", ("sk_cgrp_data.cgroup", "sk_cgrp_data.val")),
-    ("OFF_CGROUP_KN", "cgroup", ("kn",)),
-    ("OFF_KN_ID", "kernfs_node", ("id",)),
-    ("OFF_KN_PARENT", "kernfs_node", ("__parent", "parent")),
-    ("OFF_NET_COOKIE", "net", ("net_cookie",)),
-    ("OFF_INET_OPT", "inet_sock", ("inet_opt",)),
-    ("OFF_INET_UC_INDEX", "inet_sock", ("uc_index",)),
-    ("OFF_INET_PINET6", "inet_sock", ("pinet6",)),
-    ("OFF_IPV6_OPT", "ipv6_pinfo", ("opt",)),
-    ("OFF_IPV6_UCAST_OIF", "ipv6_pinfo", ("ucast_oif",)),
-    ("OFF_IPV6_STICKY_IFINDEX", "ipv6_pinfo", ("sticky_pktinfo.ipi6_ifindex",)),
-    ("OFF_MSG_NAME", "msghdr", ("msg_name",)),
-    ("OFF_MSG_CONTROL", "msghdr", ("msg_control",)),
-    ("OFF_MSG_CONTROLLEN", "msghdr", ("msg_controllen",)),
-)
-
-
-def defines(offsets: FieldOffsets) -> dict[str, int]:
-    out = {name: offsets.first_offset(struct_name, *paths) for name, struct_name, paths in FIELDS}
-    out["BIT_MSG_CONTROL_IS_USER"] = offsets.bit_offset("msghdr", "msg_control_is_user")
-    return out
-
-
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 
 
@@ -194,6 +158,3 @@ def load(path: str = VMLINUX_BTF) -> FieldOffsets:
         raise BtfError(f"no kernel BTF at {path} ({e}): BTF-typed programs (LSM) need it") from e
     return FieldOffsets.parse(blob)
 
-
-def running_kernel(path: str = VMLINUX_BTF) -> dict[str, int]:
-    return defines(load(path))

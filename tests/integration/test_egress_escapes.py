@@ -36,7 +36,8 @@ if REASON:
 
 HOST4, REMOTE4, HOST6, REMOTE6 = "10.233.0.1", "10.233.0.2", "fd00:233::1", "fd00:233::2"
 RESOLVER4, RESOLVER_PORT, RESOLVER6, RESOLVER6_PORT, DOT_PORT = "127.0.0.53", 53, "::1", 5353, 853
-REMOTE_TCP, NS_PORT, INBOUND_PORT = 7000, 7070, 8443
+REMOTE_TCP, NS_PORT = 7000, 7070  # inside the remote netns
+INBOUND_PORT = free_port()  # on this host: the agent listens on it
 SYSTEM_PYTHON = "/usr/bin/python3"  # readable by nobody (the venv lives under /root)
 EPERM = 1
 
