@@ -34,11 +34,12 @@ def main() -> int:
             stack.start_chain()
             c, gov, m = stack.chain, stack.gov, stack.manifest
             deployer, anchorer = Account.from_key(DEV_KEYS["deployer"]), Account.from_key(DEV_KEYS["anchorer"])
-            for name, ctor in (("AgentRegistry", (deployer.address,)), ("ModelRegistry", (deployer.address,)),
+            for name, ctor in (("AgentRegistry", (deployer.address, m.models)), ("ModelRegistry", (deployer.address,)),
                                ("RuleBasedPolicy", (deployer.address, m.registry, m.models)),
                                ("PolicyRegistry", (deployer.address,)), ("SaeAnchor", (deployer.address,)),
                                ("ApproverRegistry", (deployer.address,)),
-                               ("SealgateTimelock", (3600, [m.safe], ["0x" + "00" * 20]))):
+                               ("SealgateTimelock", (3600, [m.safe], ["0x" + "00" * 20], [m.guardian], "0x" + "00" * 20)),
+                               ("SafeTimelockGuard", ()), ("SafeGovernanceSetup", ())):
                 art = __import__("ext_authz.chain.artifacts", fromlist=["artifact"]).artifact(name)
                 factory = c.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
                 rows.append((name, "deploy", c.transact(deployer, factory.constructor(*ctor)).gasUsed))
@@ -69,7 +70,7 @@ def main() -> int:
                 text_id("gas-approver"))).gasUsed))
             governed("unpause", "RuleBasedPolicy", gov.call_unpause())
             v2 = c.deploy(deployer, "RuleBasedPolicy", m.timelock, m.registry, m.models)
-            governed("upgrade", "PolicyRegistry", gov.call_upgrade_policy(v2))
+            governed("upgrade", "PolicyRegistry", gov.upgrade_policy_changes(v2))
             for n in (1, 16, 512):
                 root = MerkleTree.build([bytes([n % 256, i % 256, i // 256]) + bytes(29) for i in range(n)]).root
                 seq = 10_000 * n

@@ -172,7 +172,8 @@ def test_registry_rejects_double_registration_and_bad_transitions(chain_stack):
     timelock, guardian = chain_stack.manifest.timelock, chain_stack.guardian.address
     agent = text_id(chain_stack.spiffe_id("procurement-01"))
     for fn, sender, error in (
-        (chain_stack.registry.functions.register(agent, bytes(32), bytes(32), bytes(32), bytes(32)), timelock, "AgentAlreadyRegistered(bytes32)"),
+        (chain_stack.registry.functions.register(agent, text_id("acme"), text_id("procurement"), text_id("demo-model-v1"),
+                                                 bytes(32)), timelock, "AgentAlreadyRegistered(bytes32)"),
         (chain_stack.registry.functions.reactivate(agent), timelock, "InvalidStatusTransition(bytes32,uint8)"),
         (chain_stack.registry.functions.setModel(text_id("nobody"), bytes(32)), timelock, "AgentNotRegistered(bytes32)"),
         (chain_stack.registry.functions.revoke(text_id("nobody")), guardian, "AgentNotRegistered(bytes32)"),
