@@ -235,6 +235,17 @@ def decode_call(contract_name: str | None, data: bytes, labels: dict[str, str] |
     return text
 
 
+_GRANT_REVOKE = (keccak(text="grantRole(bytes32,address)")[:4], keccak(text="revokeRole(bytes32,address)")[:4])
+
+
+def is_guardian_rotation(calls: list[Call]) -> bool:
+    """The rule SealgateTimelock applies when scheduling: every call grants or revokes GUARDIAN_ROLE or
+    CANCELLER_ROLE (then the guardian, a canceller but not a proposer, cannot cancel the operation)."""
+    powers = (role_id("GUARDIAN_ROLE"), role_id("CANCELLER_ROLE"))
+    return bool(calls) and all(len(c.data_bytes) == 68 and c.data_bytes[:4] in _GRANT_REVOKE and c.data_bytes[4:36] in powers
+                               for c in calls)
+
+
 def contract_names(manifest: Any, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Checksummed address -> artifact name, from the manifest (plus e.g. the current policy implementation)."""
     names: dict[str, str] = {to_checksum_address(getattr(manifest, f)): n for f, n in MANIFEST_CONTRACTS if getattr(manifest, f, None)}

@@ -221,7 +221,9 @@ def _print_verified(gov, proposal) -> None:
         else f"schedules timelock operation {proposal.operation_id}, delay {proposal.delay}s ({duration(proposal.delay)}):"
     print(f"Safe transaction {proposal.id} (nonce {proposal.safe_nonce}, recomputed from the calls) {what}")
     _print_calls(gov, proposal)
-    if proposal.action == "schedule" and gov.timelock.functions.isGuardianRotation(proposal.operation_id).call():
+    from ext_authz.chain.proposals import is_guardian_rotation
+
+    if proposal.action == "schedule" and is_guardian_rotation(proposal.calls):
         print("  a guardian rotation: the guardian cannot cancel it")
     print(f"  (the file's description, unverified: {proposal.description!r})")
 
