@@ -86,6 +86,7 @@ class _Pinned:
     block: int
     lock: threading.Lock
     checked_at: float  # monotonic time the chain head was last confirmed equal to `block`
+    head_timestamp: int = 0  # the head block's own timestamp (chain clock)
 
 
 class PinnedPolicy:
@@ -95,12 +96,23 @@ class PinnedPolicy:
     that block, warms it with recent calls (so their storage is fetched off the
     decision path) and swaps it in atomically. When the head cannot be confirmed
     for `max_age_seconds`, evaluate raises StateStale (fail closed).
+
+    The clock: a decision is evaluated at this authorizer's wall-clock time (`block.timestamp` in the EVM
+    is set at every head poll), not at the head block's timestamp, which stops moving when the chain mines
+    nothing (a rule for 17:00-19:00 must not answer ALLOW at 20:00 because the last block is from 18:59).
+    The wall clock is trusted only within bounds of the chain's: the state is stale (StateStale, fail
+    closed) when the head block's timestamp is more than `max_head_age_seconds` behind the wall clock (a
+    quiet or stalled chain, or a node that stopped following it) or more than `max_clock_ahead_seconds`
+    ahead of it (the chain's clock or ours is wrong). None: unbounded (the local anvil, which mines only
+    on transactions and is time-travelled past timelock delays).
     """
 
     WARM_CALLS = 32
 
     def __init__(self, rpc_url: str, policy_registry: str, policy_id: bytes, *, watch: tuple[str, ...] = (),
-                 poll_seconds: float = 0.2, max_age_seconds: float = 15.0, approvers: str | None = None):
+                 poll_seconds: float = 0.2, max_age_seconds: float = 15.0, approvers: str | None = None,
+                 max_head_age_seconds: float | None = None, max_clock_ahead_seconds: float | None = None,
+                 clock: Any = time.time):
         self._rpc_url = rpc_url
         self._registry = to_checksum_address(policy_registry)
         self._approvers = to_checksum_address(approvers) if approvers else None
@@ -111,6 +123,9 @@ class PinnedPolicy:
         self._watched = list(self._static_watch)
         self._poll = poll_seconds
         self._max_age = max_age_seconds
+        self._max_head_age = max_head_age_seconds
+        self._max_ahead = max_clock_ahead_seconds
+        self._clock = clock  # wall clock (unix seconds): the time decisions are evaluated at
         self._head = _HeadReader(rpc_url)
         self._pinned: _Pinned | None = None
         self._recent: OrderedDict[bytes, None] = OrderedDict()
@@ -143,8 +158,8 @@ class PinnedPolicy:
 
     def _pin(self, number: int, timestamp: int) -> _Pinned:
         evm = pyrevm.EVM(fork_url=self._rpc_url, fork_block=str(number), spec_id=EVM_SPEC)
-        evm.set_block_env(pyrevm.BlockEnv(number=number, timestamp=timestamp))
-        pinned = _Pinned(evm, number, threading.Lock(), time.monotonic())
+        evm.set_block_env(pyrevm.BlockEnv(number=number, timestamp=int(self._clock())))
+        pinned = _Pinned(evm, number, threading.Lock(), time.monotonic(), timestamp)
         try:
             current = self._call(pinned, CURRENT_SELECTOR + self.policy_id)
             self._watched = [*self._static_watch, to_checksum_address(current[12:32])]
@@ -169,13 +184,15 @@ class PinnedPolicy:
         number = self._head.block_number()
         current = self._pinned
         if current is not None and current.block == number:
+            with current.lock:  # the same state, evaluated at the wall clock's time
+                current.evm.set_block_env(pyrevm.BlockEnv(number=number, timestamp=int(self._clock())))
             current.checked_at = time.monotonic()
             return current.block
         timestamp = self._head.block_timestamp(number)
         if current is not None and number > current.block and not self._head.has_logs(self._watched, current.block + 1, number):
             with current.lock:
-                current.evm.set_block_env(pyrevm.BlockEnv(number=number, timestamp=timestamp))
-            self._pinned = _Pinned(current.evm, number, current.lock, time.monotonic())
+                current.evm.set_block_env(pyrevm.BlockEnv(number=number, timestamp=int(self._clock())))
+            self._pinned = _Pinned(current.evm, number, current.lock, time.monotonic(), timestamp)
             return number
         try:
             self._pinned = self._pin(number, timestamp)
@@ -211,6 +228,13 @@ class PinnedPolicy:
         age = time.monotonic() - pinned.checked_at
         if age > self._max_age:
             raise StateStale(f"pinned block {pinned.block} unconfirmed for {age:.1f}s (limit {self._max_age}s)")
+        behind = self._clock() - pinned.head_timestamp
+        if self._max_head_age is not None and behind > self._max_head_age:
+            raise StateStale(f"head block {pinned.block} is {behind:.0f}s old by its own timestamp (limit "
+                             f"{self._max_head_age}s): the chain mined nothing since, or the node stopped following it")
+        if self._max_ahead is not None and -behind > self._max_ahead:
+            raise StateStale(f"head block {pinned.block}'s timestamp is {-behind:.0f}s ahead of this authorizer's clock "
+                             f"(limit {self._max_ahead}s): the chain's clock or ours is wrong")
         return pinned
 
     def approver_key(self, name: str) -> bytes | None:

@@ -92,6 +92,11 @@ class AuthorizerConfig:
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
     state_poll_seconds: float = 0.2
     max_state_age_seconds: float = 15.0
+    # decisions are evaluated at this authorizer's clock, trusted while the head block's own timestamp is at most
+    # this far behind it (a quiet or stalled chain goes stale) or ahead of it (docs/governance.md "The clock");
+    # null: unbounded, for the local anvil only (it mines on transactions and is time-travelled)
+    max_head_age_seconds: float | None = 60.0
+    max_clock_ahead_seconds: float | None = 60.0
     # decisions in flight on worker threads when the signer is a device (HSM); its signatures are serialized
     signing_threads: int = 4
     # operator's risk feed (UEBA/XDR), by SPIFFE ID; 0-100. Never taken from the agent.
@@ -109,6 +114,10 @@ class AuthorizerConfig:
         object.__setattr__(self, "issuer", check_issuer(self.issuer or default_issuer(self.trust_domain), "issuer"))
         if self.max_state_age_seconds <= self.state_poll_seconds:
             raise ConfigError("max_state_age_seconds must exceed state_poll_seconds")
+        for name in ("max_head_age_seconds", "max_clock_ahead_seconds"):
+            bound = getattr(self, name)
+            if bound is not None and (type(bound) not in (int, float) or not 0 < bound <= 24 * 3600):
+                raise ConfigError(f"{name} must be a number of seconds in (0, 86400] or null, found {bound!r}")
         if type(self.signing_threads) is not int or not 1 <= self.signing_threads <= 64:
             raise ConfigError(f"signing_threads must be an integer 1-64, found {self.signing_threads!r}")
         object.__setattr__(self, "mesh_clients", tuple(self.mesh_clients))
