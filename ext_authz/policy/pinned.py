@@ -32,6 +32,7 @@ from ext_authz.policy.abi import (
 )
 
 log = logging.getLogger("sealgate.chain")
+REGISTRIES_SELECTOR = bytes.fromhex("206eba5d")  # keccak256("registries()")[:4], RuleBasedPolicy
 EVM_SPEC = "Cancun"  # case-sensitive in pyrevm; matches the compile script's evmVersion
 
 
@@ -162,7 +163,8 @@ class PinnedPolicy:
         pinned = _Pinned(evm, number, threading.Lock(), time.monotonic(), timestamp)
         try:
             current = self._call(pinned, CURRENT_SELECTOR + self.policy_id)
-            self._watched = [*self._static_watch, to_checksum_address(current[12:32])]
+            implementation = to_checksum_address(current[12:32])
+            self._watched = [*self._static_watch, implementation, *self._registries_of(pinned, implementation)]
         except ChainError:
             self._watched = list(self._static_watch)  # unknown policy id: evaluate will fail closed
         with self._recent_lock:
@@ -173,6 +175,15 @@ class PinnedPolicy:
             except ChainError:
                 pass
         return pinned
+
+    def _registries_of(self, pinned: _Pinned, implementation: str) -> list[str]:
+        """The registries the implementation says it reads (`registries()`), watched like the manifest's: an
+        upgrade to a policy reading other registries must not leave their changes unseen."""
+        try:
+            out = self._call(pinned, REGISTRIES_SELECTOR, to=implementation)
+        except ChainError:
+            return []  # a policy without registries(): it reads only what the manifest names
+        return [to_checksum_address(out[i + 12:i + 32]) for i in range(0, len(out) - 31, 32)][:8]
 
     def refresh(self) -> int:
         """Confirms the head and pins it. Returns the pinned block.

@@ -460,3 +460,36 @@ def test_deployment_leaves_the_deployer_no_timelock_role_and_the_safe_guarded(ch
     assert state["modules"] == [m.timelock]
     guard = s.chain.contract("SafeTimelockGuard", state["guard"])
     assert guard.functions.supportsInterface(bytes.fromhex("e6d7a83a")).call()  # Safe 1.4.1's Guard interface id
+
+
+def test_authorizer_watches_the_registries_the_new_implementation_reads(chain_stack):
+    s = chain_stack
+    m, g = s.manifest, s.gov
+    deployer = Account.from_key(DEV_KEYS["deployer"])
+    other = s.chain.contract("AgentRegistry", s.chain.deploy(deployer, "AgentRegistry", deployer.address, m.models))
+    for role in ("REGISTRAR_ROLE", "GUARDIAN_ROLE"):
+        s.chain.transact(deployer, other.functions.grantRole(role_id(role), deployer.address))
+    agent = text_id(s.spiffe_id("procurement-01"))
+    s.chain.transact(deployer, other.functions.register(agent, text_id("acme"), text_id("procurement"),
+                                                        text_id("demo-model-v1"), s.agent_fingerprints["procurement-01"]))
+    v2 = s.chain.contract("RuleBasedPolicy", _v2(s, agents=other.address))
+    with pytest.raises(ConfigError, match="the authorizer watches"):
+        g.upgrade_policy_changes(v2.address)
+    # three owners bypass the CLI's check with a hand-made batch: the authorizer must still follow the new registry
+    rule = rule_tuple(1_000_000, max_risk_score=50)
+    bypass = schedule(s, [(v2.address, v2.functions.grantRole(role_id("POLICY_ADMIN_ROLE"), m.timelock), "admin"),
+                          (v2.address, v2.functions.setRule(text_id("procurement"), text_id("payment.transfer"),
+                                                            text_id("payments-api"), rule), "rule"),
+                          g.call_upgrade_policy(v2.address)])
+    s.time_travel(m.delay_seconds + 1)
+    g.execute(bypass, ATTACKER)
+    pinned = PinnedPolicy(m.rpc_url, m.policy_registry, bytes.fromhex(m.policy_id[2:]), watch=(m.registry, m.models))
+    pinned.refresh()
+    action = PolicyAction(agent, s.agent_fingerprints["procurement-01"], text_id("payment.transfer"),
+                          text_id("payments-api"), 100, 1)
+    assert (pinned.evaluate(action).implementation, pinned.evaluate(action).reason) == (v2.address, "OK")
+    block = s.chain.transact(deployer, other.functions.revoke(agent)).blockNumber
+    assert pinned.refresh() == block
+    assert pinned.evaluate(action).reason == "AGENT_REVOKED"  # the new implementation's registry is watched
+    s.govern(g.upgrade_policy_changes(m.policy))
+    assert g.current_policy().address == m.policy

@@ -173,3 +173,13 @@ def test_guardian_rotation_is_only_a_batch_of_guardian_power_grants_and_revokes(
     assert not is_guardian_rotation([])
     smuggled = call(grant, role_id("GUARDIAN_ROLE"))
     assert not is_guardian_rotation([Call(smuggled.target, 0, smuggled.data + "00")])  # extra calldata
+
+
+def test_the_pinned_policy_asks_the_implementation_for_its_registries_by_the_right_selector():
+    from eth_utils import keccak
+
+    from ext_authz.chain.artifacts import artifact
+    from ext_authz.policy.pinned import REGISTRIES_SELECTOR
+
+    assert REGISTRIES_SELECTOR == keccak(text="registries()")[:4]
+    assert any(i.get("name") == "registries" for i in artifact("RuleBasedPolicy")["abi"])
