@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyrevm
+from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
 
 from ext_authz.errors import ChainError, ConfigError, StateStale
@@ -176,7 +177,7 @@ class PinnedPolicy:
                 pass
         return pinned
 
-    def _registries_of(self, pinned: _Pinned, implementation: str) -> list[str]:
+    def _registries_of(self, pinned: _Pinned, implementation: str) -> list[ChecksumAddress]:
         """The registries the implementation says it reads (`registries()`), watched like the manifest's: an
         upgrade to a policy reading other registries must not leave their changes unseen."""
         try:
