@@ -7,6 +7,7 @@ import {IActionPolicy} from "./interfaces/IActionPolicy.sol";
 import {IPolicyRegistry} from "./interfaces/IPolicyRegistry.sol";
 
 interface IPausedView {
+    /// @notice OpenZeppelin Pausable's view: true while paused.
     function paused() external view returns (bool);
 }
 

@@ -2,7 +2,9 @@
 pragma solidity ^0.8.24;
 
 interface ISafeSelfManagement {
+    /// @notice Safe 1.4.1 ModuleManager.enableModule (callable by the Safe itself only).
     function enableModule(address module) external;
+    /// @notice Safe 1.4.1 GuardManager.setGuard (callable by the Safe itself only).
     function setGuard(address guard) external;
 }
 

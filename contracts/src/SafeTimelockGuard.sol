@@ -5,6 +5,7 @@ import {IERC165} from "@openzeppelin/contracts/utils/introspection/IERC165.sol";
 
 /// @notice Safe 1.4.1's transaction guard interface (interface id 0xe6d7a83a), declared here.
 interface ISafeTransactionGuard is IERC165 {
+    /// @notice Called by the Safe before a Safe transaction; reverting refuses it.
     function checkTransaction(
         address to,
         uint256 value,
@@ -19,6 +20,7 @@ interface ISafeTransactionGuard is IERC165 {
         address msgSender
     ) external;
 
+    /// @notice Called by the Safe after a Safe transaction.
     function checkAfterExecution(bytes32 txHash, bool success) external;
 }
 
