@@ -493,3 +493,24 @@ def test_authorizer_watches_the_registries_the_new_implementation_reads(chain_st
     assert pinned.evaluate(action).reason == "AGENT_REVOKED"  # the new implementation's registry is watched
     s.govern(g.upgrade_policy_changes(m.policy))
     assert g.current_policy().address == m.policy
+
+
+def test_forged_cancel_file_that_lists_other_calls_is_refused(chain_stack, tmp_path):
+    """A cancel file whose hash is consistent (it hashes only `cancel(id)`) but whose listed calls are another
+    operation's: owners would believe they stop the hostile operation while they cancel the honest one."""
+    s = chain_stack
+    honest = schedule(s, s.gov.call_register_model("honest-model", "6b" * 32, "sbom://honest"))
+    hostile = schedule(s, hidden_grant(s))
+    cancel = s.gov.propose_cancel(honest.operation_id)
+    raw = json.loads(cancel.to_json())
+    raw["calls"] = [{"target": c.target, "value": c.value, "data": c.data, "description": "stop the attacker"}
+                    for c in hostile.calls]
+    (tmp_path / f"{cancel.id}.json").write_text(json.dumps(raw))
+    gov = gov_cli(s, tmp_path)
+    for account in OWNER_ACCOUNTS[:3]:
+        assert "the calls it lists are not the ones the chain scheduled" in gov("approve", cancel.id[:14],
+                                                                                 account=account, code=2).stderr
+    assert not any(s.gov.safe.functions.approvedHashes(o.address, bytes.fromhex(cancel.id[2:])).call() for o in s.owners)
+    assert s.gov.operation_state(honest.operation_id) == "Waiting"
+    s.gov.guardian_cancel(hostile.operation_id, s.guardian)  # the real way to stop it
+    assert s.gov.operation_state(hostile.operation_id) == "Cancelled"
