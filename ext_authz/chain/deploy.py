@@ -257,6 +257,9 @@ def _deploy(client: ChainClient, chain_id: int, rpc_url: str, path: Path, deploy
         for role in (*roles_held, "DEFAULT_ADMIN_ROLE"):
             if contract.functions.hasRole(role_id(role), deployer.address).call():
                 raise ChainError(f"the deployer still holds {role} on {contract.address} after renouncing it")
+    for role in ("PROPOSER_ROLE", "CANCELLER_ROLE"):  # it was the timelock's bootstrap admin: it granted itself nothing
+        if timelock.functions.hasRole(role_id(role), deployer.address).call():
+            raise ChainError(f"the deployer holds {role} on the timelock {timelock.address}")
     check_safe_governance(client, safe, timelock.address)
 
     manifest = dataclasses.replace(manifest, deploy_block=receipt.blockNumber)

@@ -354,6 +354,10 @@ class Governance:
         if len(salt) != 32:
             raise ConfigError(f"proposal {proposal.id[:10]}: salt must be 32 bytes, found {len(salt)}")
         if proposal.action == "schedule":
+            min_delay = self.timelock.functions.getMinDelay().call()
+            if proposal.delay < min_delay:
+                raise ConfigError(f"proposal {proposal.id[:10]}: delay {proposal.delay}s is below the timelock's minimum "
+                                  f"{min_delay}s: the timelock would refuse it; do not approve it")
             op = "0x" + self._operation_id(proposal.calls, proposal.batch, salt).hex()
             if op != proposal.operation_id.lower():
                 raise ConfigError(f"proposal {proposal.id[:10]}: its calls hash to operation {op}, "
