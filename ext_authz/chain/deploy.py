@@ -25,7 +25,7 @@ from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 from web3.logs import DISCARD
 
-from ext_authz.chain.artifacts import role_id
+from ext_authz.chain.artifacts import artifact, role_id
 from ext_authz.chain.client import ChainClient, TxSigner
 from ext_authz.chain.deployer_key import open_deployer
 from ext_authz.chain.dev import DEV_KEYS, DEV_OWNER_ACCOUNTS, dev_account
@@ -199,16 +199,20 @@ def _deploy(client: ChainClient, chain_id: int, rpc_url: str, path: Path, deploy
     """Deploys registries, policy, anchor, a Safe (threshold-of-owners) and a TimelockController
     proposed by that Safe; runs the bootstrap hook; then hands every admin role to the timelock
     and renounces the deployer's. Writes the manifest last."""
-    registry = client.contract("AgentRegistry", client.deploy(deployer, "AgentRegistry", deployer.address))
     models = client.contract("ModelRegistry", client.deploy(deployer, "ModelRegistry", deployer.address))
+    registry = client.contract("AgentRegistry", client.deploy(deployer, "AgentRegistry", deployer.address, models.address))
     policy = client.contract("RuleBasedPolicy", client.deploy(deployer, "RuleBasedPolicy", deployer.address,
                                                                registry.address, models.address))
     policy_registry = client.contract("PolicyRegistry", client.deploy(deployer, "PolicyRegistry", deployer.address))
     anchor = client.contract("SaeAnchor", client.deploy(deployer, "SaeAnchor", deployer.address))
     approvers = client.contract("ApproverRegistry", client.deploy(deployer, "ApproverRegistry", deployer.address))
-    safe = deploy_safe(client, deployer, roles.owners, roles.threshold)
-    timelock = client.contract("SealgateTimelock", client.deploy(deployer, "SealgateTimelock", roles.delay_seconds,
-                                                                  [safe.address], [ZERO_ADDRESS]))
+    # the timelock first (the deployer its bootstrap admin), so the Safe is created with it as its module
+    timelock = client.contract("SealgateTimelock", client.deploy(
+        deployer, "SealgateTimelock", roles.delay_seconds, [], [ZERO_ADDRESS], [to_checksum_address(roles.guardian)],
+        deployer.address))
+    safe = deploy_safe(client, deployer, roles.owners, roles.threshold, module=timelock.address)
+    for role in ("PROPOSER_ROLE", "CANCELLER_ROLE"):
+        client.transact(deployer, timelock.functions.grantRole(role_id(role), safe.address))
 
     grant = lambda contract, role, who: client.transact(deployer, contract.functions.grantRole(role_id(role), who))  # noqa: E731
     # bootstrap window: the deployer seeds, then hands over
@@ -235,13 +239,15 @@ def _deploy(client: ChainClient, chain_id: int, rpc_url: str, path: Path, deploy
         (policy_registry, ("POLICY_ADMIN_ROLE",), False),
         (anchor, (), False),
         (approvers, ("APPROVER_ADMIN_ROLE",), True),
+        (timelock, (), False),  # the timelock administers itself; the deployer's bootstrap admin role goes
     )
     for contract, roles_held, has_guardian in handover:
         for role in roles_held:
             grant(contract, role, timelock.address)
         if has_guardian:
             grant(contract, "GUARDIAN_ROLE", manifest.guardian)
-        grant(contract, "DEFAULT_ADMIN_ROLE", timelock.address)
+        if contract is not timelock:
+            grant(contract, "DEFAULT_ADMIN_ROLE", timelock.address)
     grant(anchor, "ANCHORER_ROLE", manifest.anchorer)
     for contract, roles_held, _ in handover:
         for role in (*roles_held, "DEFAULT_ADMIN_ROLE"):
@@ -251,6 +257,10 @@ def _deploy(client: ChainClient, chain_id: int, rpc_url: str, path: Path, deploy
         for role in (*roles_held, "DEFAULT_ADMIN_ROLE"):
             if contract.functions.hasRole(role_id(role), deployer.address).call():
                 raise ChainError(f"the deployer still holds {role} on {contract.address} after renouncing it")
+    for role in ("PROPOSER_ROLE", "CANCELLER_ROLE"):  # it was the timelock's bootstrap admin: it granted itself nothing
+        if timelock.functions.hasRole(role_id(role), deployer.address).call():
+            raise ChainError(f"the deployer holds {role} on the timelock {timelock.address}")
+    check_safe_governance(client, safe, timelock.address)
 
     manifest = dataclasses.replace(manifest, deploy_block=receipt.blockNumber)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -260,14 +270,43 @@ def _deploy(client: ChainClient, chain_id: int, rpc_url: str, path: Path, deploy
     return manifest
 
 
-def deploy_safe(client: ChainClient, deployer: TxSigner, owners: tuple[str, ...], threshold: int) -> Any:
-    """A Safe 1.4.1 proxy (singleton and factory from the audited npm build) with the given owners."""
+def deploy_safe(client: ChainClient, deployer: TxSigner, owners: tuple[str, ...], threshold: int,
+                module: str | None = None) -> Any:
+    """A Safe 1.4.1 proxy (singleton and factory from the audited npm build) with the given owners.
+
+    With `module` (the timelock): created with it as its only module and SafeTimelockGuard as its guard
+    (SafeGovernanceSetup, delegatecalled by `setup`), so owners and threshold change only through the timelock."""
     singleton = client.deploy(deployer, "Safe")
     factory = client.contract("SafeProxyFactory", client.deploy(deployer, "SafeProxyFactory"))
+    to, data = ZERO_ADDRESS, b""
+    if module is not None:
+        guard = client.deploy(deployer, "SafeTimelockGuard")
+        helper = client.contract("SafeGovernanceSetup", client.deploy(deployer, "SafeGovernanceSetup"))
+        to, data = helper.address, helper.encode_abi("enableModuleAndGuard", [to_checksum_address(module), guard])
     setup = client.contract("Safe", singleton).encode_abi(
-        "setup", [list(owners), threshold, ZERO_ADDRESS, b"", ZERO_ADDRESS, ZERO_ADDRESS, 0, ZERO_ADDRESS])
+        "setup", [list(owners), threshold, to, data, ZERO_ADDRESS, ZERO_ADDRESS, 0, ZERO_ADDRESS])
     receipt = client.transact(deployer, factory.functions.createProxyWithNonce(singleton, setup, 0))
     created = factory.events.ProxyCreation().process_receipt(receipt, errors=DISCARD)
     if not created:
         raise ChainError("SafeProxyFactory emitted no ProxyCreation")
     return client.contract("Safe", created[0]["args"]["proxy"])
+
+
+SAFE_GUARD_SLOT = keccak(text="guard_manager.guard.address")  # Safe 1.4.1 GuardManager's storage slot
+
+
+def safe_guard(client: ChainClient, safe: str) -> str:
+    """The guard the Safe runs on every Safe transaction (read from its storage; the zero address: none)."""
+    raw = client.w3.eth.get_storage_at(to_checksum_address(safe), int.from_bytes(SAFE_GUARD_SLOT, "big"))
+    return to_checksum_address(bytes(raw)[-20:])
+
+
+def check_safe_governance(client: ChainClient, safe: Any, timelock: str) -> None:
+    """Fail closed: the timelock is the Safe's only module and a SafeTimelockGuard guards it."""
+    modules, _next = safe.functions.getModulesPaginated("0x0000000000000000000000000000000000000001", 10).call()
+    if [m.lower() for m in modules] != [timelock.lower()]:
+        raise ChainError(f"the Safe {safe.address} has modules {modules}, expected only the timelock {timelock}")
+    guard = to_checksum_address(safe_guard(client, safe.address))
+    code = client.w3.eth.get_code(guard) if guard != ZERO_ADDRESS else b""
+    if bytes(code).hex() != artifact("SafeTimelockGuard")["deployedBytecode"].removeprefix("0x"):
+        raise ChainError(f"the Safe {safe.address} is not guarded by a SafeTimelockGuard (guard {guard})")

@@ -12,12 +12,13 @@ calldata decoding live in `ext_authz.chain.proposals`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 from web3.logs import DISCARD
 
 from ext_authz.chain.artifacts import describe_revert, role_id
@@ -32,6 +33,7 @@ __all__ = ["ALL_HOURS", "OPERATION_STATES", "RULE_FIELDS", "Call", "Governance",
 RULE_FIELDS = ("enabled", "allowed_data_classes", "max_risk_score", "utc_hours", "max_amount", "approval_threshold",
                "required_model")
 ALL_HOURS = 0x00FFFFFF
+PREFLIGHT_EXECUTOR = "0x000000000000000000000000000000000000dEaD"  # any EOA: the timelock's executor role is open
 OPERATION_STATES = ("Unset", "Waiting", "Ready", "Done")  # TimelockController.OperationState; we add "Cancelled"
 
 
@@ -68,8 +70,126 @@ class Governance:
     # ------------------------------------------------------------ calls a proposal can carry
 
     def call_upgrade_policy(self, implementation: str) -> tuple[str, Any, str]:
+        """The bare PolicyRegistry.upgrade call; a proposal carries `upgrade_policy_changes` (roles + pause first)."""
         fn = self.policy_registry.functions.upgrade(self.policy_id, to_checksum_address(implementation))
         return self.policy_registry.address, fn, f"upgrade policy to {implementation}"
+
+    def upgrade_policy_changes(self, implementation: str, keep_paused: bool | None = None) -> list[tuple[str, Any, str]]:
+        """A policy upgrade that keeps the brakes, as one batch: the timelock takes POLICY_ADMIN_ROLE and every
+        current guardian GUARDIAN_ROLE on the new implementation, the new implementation is paused when the
+        current one is (or `keep_paused` says so), then PolicyRegistry.upgrade. Refused (ConfigError) when the
+        new implementation is not administered by the timelock or reads other registries than the authorizer
+        watches (the manifest's)."""
+        impl = to_checksum_address(implementation)
+        v2 = self.client.contract("RuleBasedPolicy", impl)
+        try:
+            admin = v2.functions.hasRole(bytes(32), self.timelock.address).call()
+            agents, models = v2.functions.registries().call()
+            paused_now = v2.functions.paused().call()
+        except Exception as e:  # web3 raises many types for a revert or missing code
+            raise ConfigError(f"{impl} is not a RuleBasedPolicy (AccessControl, Pausable, registries()): "
+                              f"{describe_revert(e)}") from e
+        if not admin:
+            raise ConfigError(f"the timelock {self.timelock.address} is not DEFAULT_ADMIN on {impl}: deploy the new "
+                              "implementation with the timelock as its admin, or governance cannot set its rules")
+        if (agents.lower(), models.lower()) != (self.manifest.registry.lower(), self.manifest.models.lower()):
+            raise ConfigError(f"{impl} reads registries {agents}, {models}; the authorizer watches "
+                              f"{self.manifest.registry}, {self.manifest.models} (the manifest's): refusing an upgrade "
+                              "whose state changes the authorizer would not see")
+        if keep_paused is None:
+            keep_paused = self.current_policy().functions.paused().call()
+        changes: list[tuple[str, Any, str]] = [
+            (impl, v2.functions.grantRole(role_id("POLICY_ADMIN_ROLE"), self.timelock.address),
+             "the timelock may set rules on (and unpause) the new policy")]
+        for g in self.guardians():
+            changes.append((impl, v2.functions.grantRole(role_id("GUARDIAN_ROLE"), g), f"guardian {g} may pause the new policy"))
+        if keep_paused and not paused_now:
+            changes.append((impl, v2.functions.pause(), "pause the new policy: the current one is paused"))
+        changes.append(self.call_upgrade_policy(impl))
+        return changes
+
+    GUARDED = (("registry", "AgentRegistry"), ("models", "ModelRegistry"), ("approvers", "ApproverRegistry"))
+
+    def guardians(self) -> list[str]:
+        """Who holds GUARDIAN_ROLE on the AgentRegistry now: the deployment's guardian and every account granted
+        it since (RoleGranted events), each confirmed with hasRole."""
+        role = role_id("GUARDIAN_ROLE")
+        events = [*self.registry.events.RoleGranted().get_logs(from_block=self.manifest.deploy_block,
+                                                                argument_filters={"role": role}),
+                  *self.registry.events.RoleRevoked().get_logs(from_block=self.manifest.deploy_block,
+                                                                argument_filters={"role": role})]
+        held: dict[str, None] = {to_checksum_address(self.manifest.guardian): None}
+        for e in sorted(events, key=lambda e: (e["blockNumber"], e["logIndex"])):
+            account = to_checksum_address(e["args"]["account"])
+            if e["event"] == "RoleGranted":
+                held[account] = None
+            else:
+                held.pop(account, None)
+        return [g for g in held if self.registry.functions.hasRole(role, g).call()]
+
+    def rotate_guardian_changes(self, old: str, new: str) -> list[tuple[str, Any, str]]:
+        """Guardian rotation, one batch: GUARDIAN_ROLE from `old` to `new` on every guarded contract and the
+        current policy, CANCELLER_ROLE on the timelock. Every call is a guardian-power grant or revoke, so the
+        timelock marks it a rotation and the (possibly stolen) old guardian key cannot cancel it."""
+        old, new = to_checksum_address(old), to_checksum_address(new)
+        if old == new:
+            raise ConfigError("rotate-guardian: the new guardian is the old one")
+        if old not in self.guardians():
+            raise ConfigError(f"rotate-guardian: {old} is not a guardian now (guardians: {', '.join(self.guardians())})")
+        contracts = [getattr(self, f) for f, _ in self.GUARDED] + [self.current_policy()]
+        changes: list[tuple[str, Any, str]] = []
+        guardian, canceller = role_id("GUARDIAN_ROLE"), role_id("CANCELLER_ROLE")
+        for c in contracts:
+            changes.append((c.address, c.functions.revokeRole(guardian, old), f"GUARDIAN_ROLE from {old}"))
+            changes.append((c.address, c.functions.grantRole(guardian, new), f"GUARDIAN_ROLE to {new}"))
+        changes.append((self.timelock.address, self.timelock.functions.revokeRole(canceller, old), f"CANCELLER_ROLE from {old}"))
+        changes.append((self.timelock.address, self.timelock.functions.grantRole(canceller, new), f"CANCELLER_ROLE to {new}"))
+        return changes
+
+    def call_restore_model(self, model_id: str) -> tuple[str, Any, str]:
+        """ModelRegistry.restore: undo a guardian's deprecation (governed)."""
+        return self.models.address, self.models.functions.restore(text_id(model_id)), f"restore model {model_id}"
+
+    SAFE_OWNER_CALLS = ("addOwnerWithThreshold", "removeOwner", "swapOwner", "changeThreshold")
+
+    def call_safe_owners(self, kind: str, *, address: str = ZERO_ADDRESS, old: str = ZERO_ADDRESS,
+                         new: str = ZERO_ADDRESS, threshold: int = 0) -> tuple[str, Any, str]:
+        """An owner or threshold change of the Safe, made by the timelock as the Safe's module
+        (`execTransactionFromModule(safe, 0, <owner call>, CALL)`): the Safe's guard refuses it as a Safe transaction."""
+        owners = [to_checksum_address(o) for o in self.safe.functions.getOwners().call()]
+        sentinel = "0x0000000000000000000000000000000000000001"
+
+        def prev_of(owner: str) -> str:
+            owner = to_checksum_address(owner)
+            if owner not in owners:
+                raise ConfigError(f"{owner} is not an owner of the Safe (owners: {', '.join(owners)})")
+            i = owners.index(owner)
+            return sentinel if i == 0 else owners[i - 1]
+
+        if kind == "add-owner":
+            inner = self.safe.encode_abi("addOwnerWithThreshold", [to_checksum_address(address), threshold])
+            what = f"add Safe owner {address}, threshold {threshold}"
+        elif kind == "remove-owner":
+            inner = self.safe.encode_abi("removeOwner", [prev_of(address), to_checksum_address(address), threshold])
+            what = f"remove Safe owner {address}, threshold {threshold}"
+        elif kind == "swap-owner":
+            inner = self.safe.encode_abi("swapOwner", [prev_of(old), to_checksum_address(old), to_checksum_address(new)])
+            what = f"replace Safe owner {old} by {new}"
+        elif kind == "change-threshold":
+            inner = self.safe.encode_abi("changeThreshold", [threshold])
+            what = f"Safe threshold to {threshold}"
+        else:
+            raise ConfigError(f"unknown Safe owner change {kind!r}")
+        fn = self.safe.functions.execTransactionFromModule(self.safe.address, 0, inner, 0)
+        return self.safe.address, fn, what
+
+    def guardian_cancel(self, operation_id: str, guardian: LocalAccount) -> Any:
+        """The guardian cancels a Waiting or Ready operation at once (CANCELLER_ROLE on the timelock);
+        the timelock refuses for a guardian rotation."""
+        state = self.operation_state(operation_id)
+        if state not in ("Waiting", "Ready"):
+            raise ConfigError(f"operation {operation_id[:10]} is {state}: only a Waiting or Ready operation can be cancelled")
+        return self.client.transact(guardian, self.timelock.functions.cancel(bytes.fromhex(operation_id.removeprefix("0x"))))
 
     def call_set_rule(self, role: str, action_type: str, target: str, rule: tuple) -> tuple[str, Any, str]:
         policy = self.current_policy()
@@ -225,30 +345,105 @@ class Governance:
         return self._finish(fresh)
 
     def verify(self, proposal: Proposal) -> Proposal:
-        """Recomputes the operation id and the Safe transaction hash from the calls in the file.
-
-        Owners approve the hash; this makes sure it is the hash of what the file says it does."""
-        salt = bytes.fromhex(proposal.salt[2:])
+        """The proposal as its calls define it: the timelock operation id and the Safe transaction hash are
+        recomputed from the calls, salt, delay and nonce (on-chain, with the deployed timelock and Safe), and a
+        file whose recorded hashes differ is refused. For a cancel, the calls it lists must be the ones the chain
+        scheduled under that operation id. Returns a copy carrying only the recomputed hashes: nothing the file
+        says about hashes is trusted."""
+        salt = bytes.fromhex(proposal.salt.removeprefix("0x"))
+        if len(salt) != 32:
+            raise ConfigError(f"proposal {proposal.id[:10]}: salt must be 32 bytes, found {len(salt)}")
         if proposal.action == "schedule":
+            min_delay = self.timelock.functions.getMinDelay().call()
+            if proposal.delay < min_delay:
+                raise ConfigError(f"proposal {proposal.id[:10]}: delay {proposal.delay}s is below the timelock's minimum "
+                                  f"{min_delay}s: the timelock would refuse it; do not approve it")
             op = "0x" + self._operation_id(proposal.calls, proposal.batch, salt).hex()
             if op != proposal.operation_id.lower():
                 raise ConfigError(f"proposal {proposal.id[:10]}: its calls hash to operation {op}, "
-                                  f"the file says {proposal.operation_id}")
+                                  f"the file says {proposal.operation_id}: do not approve it")
+        else:
+            op = proposal.operation_id.lower()
+            if len(bytes.fromhex(op.removeprefix("0x"))) != 32:
+                raise ConfigError(f"proposal {proposal.id[:10]}: operation id must be 32 bytes")
+            scheduled = [(c.target.lower(), c.value, c.data.lower()) for c in self.scheduled_calls(op)]
+            listed = [(c.target.lower(), c.value, c.data.lower()) for c in proposal.calls]
+            if scheduled != listed:
+                raise ConfigError(f"cancel proposal {proposal.id[:10]}: the calls it lists are not the ones the chain "
+                                  f"scheduled as operation {op[:10]} ({len(scheduled)} call(s)): do not approve it")
         expected = "0x" + self._safe_tx_hash(self.safe_data(proposal), proposal.safe_nonce).hex()
         if expected != proposal.safe_tx_hash.lower():
             raise ConfigError(f"proposal file {proposal.id[:10]}: its contents hash to Safe transaction {expected}, "
                               f"not to its id {proposal.safe_tx_hash}; do not approve it")
-        return proposal
+        return dataclasses.replace(proposal, safe_tx_hash=expected, operation_id=op)
+
+    def safe_typed_data(self, proposal: Proposal) -> dict[str, Any]:
+        """The Safe transaction as EIP-712 typed data (eth_signTypedData_v4), for a hardware wallet or an offline
+        signer: its hash is the proposal's Safe transaction hash (recomputed, never the file's)."""
+        return {
+            "types": {
+                "EIP712Domain": [{"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}],
+                "SafeTx": [{"name": n, "type": t} for n, t in (
+                    ("to", "address"), ("value", "uint256"), ("data", "bytes"), ("operation", "uint8"),
+                    ("safeTxGas", "uint256"), ("baseGas", "uint256"), ("gasPrice", "uint256"), ("gasToken", "address"),
+                    ("refundReceiver", "address"), ("nonce", "uint256"))],
+            },
+            "primaryType": "SafeTx",
+            "domain": {"chainId": self.client.w3.eth.chain_id, "verifyingContract": self.safe.address},
+            "message": {"to": self.timelock.address, "value": 0, "data": self.safe_data(proposal), "operation": 0,
+                        "safeTxGas": 0, "baseGas": 0, "gasPrice": 0, "gasToken": ZERO_ADDRESS,
+                        "refundReceiver": ZERO_ADDRESS, "nonce": proposal.safe_nonce},
+        }
+
+    def offline_signer(self, proposal: Proposal, signature: str | bytes) -> str:
+        """The owner whose EIP-712 signature of the proposal's Safe transaction this is (ConfigError otherwise)."""
+        from eth_account import Account
+        from eth_account.messages import encode_typed_data
+
+        raw = signature if isinstance(signature, bytes) else bytes.fromhex(signature.removeprefix("0x"))
+        if len(raw) != 65 or raw[64] not in (27, 28):
+            raise ConfigError("a Safe owner signature is 65 bytes r || s || v with v 27 or 28 (EIP-712, not eth_sign)")
+        try:
+            signer = Account.recover_message(encode_typed_data(full_message=self.safe_typed_data(proposal)), signature=raw)
+        except Exception as e:  # eth_keys raises several types for a malformed signature
+            raise ConfigError(f"signature does not recover: {e}") from e
+        owners = {o.lower() for o in self.safe.functions.getOwners().call()}
+        if signer.lower() not in owners:
+            raise ConfigError(f"the signature is by {signer}, not an owner of the Safe: it signs another transaction "
+                              "(wrong proposal, nonce or chain) or comes from another key")
+        return to_checksum_address(signer)
 
     def preflight(self, changes: Sequence[tuple[str, Any, str]]) -> list[str]:
-        """Each change simulated now as the timelock would send it; the reverts, in words (they may be intended:
-        an earlier change in the same batch may be what makes a later one succeed)."""
+        """The changes run in order, as the timelock will run them after the delay, in a local EVM (pyrevm) forked
+        from the chain head: each revert, in words. Earlier changes of a batch take effect for the later ones, so
+        `register-model` then `set-model` passes; a revert means the operation would fail when executed."""
+        import re
+
+        import pyrevm
+
+        head = self.client.w3.eth.get_block("latest")
+        evm = pyrevm.EVM(fork_url=self.client.rpc_url, fork_block=str(head["number"]), spec_id="Cancun")
+        delay = self.timelock.functions.getMinDelay().call()
+        evm.set_block_env(pyrevm.BlockEnv(number=head["number"] + 1, timestamp=head["timestamp"] + delay + 1))
         problems = []
-        for i, (_target, fn, text) in enumerate(changes, 1):
+        for i, (target, fn, text) in enumerate(changes, 1):
+            # each change as its own ready operation of the real timelock (its `_timestamps[id]`, slot 1 of
+            # TimelockController, set to 2: ready), executed by anyone: the call comes from the timelock itself
+            target, data = to_checksum_address(target), bytes.fromhex(fn._encode_transaction_data().removeprefix("0x"))
+            salt = i.to_bytes(32, "big")
+            op = self.timelock.functions.hashOperation(target, 0, data, bytes(32), salt).call()
+            evm.insert_account_storage(self.timelock.address, int.from_bytes(keccak(op + (1).to_bytes(32, "big")), "big"), 2)
+            execute = self.timelock.encode_abi("execute", [target, 0, data, bytes(32), salt])
             try:
-                fn.call({"from": self.timelock.address})
-            except Exception as e:  # web3 raises many types for a revert; a warning either way
-                problems.append(f"change {i} ({text}) would revert if run now: {describe_revert(e)}")
+                evm.message_call(PREFLIGHT_EXECUTOR, self.timelock.address, bytes.fromhex(execute.removeprefix("0x")))
+            except BaseException as e:  # pyrevm raises reverts (and pyo3 panics) as BaseException subclasses
+                if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                    raise
+                found = re.search(r"0x[0-9a-fA-F]{8,}", str(e))
+                why = describe_revert(type("Revert", (Exception,), {"data": found.group(0) if found else ""})()) \
+                    if found else str(e)[:200]
+                problems.append(f"change {i} ({text}) would revert when executed: {why}")
+                break  # the operation fails as a whole; later changes never run
         return problems
 
     # ------------------------------------------------------------ approving and submitting
@@ -278,14 +473,19 @@ class Governance:
             raise StaleProposal(self.stale_message(proposal))
 
     def approve(self, proposal: Proposal, owner: LocalAccount) -> Any:
-        """Records the owner's approval on-chain (Safe approveHash); refuses a stale proposal first."""
+        """Records the owner's approval on-chain (Safe approveHash) of the hash recomputed from the proposal's
+        calls; refuses a file whose hashes do not match (`verify`) or a stale proposal first."""
+        proposal = self.verify(proposal)
         self._check_not_stale(proposal)
         return self.client.transact(owner, self.safe.functions.approveHash(bytes.fromhex(proposal.safe_tx_hash[2:])))
 
-    def submit(self, proposal: Proposal, sender: LocalAccount) -> Any:
+    def submit(self, proposal: Proposal, sender: LocalAccount, offline: Sequence[str | bytes] = ()) -> Any:
         """Executes the Safe transaction: schedules (or cancels) the operation on the timelock.
 
-        The Safe checks the threshold itself: with too few approvals it reverts (GS025/GS026)."""
+        `offline`: EIP-712 signatures of owners who signed `safe_typed_data` without sending a transaction (a
+        hardware wallet); they join the on-chain approvals. The Safe checks the threshold itself: with too few it
+        reverts (GS020/GS025/GS026)."""
+        proposal = self.verify(proposal)
         if self.safe.functions.nonce().call() != proposal.safe_nonce:
             if self.safe_executed(proposal):
                 raise ChainError(f"proposal {proposal.id[:12]} was already submitted")
@@ -294,9 +494,13 @@ class Governance:
             state = self.operation_state(proposal.operation_id)
             if state not in ("Waiting", "Ready"):
                 raise ChainError(f"operation {proposal.operation_id[:10]} is {state}: nothing left to cancel")
-        approvers = sorted(self.approvals(proposal), key=lambda a: int(a, 16))
-        # Safe "approved hash" signatures: r = owner, s = 0, v = 1, sorted by owner address
-        signatures = b"".join(bytes(12) + bytes.fromhex(a[2:]) + bytes(32) + b"\x01" for a in approvers)
+        # Safe "approved hash" signatures: r = owner, s = 0, v = 1; ECDSA ones as signed; sorted by owner address
+        by_owner: dict[str, bytes] = {a.lower(): bytes(12) + bytes.fromhex(a[2:]) + bytes(32) + b"\x01"
+                                      for a in self.approvals(proposal)}
+        for sig in offline:
+            owner = self.offline_signer(proposal, sig)
+            by_owner.setdefault(owner.lower(), sig if isinstance(sig, bytes) else bytes.fromhex(sig.removeprefix("0x")))
+        signatures = b"".join(by_owner[o] for o in sorted(by_owner, key=lambda a: int(a, 16)))
         fn = self.safe.functions.execTransaction(self.timelock.address, 0, self.safe_data(proposal), 0, 0, 0, 0,
                                                  ZERO_ADDRESS, ZERO_ADDRESS, signatures)
         receipt = self.client.transact(sender, fn)
@@ -328,6 +532,7 @@ class Governance:
 
     def execute(self, proposal: Proposal, sender: LocalAccount) -> Any:
         """Runs the operation after its delay (anyone may; the timelock enforces the delay)."""
+        proposal = self.verify(proposal)
         if proposal.action != "schedule":
             raise ConfigError(f"proposal {proposal.id[:10]} is a cancellation: it takes effect when the threshold approves it")
         salt = bytes.fromhex(proposal.salt[2:])
@@ -340,13 +545,37 @@ class Governance:
 
     # ------------------------------------------------------------ what is scheduled
 
-    def names(self) -> dict[str, str]:
-        """Address -> contract name for decoding: the manifest's contracts and the current policy implementation."""
-        return contract_names(self.manifest, {self.current_policy().address: "RuleBasedPolicy"})
+    def names(self, calls: Sequence[Call] = ()) -> dict[str, str]:
+        """Address -> contract name for decoding: the manifest's contracts, every policy implementation the
+        registry has had, and the new implementation a PolicyRegistry.upgrade among `calls` points at."""
+        extra = {}
+        count = self.policy_registry.functions.versionCount(self.policy_id).call()
+        for v in range(1, count + 1):
+            extra[self.policy_registry.functions.versionAt(self.policy_id, v).call()[0]] = "RuleBasedPolicy"
+        upgrade = self.policy_registry.functions.upgrade(self.policy_id, ZERO_ADDRESS)._encode_transaction_data()[:10]
+        for c in calls:
+            if c.target.lower() == self.policy_registry.address.lower() and c.data.lower().startswith(upgrade.lower()):
+                extra[to_checksum_address(c.data_bytes[4 + 32 + 12:4 + 64])] = "RuleBasedPolicy"
+        return contract_names(self.manifest, extra)
 
-    def describe(self, call: Call, names: dict[str, str] | None = None) -> str:
+    def labels(self, names: dict[str, str] | None = None) -> dict[str, str]:
+        """Address -> what it is, for the arguments of decoded calls: contracts, guardians, owners, anchorer."""
+        out = dict(self.names() if names is None else names)
+        out[to_checksum_address(self.manifest.anchorer)] = "anchorer"
+        for i, o in enumerate(self.safe.functions.getOwners().call()):
+            out[to_checksum_address(o)] = f"Safe owner {i + 1}"
+        for g in self.guardians():
+            out[g] = "guardian"
+        if to_checksum_address(self.manifest.guardian) not in out:
+            out[to_checksum_address(self.manifest.guardian)] = "guardian at deployment"
+        out[ZERO_ADDRESS] = "zero address"
+        return out
+
+    def describe(self, call: Call, names: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> str:
+        """The call in words: contract.function(argument=value, ...), known addresses and roles named."""
         names = self.names() if names is None else names
-        return decode_call(names.get(to_checksum_address(call.target)), call.data_bytes)
+        labels = self.labels(names) if labels is None else labels
+        return decode_call(names.get(to_checksum_address(call.target)), call.data_bytes, labels, names)
 
     def scheduled_calls(self, operation_id: str) -> list[Call]:
         logs = self.timelock.events.CallScheduled().get_logs(
@@ -359,7 +588,6 @@ class Governance:
     def pending(self) -> list[dict[str, Any]]:
         """Scheduled operations not yet executed or cancelled: state, ready time (unix) and every call, decoded."""
         scheduled = self.timelock.events.CallScheduled().get_logs(from_block=self.manifest.deploy_block)
-        names = self.names()
         ops: dict[bytes, dict[str, Any]] = {}
         for e in scheduled:
             op = ops.setdefault(e["args"]["id"], {"scheduled_block": e["blockNumber"], "calls": {}})
@@ -370,9 +598,12 @@ class Governance:
             if state not in ("Waiting", "Ready"):  # Done, or Unset after a cancel
                 continue
             calls = [op["calls"][i] for i in sorted(op["calls"])]
+            names = self.names(calls)
+            labels = self.labels(names)
             out.append({"operation_id": "0x" + op_id.hex(), "state": state,
                         "ready_at": self.timelock.functions.getTimestamp(op_id).call(),
                         "scheduled_block": op["scheduled_block"], "batch": len(calls) > 1,
                         "target": calls[0].target, "data": calls[0].data, "calls": calls,
-                        "decoded": [self.describe(c, names) for c in calls]})
+                        "decoded": [self.describe(c, names, labels) for c in calls],
+                        "guardian_rotation": self.timelock.functions.isGuardianRotation(op_id).call()})
         return out

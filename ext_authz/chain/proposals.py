@@ -186,29 +186,35 @@ def _selectors(contract_name: str) -> dict[bytes, dict[str, Any]]:
 _ROLES = {role_id(n): n for n in ROLE_NAMES}
 
 
-def _format(value: Any, param: dict[str, Any]) -> str:
+def _format(value: Any, param: dict[str, Any], labels: dict[str, str] | None = None) -> str:
     t = param["type"]
     if t.startswith("tuple") and t != "tuple":  # tuple[] / tuple[n]
         inner = {**param, "type": "tuple"}
-        return "[" + ", ".join(_format(v, inner) for v in value) + "]"
+        return "[" + ", ".join(_format(v, inner, labels) for v in value) + "]"
     if t == "tuple":
-        return "(" + ", ".join(f"{c['name'] or i}={_format(v, c)}"
+        return "(" + ", ".join(f"{c['name'] or i}={_format(v, c, labels)}"
                                for i, (v, c) in enumerate(zip(value, param["components"], strict=True))) + ")"
     if t.endswith("]"):
         inner = {**param, "type": t[: t.rindex("[")]}
-        return "[" + ", ".join(_format(v, inner) for v in value) + "]"
+        return "[" + ", ".join(_format(v, inner, labels) for v in value) + "]"
     if isinstance(value, bytes):
         text = "0x" + value.hex()
         return f"{text}({_ROLES[value]})" if t == "bytes32" and value in _ROLES else text
     if t == "address":
-        return to_checksum_address(value)
+        address = to_checksum_address(value)
+        label = (labels or {}).get(address)
+        return f"{address}({label})" if label else f"{address}(unknown address)"
     if t == "string":
         return json.dumps(value)
     return str(value)
 
 
-def decode_call(contract_name: str | None, data: bytes) -> str:
-    """`AgentRegistry.setKey(agentId=0x.., keyFingerprint=0x..)`; unknown targets or selectors: the raw selector."""
+def decode_call(contract_name: str | None, data: bytes, labels: dict[str, str] | None = None,
+                names: dict[str, str] | None = None) -> str:
+    """`AgentRegistry.setKey(agentId=0x.., keyFingerprint=0x..)`; unknown targets or selectors: the raw selector.
+
+    `labels` names known addresses in the arguments (`0x..(guardian)`); `names` (address -> contract name) decodes
+    the inner call of a Safe `execTransactionFromModule` (how the timelock changes the Safe's owners)."""
     selector = data[:4]
     if contract_name is None:
         return f"unknown contract: selector 0x{selector.hex()} ({len(data)} bytes of calldata)"
@@ -219,8 +225,25 @@ def decode_call(contract_name: str | None, data: bytes) -> str:
         values = abi_decode([_abi_type(i) for i in item["inputs"]], data[4:])
     except Exception as e:  # eth_abi raises several decoding errors; the calldata is untrusted here
         return f"{contract_name}.{item['name']}: calldata does not decode ({type(e).__name__}), selector 0x{selector.hex()}"
-    args = ", ".join(f"{p['name'] or i}={_format(v, p)}" for i, (v, p) in enumerate(zip(values, item["inputs"], strict=True)))
-    return f"{contract_name}.{item['name']}({args})"
+    args = ", ".join(f"{p['name'] or i}={_format(v, p, labels)}"
+                     for i, (v, p) in enumerate(zip(values, item["inputs"], strict=True)))
+    text = f"{contract_name}.{item['name']}({args})"
+    if contract_name == "Safe" and item["name"] == "execTransactionFromModule" and names is not None:
+        to, _value, inner, operation = values
+        kind = "CALL" if operation == 0 else "DELEGATECALL"
+        text += f"\n       -> {kind} " + decode_call(names.get(to_checksum_address(to)), inner, labels, None)
+    return text
+
+
+_GRANT_REVOKE = (keccak(text="grantRole(bytes32,address)")[:4], keccak(text="revokeRole(bytes32,address)")[:4])
+
+
+def is_guardian_rotation(calls: list[Call]) -> bool:
+    """The rule SealgateTimelock applies when scheduling: every call grants or revokes GUARDIAN_ROLE or
+    CANCELLER_ROLE (then the guardian, a canceller but not a proposer, cannot cancel the operation)."""
+    powers = (role_id("GUARDIAN_ROLE"), role_id("CANCELLER_ROLE"))
+    return bool(calls) and all(len(c.data_bytes) == 68 and c.data_bytes[:4] in _GRANT_REVOKE and c.data_bytes[4:36] in powers
+                               for c in calls)
 
 
 def contract_names(manifest: Any, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -30,7 +31,23 @@ def register(sub: Any) -> None:
                 "(schedules the operation, or cancels it for a cancel proposal) and prints the local ready time",
                 "SEALGATE_GOV_KEY=0x... sealgate gov --manifest addresses.json approve 0x3f2a9c", env=ENV_HELP)
     p.add_argument("proposal", metavar="ID", help="proposal id (the Safe transaction hash) or a prefix of >= 6 characters")
+    p.add_argument("--print-eip712", action="store_true", help="print the Safe transaction as EIP-712 typed data for a "
+                   "hardware wallet or offline signer (eth_signTypedData_v4) and exit: no key, nothing sent")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation on a terminal")
     p.set_defaults(func=cmd_gov_approve)
+    p = command(govsub, "submit", "submit a proposal's Safe transaction with owners' offline EIP-712 signatures "
+                "(from `approve --print-eip712`) joined to the on-chain approvals; anyone may send it",
+                "SEALGATE_GOV_KEY=0x... sealgate gov --manifest addresses.json submit 0x3f2a9c --signature 0x.. "
+                "--signature 0x..", env=ENV_HELP)
+    p.add_argument("proposal", metavar="ID", help="proposal id or a prefix of >= 6 characters")
+    p.add_argument("--signature", action="append", default=[], metavar="HEX",
+                   help="an owner's 65-byte EIP-712 signature of the Safe transaction (repeat per owner)")
+    p.set_defaults(func=cmd_gov_submit)
+    p = command(govsub, "guardian-cancel", "guardian: cancel a scheduled timelock operation now (CANCELLER_ROLE); "
+                "refused for a guardian rotation", "SEALGATE_GOV_KEY=0x... sealgate gov --manifest addresses.json "
+                "guardian-cancel 0x<operation id from gov pending>", env=ENV_HELP)
+    p.add_argument("operation", metavar="OPERATION_ID", help="the timelock operation id (0x + 64 hex)")
+    p.set_defaults(func=cmd_gov_guardian_cancel)
     p = command(govsub, "execute", "run a scheduled operation (one call or a batch) once its delay has passed (anyone "
                 "may); before that, prints when it becomes ready (local time and unix time) and exits 1",
                 "SEALGATE_GOV_KEY=0x... sealgate gov --manifest addresses.json execute 0x3f2a9c", env=ENV_HELP)
@@ -107,13 +124,31 @@ def _hex32(value: str, flag: str, what: str) -> bytes:
     return raw
 
 
+def _changes(gov, args: argparse.Namespace) -> list[tuple]:
+    """One change kind's flags -> its calls: (target, call, description) each (most kinds are one call)."""
+    if args.what == "upgrade-policy":
+        return gov.upgrade_policy_changes(args.implementation, keep_paused=True if args.keep_paused else None)
+    if args.what == "rotate-guardian":
+        old = args.old
+        if old is None:
+            current = gov.guardians()
+            if len(current) != 1:
+                raise UsageError(f"rotate-guardian: {len(current)} guardians now ({', '.join(current)}): say which with --old")
+            old = current[0]
+        return gov.rotate_guardian_changes(old, args.new)
+    return [_change(gov, args)]
+
+
 def _change(gov, args: argparse.Namespace) -> tuple:
-    """One change kind's flags -> (target, call, description)."""
+    """One single-call change kind's flags -> (target, call, description)."""
     from ext_authz.chain.governance import rule_tuple
     from ext_authz.server.config import DATA_CLASSES
 
-    if args.what == "upgrade-policy":
-        return gov.call_upgrade_policy(args.implementation)
+    if args.what == "restore-model":
+        return gov.call_restore_model(args.model_id)
+    if args.what in ("add-owner", "remove-owner", "swap-owner", "change-threshold"):
+        fields = {f: getattr(args, f) for f in ("address", "old", "new", "threshold") if hasattr(args, f)}
+        return gov.call_safe_owners(args.what, **fields)
     if args.what == "set-rule":
         try:
             classes = tuple(DATA_CLASSES.index(c.strip()) for c in args.data_classes.split(","))
@@ -163,14 +198,34 @@ def _warnings(gov, entries: list[argparse.Namespace], changes: list[tuple]) -> l
 
 
 def _print_calls(gov, proposal, indent: str = "  ") -> None:
-    names = gov.names()
+    """Every call decoded from its calldata against the target's ABI (what will run); the file's own
+    descriptions follow, marked as the proposer's unverified words."""
+    names = gov.names(proposal.calls)
+    labels = gov.labels(names)
     how = "scheduleBatch" if proposal.batch else "schedule"
     print(f"{indent}{'batch of ' + str(len(proposal.calls)) + ' calls' if proposal.batch else 'one call'}, "
           f"one timelock operation ({how}):")
     for i, call in enumerate(proposal.calls, 1):
-        print(f"{indent}  {i}. {gov.describe(call, names)}")
+        print(f"{indent}  {i}. {gov.describe(call, names, labels)}")
+        if call.value:
+            print(f"{indent}     sends {call.value} wei")
         if call.description:
-            print(f"{indent}     {call.description}")
+            print(f"{indent}     (the file says: {call.description!r})")
+
+
+def _print_verified(gov, proposal) -> None:
+    """What an owner signs, recomputed from the calls: printed before any approval or signature."""
+    from ext_authz.chain.proposals import duration
+
+    what = ("CANCELS timelock operation " + proposal.operation_id + ", which would run:") if proposal.action == "cancel" \
+        else f"schedules timelock operation {proposal.operation_id}, delay {proposal.delay}s ({duration(proposal.delay)}):"
+    print(f"Safe transaction {proposal.id} (nonce {proposal.safe_nonce}, recomputed from the calls) {what}")
+    _print_calls(gov, proposal)
+    from ext_authz.chain.proposals import is_guardian_rotation
+
+    if proposal.action == "schedule" and is_guardian_rotation(proposal.calls):
+        print("  a guardian rotation: the guardian cannot cancel it")
+    print(f"  (the file's description, unverified: {proposal.description!r})")
 
 
 def _same_nonce_note(gov, directory: Path, proposal) -> None:
@@ -198,10 +253,11 @@ def cmd_gov_propose(args: argparse.Namespace) -> int:
     else:
         entries = [args]
     gov, directory = _gov(args)
-    changes = [_change(gov, e) for e in entries]
+    changes = [c for e in entries for c in _changes(gov, e)]
     for w in _warnings(gov, entries, changes):
         print(f"warning: {w}", file=sys.stderr)
-    proposal = gov.propose(changes if args.batch else changes[0], batch=bool(args.batch), description=args.description)
+    batch = bool(args.batch) or len(changes) > 1
+    proposal = gov.propose(changes if batch else changes[0], batch=batch, description=args.description)
     path = proposal.save(directory)
     print(f"proposal {proposal.id}\n  {proposal.description}")
     _print_calls(gov, proposal)
@@ -220,10 +276,24 @@ def _ready_line(gov, op_id: str) -> str:
 
 
 def cmd_gov_approve(args: argparse.Namespace) -> int:
+    import json
+
     from ext_authz.chain.governance import Proposal
 
     gov, directory = _gov(args)
     proposal = gov.verify(Proposal.load(directory, args.proposal))
+    if args.print_eip712:  # the typed data alone on stdout, for the signing device; what it means on stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            _print_verified(gov, proposal)
+        print(json.dumps(gov.safe_typed_data(proposal), indent=2))
+        print(f"EIP-712 hash (the Safe transaction hash) {proposal.id}: sign the typed data above with "
+              f"eth_signTypedData_v4; then anyone submits: sealgate gov submit {proposal.id[:12]} --signature 0x...",
+              file=sys.stderr)
+        return 0
+    _print_verified(gov, proposal)
+    if sys.stdin.isatty() and not args.yes and input("approve this Safe transaction? [y/N] ").strip().lower() != "y":
+        print("not approved")
+        return 1
     owner = _account(args, gov)
     gov.approve(proposal, owner)
     approvals = gov.approvals(proposal)
@@ -231,12 +301,42 @@ def cmd_gov_approve(args: argparse.Namespace) -> int:
     if gov.safe_executed(proposal):
         print(f"already submitted: operation {proposal.operation_id[:12]} is {gov.state(proposal)}")
     elif len(approvals) >= gov.manifest.threshold:
-        receipt = gov.submit(proposal, owner)
-        if proposal.action == "cancel":
-            print(f"threshold reached: operation {proposal.operation_id} cancelled in block {receipt.blockNumber}; "
-                  "it can no longer execute")
-        else:
-            print(f"threshold reached: scheduled in block {receipt.blockNumber}; {_ready_line(gov, proposal.operation_id)}")
+        _report_submitted(gov, proposal, gov.submit(proposal, owner))
+    return 0
+
+
+def _report_submitted(gov, proposal, receipt) -> None:
+    if proposal.action == "cancel":
+        print(f"threshold reached: operation {proposal.operation_id} cancelled in block {receipt.blockNumber}; "
+              "it can no longer execute")
+    else:
+        print(f"threshold reached: scheduled in block {receipt.blockNumber}; {_ready_line(gov, proposal.operation_id)}")
+
+
+def cmd_gov_submit(args: argparse.Namespace) -> int:
+    from ext_authz.chain.governance import Proposal
+
+    gov, directory = _gov(args)
+    proposal = gov.verify(Proposal.load(directory, args.proposal))
+    _print_verified(gov, proposal)
+    signers = [gov.offline_signer(proposal, sig) for sig in args.signature]
+    print(f"offline signatures by {', '.join(signers) or 'nobody'}; on-chain approvals by "
+          f"{', '.join(gov.approvals(proposal)) or 'nobody'}")
+    _report_submitted(gov, proposal, gov.submit(proposal, _account(args, gov), offline=args.signature))
+    return 0
+
+
+def cmd_gov_guardian_cancel(args: argparse.Namespace) -> int:
+    gov, _ = _gov(args)
+    op = args.operation.lower()
+    calls = gov.scheduled_calls(op)
+    names = gov.names(calls)
+    labels = gov.labels(names)
+    print(f"guardian cancels timelock operation {op} ({gov.operation_state(op)}), which would run:")
+    for i, call in enumerate(calls, 1):
+        print(f"  {i}. {gov.describe(call, names, labels)}")
+    receipt = gov.guardian_cancel(op, _account(args, gov))
+    print(f"cancelled in block {receipt.blockNumber}")
     return 0
 
 
@@ -251,6 +351,7 @@ def cmd_gov_execute(args: argparse.Namespace) -> int:
         return 1
     state = gov.state(proposal)
     if state == "Ready":
+        _print_verified(gov, proposal)
         receipt = gov.execute(proposal, _account(args, gov))
         print(f"executed in block {receipt.blockNumber}: {proposal.description}")
         return 0
@@ -319,7 +420,8 @@ def cmd_gov_pending(args: argparse.Namespace) -> int:
     for op in ops:
         known = by_op.get(op["operation_id"])
         print(f"operation {op['operation_id']} {op['state']}, {_ready_line(gov, op['operation_id'])}; scheduled in "
-              f"block {op['scheduled_block']}" + (f"; proposal {known.id[:12]}: {known.description}" if known else ""))
+              f"block {op['scheduled_block']}" + (f"; proposal {known.id[:12]}" if known else "")
+              + ("; a guardian rotation (the guardian cannot cancel it)" if op["guardian_rotation"] else ""))
         print(f"  {'batch of ' + str(len(op['calls'])) + ' calls' if op['batch'] else 'one call'}:")
         for i, text in enumerate(op["decoded"], 1):
             print(f"    {i}. {text}")
@@ -329,11 +431,20 @@ def cmd_gov_pending(args: argparse.Namespace) -> int:
     if waiting:
         print(f"proposals in {directory} not yet submitted:")
     for p in waiting:
+        try:
+            p = gov.verify(p)
+        except ConfigError as e:
+            print(f"  {p.id[:12]} REFUSED, do not approve: {e}")
+            continue
         if gov.is_stale(p):
             status = f"STALE (made for Safe nonce {p.safe_nonce}): sealgate gov repropose {p.id[:12]}"
         else:
             status = f"{len(gov.approvals(p))}/{gov.manifest.threshold} approvals, Safe nonce {p.safe_nonce}"
-        print(f"  {p.id[:12]} {p.action}{' batch' if p.batch else ''}: {p.description} - {status}")
+        print(f"  {p.id[:12]} {p.action}{' batch' if p.batch else ''} - {status}; its calls:")
+        names = gov.names(p.calls)
+        labels = gov.labels(names)
+        for i, call in enumerate(p.calls, 1):
+            print(f"    {i}. {gov.describe(call, names, labels)}")
     return 0
 
 

@@ -52,9 +52,36 @@ def register_propose(govsub: Any, handler: Callable[[argparse.Namespace], int]) 
 
 def _add_kinds(kinds: Any) -> None:
     """The change kinds, for `propose KIND` and for the entries of a `--batch` file (same flags, same defaults)."""
-    k = command(kinds, "upgrade-policy", "point the policy id at a new implementation",
+    k = command(kinds, "upgrade-policy", "point the policy id at a new implementation, keeping the brakes: one batch "
+                "grants the timelock POLICY_ADMIN_ROLE and every current guardian GUARDIAN_ROLE on it, pauses it when "
+                "the current policy is paused, then upgrades (the registry refuses an upgrade that would lift a pause)",
                 "sealgate gov --manifest m.json propose upgrade-policy --implementation 0xPolicy")
-    k.add_argument("--implementation", required=True, metavar="ADDRESS", help="the new IActionPolicy contract")
+    k.add_argument("--implementation", required=True, metavar="ADDRESS",
+                   help="the new RuleBasedPolicy, deployed with the timelock as admin and the manifest's registries")
+    k.add_argument("--keep-paused", action="store_true", help="pause the new implementation even if the current one "
+                   "is not paused now (the guardian may pause it during the delay: the upgrade would then revert)")
+    k = command(kinds, "rotate-guardian", "move every guardian power (GUARDIAN_ROLE on the registries and the policy, "
+                "CANCELLER_ROLE on the timelock) from one address to another; the old guardian cannot cancel it",
+                "sealgate gov --manifest m.json propose rotate-guardian --new 0xNewGuardian")
+    k.add_argument("--new", required=True, metavar="ADDRESS", help="the new guardian (e.g. an on-call Safe or an HSM key)")
+    k.add_argument("--old", metavar="ADDRESS", help="the guardian to replace (default: the only current one)")
+    k = command(kinds, "restore-model", "undo a guardian's deprecation of a model",
+                "sealgate gov --manifest m.json propose restore-model --model-id m-7")
+    k.add_argument("--model-id", required=True, help="the deprecated model id")
+    for name, verb in (("add-owner", "add a Safe owner and set the threshold"),
+                       ("remove-owner", "remove a Safe owner and set the threshold")):
+        k = command(kinds, name, verb + " (through the timelock, the Safe's module; the Safe's guard refuses "
+                    "owner changes as Safe transactions)",
+                    f"sealgate gov --manifest m.json propose {name} --address 0xOwner --threshold 3")
+        k.add_argument("--address", required=True, metavar="ADDRESS", help="the owner")
+        k.add_argument("--threshold", required=True, type=int, help="the Safe's threshold afterwards")
+    k = command(kinds, "swap-owner", "replace a Safe owner (a lost or stolen owner key) through the timelock",
+                "sealgate gov --manifest m.json propose swap-owner --old 0xLost --new 0xFresh")
+    k.add_argument("--old", required=True, metavar="ADDRESS", help="the owner to replace")
+    k.add_argument("--new", required=True, metavar="ADDRESS", help="the new owner")
+    k = command(kinds, "change-threshold", "change the Safe's threshold through the timelock",
+                "sealgate gov --manifest m.json propose change-threshold --threshold 4")
+    k.add_argument("--threshold", required=True, type=int, help="approvals a Safe transaction needs")
     k = command(kinds, "set-rule", "set the rule for a role, action type and target on the current policy",
                 "sealgate gov --manifest m.json propose set-rule --role finance --action-type payment \\\n"
                 "    --target payments-api --max-amount 5000000 --approval-threshold 1000000")

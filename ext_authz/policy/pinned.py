@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyrevm
+from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
 
 from ext_authz.errors import ChainError, ConfigError, StateNotCached, StateStale
@@ -43,6 +44,7 @@ from ext_authz.policy.abi import (
 )
 
 log = logging.getLogger("sealgate.chain")
+REGISTRIES_SELECTOR = bytes.fromhex("206eba5d")  # keccak256("registries()")[:4], RuleBasedPolicy
 EVM_SPEC = "Cancun"  # case-sensitive in pyrevm; matches the compile script's evmVersion
 
 
@@ -145,7 +147,7 @@ class _Pinned:
     block: int
     lock: threading.Lock
     checked_at: float  # monotonic time the chain head was last confirmed equal to `block`
-    timestamp: int = 0
+    timestamp: int = 0  # the head block's own timestamp (chain clock; decisions run at the wall clock)
     state: dict[str, Any] = field(default_factory=dict)  # every account and slot inserted into `evm`
 
 
@@ -156,13 +158,23 @@ class PinnedPolicy:
     that block, warms it with recent calls (so their storage is fetched off the
     decision path) and swaps it in atomically. When the head cannot be confirmed
     for `max_age_seconds`, evaluate raises StateStale (fail closed).
+
+    The clock: a decision is evaluated at this authorizer's wall-clock time (`block.timestamp` in the EVM
+    is set at every head poll), not at the head block's timestamp, which stops moving when the chain mines
+    nothing (a rule for 17:00-19:00 must not answer ALLOW at 20:00 because the last block is from 18:59).
+    The wall clock is trusted only within bounds of the chain's: the state is stale (StateStale, fail
+    closed) when the head block's timestamp is more than `max_head_age_seconds` behind the wall clock (a
+    quiet or stalled chain, or a node that stopped following it) or more than `max_clock_ahead_seconds`
+    ahead of it (the chain's clock or ours is wrong). None: unbounded (the local anvil, which mines only
+    on transactions and is time-travelled past timelock delays).
     """
 
     WARM_CALLS = 32
 
     def __init__(self, rpc_url: str, policy_registry: str, policy_id: bytes, *, watch: tuple[str, ...] = (),
                  poll_seconds: float = 0.2, max_age_seconds: float = 15.0, approvers: str | None = None,
-                 fetch_timeout_seconds: float = 2.0, fetch_inline: bool = True):
+                 max_head_age_seconds: float | None = None, max_clock_ahead_seconds: float | None = None,
+                 clock: Any = time.time, fetch_timeout_seconds: float = 2.0, fetch_inline: bool = True):
         self._rpc_url = rpc_url
         self._registry = to_checksum_address(policy_registry)
         self._approvers = to_checksum_address(approvers) if approvers else None
@@ -173,6 +185,9 @@ class PinnedPolicy:
         self._watched = list(self._static_watch)
         self._poll = poll_seconds
         self._max_age = max_age_seconds
+        self._max_head_age = max_head_age_seconds
+        self._max_ahead = max_clock_ahead_seconds
+        self._clock = clock  # wall clock (unix seconds): the time decisions are evaluated at
         self._head = _HeadReader(rpc_url)
         # state fetches on their own connection and deadline; `fetch_inline` False: evaluate raises StateNotCached
         # and the caller fetches off its event loop (the authorizer); True: evaluate fetches itself (tools, tests)
@@ -209,9 +224,9 @@ class PinnedPolicy:
         if self._thread:
             self._thread.join(timeout=5)
 
-    def _evm(self, number: int, timestamp: int, state: dict[str, Any]) -> Any:
+    def _evm(self, number: int, state: dict[str, Any]) -> Any:
         evm = pyrevm.EVM(fork_url=self._refusing.url, fork_block=str(number), spec_id=EVM_SPEC)
-        evm.set_block_env(pyrevm.BlockEnv(number=number, timestamp=timestamp))
+        evm.set_block_env(pyrevm.BlockEnv(number=number, timestamp=int(self._clock())))  # the authorizer's clock
         _insert(evm, state)
         return evm
 
@@ -227,14 +242,33 @@ class PinnedPolicy:
                 _merge(state, self._head.prestate(to, calldata, number))
             except ChainError as e:
                 log.warning("warming a recent call at block %d failed: %s", number, e)
-        pinned = _Pinned(self._evm(number, timestamp, state), number, threading.Lock(), time.monotonic(), timestamp,
+        pinned = _Pinned(self._evm(number, state), number, threading.Lock(), time.monotonic(), timestamp,
                          state)
         try:
             current = self._call(pinned, CURRENT_SELECTOR + self.policy_id)
-            self._watched = [*self._static_watch, to_checksum_address(current[12:32])]
+            implementation = to_checksum_address(current[12:32])
+            self._watched = [*self._static_watch, implementation, *self._registries_of(pinned, implementation)]
         except ChainError:
             self._watched = list(self._static_watch)  # unknown policy id: evaluate will fail closed
         return pinned
+
+    def _registries_of(self, pinned: _Pinned, implementation: str) -> list[ChecksumAddress]:
+        """The registries the implementation says it reads (`registries()`), watched like the manifest's: an
+        upgrade to a policy reading other registries must not leave their changes unseen."""
+        for _ in range(3):  # on the follower's thread, before the pin is shared: fetch what the call reads here
+            try:
+                out = self._run(pinned, implementation, REGISTRIES_SELECTOR)
+            except StateNotCached as miss:
+                try:
+                    _merge(pinned.state, self._head.prestate(miss.to, miss.calldata, miss.block))
+                except ChainError:
+                    return []
+                pinned.evm = self._evm(pinned.block, pinned.state)
+                continue
+            except ChainError:
+                return []  # a policy without registries(): it reads only what the manifest names
+            return [to_checksum_address(out[i + 12:i + 32]) for i in range(0, len(out) - 31, 32)][:8]
+        return []
 
     def fetch(self, miss: StateNotCached) -> None:
         """Fetches the state `miss` needs at its block and inserts it (blocking, bounded by the fetch deadline;
@@ -250,7 +284,7 @@ class PinnedPolicy:
                 _insert(pinned.evm, prestate)
             except BaseException:  # pyrevm raises pyo3 panics as BaseException
                 try:  # an account the EVM still holds warm: a new EVM from everything fetched at this block
-                    pinned.evm = self._evm(pinned.block, pinned.timestamp, pinned.state)
+                    pinned.evm = self._evm(pinned.block, pinned.state)
                 except BaseException as e:
                     raise ChainError(f"cannot load fetched state at block {pinned.block}: {e}") from e
 
@@ -264,12 +298,14 @@ class PinnedPolicy:
         number = self._head.block_number()
         current = self._pinned
         if current is not None and current.block == number:
+            with current.lock:  # the same state, evaluated at the wall clock's time
+                current.evm.set_block_env(pyrevm.BlockEnv(number=number, timestamp=int(self._clock())))
             current.checked_at = time.monotonic()
             return current.block
         timestamp = self._head.block_timestamp(number)
         if current is not None and number > current.block and not self._head.has_logs(self._watched, current.block + 1, number):
             with current.lock:
-                current.evm.set_block_env(pyrevm.BlockEnv(number=number, timestamp=timestamp))
+                current.evm.set_block_env(pyrevm.BlockEnv(number=number, timestamp=int(self._clock())))
                 # the same EVM and state, now for `number`: state fetched later is read at the new block
                 self._pinned = _Pinned(current.evm, number, current.lock, time.monotonic(), timestamp, current.state)
             return number
@@ -323,6 +359,13 @@ class PinnedPolicy:
         age = time.monotonic() - pinned.checked_at
         if age > self._max_age:
             raise StateStale(f"pinned block {pinned.block} unconfirmed for {age:.1f}s (limit {self._max_age}s)")
+        behind = self._clock() - pinned.timestamp
+        if self._max_head_age is not None and behind > self._max_head_age:
+            raise StateStale(f"head block {pinned.block} is {behind:.0f}s old by its own timestamp (limit "
+                             f"{self._max_head_age}s): the chain mined nothing since, or the node stopped following it")
+        if self._max_ahead is not None and -behind > self._max_ahead:
+            raise StateStale(f"head block {pinned.block}'s timestamp is {-behind:.0f}s ahead of this authorizer's clock "
+                             f"(limit {self._max_ahead}s): the chain's clock or ours is wrong")
         return pinned
 
     def approver_key(self, name: str) -> bytes | None:

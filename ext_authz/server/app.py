@@ -65,12 +65,17 @@ class Authorizer:
     def start(self, grpc_address: str, admin_address: tuple[str, int], tls: MeshTls | None = None) -> int:
         check_grpc_address(grpc_address, tls, self.config.mesh_clients)
         self.jwks = jwks_of(self.signer)
+        if self.manifest.chain_id != 31337 and None in (self.config.max_head_age_seconds, self.config.max_clock_ahead_seconds):
+            # only the local anvil (31337) may run without a bound between the chain's clock and ours
+            raise ConfigError(f"max_head_age_seconds and max_clock_ahead_seconds must be set on chain {self.manifest.chain_id}")
         self.policy = PinnedPolicy(self.manifest.rpc_url, self.manifest.policy_registry,
                                    bytes.fromhex(self.manifest.policy_id.removeprefix("0x")),
                                    watch=(self.manifest.registry, self.manifest.models, self.manifest.approvers),
                                    approvers=self.manifest.approvers,
                                    poll_seconds=self.config.state_poll_seconds,
                                    max_age_seconds=self.config.max_state_age_seconds,
+                                   max_head_age_seconds=self.config.max_head_age_seconds,
+                                   max_clock_ahead_seconds=self.config.max_clock_ahead_seconds,
                                    fetch_timeout_seconds=self.config.policy_fetch_timeout_seconds,
                                    fetch_inline=False)
         self.policy.start()

@@ -110,6 +110,11 @@ class AuthorizerConfig:
     evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     state_poll_seconds: float = 0.2
     max_state_age_seconds: float = 15.0
+    # decisions are evaluated at this authorizer's clock, trusted while the head block's own timestamp is at most
+    # this far behind it (a quiet or stalled chain goes stale) or ahead of it (docs/governance.md "The clock");
+    # null: unbounded, for the local anvil only (it mines on transactions and is time-travelled)
+    max_head_age_seconds: float | None = 60.0
+    max_clock_ahead_seconds: float | None = 60.0
     # state the pinned EVM has not cached (an agent not seen since the pin) is fetched off the event loop within
     # this deadline, else that request alone is denied with POLICY_STATE_UNAVAILABLE
     policy_fetch_timeout_seconds: float = 2.0
@@ -130,6 +135,10 @@ class AuthorizerConfig:
         object.__setattr__(self, "issuer", check_issuer(self.issuer or default_issuer(self.trust_domain), "issuer"))
         if self.max_state_age_seconds <= self.state_poll_seconds:
             raise ConfigError("max_state_age_seconds must exceed state_poll_seconds")
+        for name in ("max_head_age_seconds", "max_clock_ahead_seconds"):
+            bound = getattr(self, name)
+            if bound is not None and (type(bound) not in (int, float) or not 0 < bound <= 24 * 3600):
+                raise ConfigError(f"{name} must be a number of seconds in (0, 86400] or null, found {bound!r}")
         if not isinstance(self.policy_fetch_timeout_seconds, (int, float)) or not 0.05 <= self.policy_fetch_timeout_seconds <= 30:
             raise ConfigError(f"policy_fetch_timeout_seconds must be 0.05-30, found {self.policy_fetch_timeout_seconds!r}")
         if type(self.signing_threads) is not int or not 1 <= self.signing_threads <= 64:

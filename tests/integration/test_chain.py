@@ -65,20 +65,23 @@ def test_rule_based_policy_verdicts(chain_stack, pinned, agent, kw, decision, re
         assert v.model_hash.hex() == sha
 
 
-def test_time_window_rule(chain_stack, pinned):
-    now_hour = (chain_stack.chain.w3.eth.get_block("latest")["timestamp"] // 3600) % 24
+def test_time_window_rule_is_evaluated_at_the_wall_clock(chain_stack, pinned):
+    """The chain here runs hours ahead (governance time-travels it): the hour that counts is the authorizer's."""
+    def wall_hour():
+        return int(time.time() // 3600) % 24
+
+    now_hour = wall_hour()
     other_hours = 0x00FFFFFF & ~(1 << now_hour)
     chain_stack.set_rule("procurement", "payment.read", "payments-api", max_amount=0, utc_hours=other_hours)
     try:
         pinned.refresh()
-        hour = (chain_stack.chain.w3.eth.get_block("latest")["timestamp"] // 3600) % 24
-        expected = "OUTSIDE_TIME_WINDOW" if hour == now_hour else "OK"
+        expected = "OUTSIDE_TIME_WINDOW" if wall_hour() == now_hour else "OK"
         assert pinned.evaluate(act(chain_stack, "procurement-01", "payment.read", amount=0)).reason == expected
+        hour = wall_hour()
         chain_stack.set_rule("procurement", "payment.read", "payments-api", max_amount=0, utc_hours=1 << hour)
         pinned.refresh()
-        hour_now = (chain_stack.chain.w3.eth.get_block("latest")["timestamp"] // 3600) % 24
         assert pinned.evaluate(act(chain_stack, "procurement-01", "payment.read", amount=0)).reason == (
-            "OK" if hour_now == hour else "OUTSIDE_TIME_WINDOW")
+            "OK" if wall_hour() == hour else "OUTSIDE_TIME_WINDOW")
     finally:
         chain_stack.set_rule("procurement", "payment.read", "payments-api", max_amount=0)
 
@@ -172,7 +175,8 @@ def test_registry_rejects_double_registration_and_bad_transitions(chain_stack):
     timelock, guardian = chain_stack.manifest.timelock, chain_stack.guardian.address
     agent = text_id(chain_stack.spiffe_id("procurement-01"))
     for fn, sender, error in (
-        (chain_stack.registry.functions.register(agent, bytes(32), bytes(32), bytes(32), bytes(32)), timelock, "AgentAlreadyRegistered(bytes32)"),
+        (chain_stack.registry.functions.register(agent, text_id("acme"), text_id("procurement"), text_id("demo-model-v1"),
+                                                 bytes(32)), timelock, "AgentAlreadyRegistered(bytes32)"),
         (chain_stack.registry.functions.reactivate(agent), timelock, "InvalidStatusTransition(bytes32,uint8)"),
         (chain_stack.registry.functions.setModel(text_id("nobody"), bytes(32)), timelock, "AgentNotRegistered(bytes32)"),
         (chain_stack.registry.functions.revoke(text_id("nobody")), guardian, "AgentNotRegistered(bytes32)"),

@@ -113,12 +113,13 @@ def test_scheduled_upgrade_is_visible_before_it_takes_effect(chain_stack):
     deployer = Account.from_key(DEV_KEYS["deployer"])
     v2 = chain_stack.chain.deploy(deployer, "RuleBasedPolicy", m.timelock, m.registry, m.models)  # no rules yet
     gov = chain_stack.gov
-    proposal = gov.propose(gov.call_upgrade_policy(v2))
+    proposal = gov.propose(gov.upgrade_policy_changes(v2))
     for owner in chain_stack.owners[:3]:
         gov.approve(proposal, owner)
     gov.submit(proposal, chain_stack.owners[0])
     pending = gov.pending()
-    assert any(op["operation_id"] == proposal.operation_id and op["target"] == m.policy_registry for op in pending)
+    assert any(op["operation_id"] == proposal.operation_id and op["calls"][-1].target == m.policy_registry
+               for op in pending)
     pinned.refresh()
     assert pinned.evaluate(action).version == 1  # scheduled, not in effect
     chain_stack.time_travel(m.delay_seconds + 1)
@@ -131,7 +132,7 @@ def test_scheduled_upgrade_is_visible_before_it_takes_effect(chain_stack):
     assert (v.version, v.implementation, v.reason) == (2, v2, "ACTION_NOT_PERMITTED")
     assert not any(op["operation_id"] == proposal.operation_id for op in gov.pending())
     # roll back through governance too: the history keeps all three versions
-    back = gov.propose(gov.call_upgrade_policy(m.policy))
+    back = gov.propose(gov.upgrade_policy_changes(m.policy))
     for owner in chain_stack.owners[2:5]:
         gov.approve(back, owner)
     gov.submit(back, chain_stack.owners[4])
@@ -448,7 +449,7 @@ def test_set_key_rotates_the_fingerprint_the_pinned_policy_checks(chain_stack, t
     approve_to_threshold(gov, pid)
     pending = gov("pending").stdout
     assert f"AgentRegistry.setKey(agentId=0x{text_id(agent).hex()}, keyFingerprint=0x{new.hex()})" in pending
-    assert f"set key of {agent}" in pending  # the proposal file's description next to the decoded call
+    assert f"proposal {pid[:12]}" in pending  # the proposal it came from (its file's own words are not repeated)
     s.time_travel(m.delay_seconds + 1)
     gov("execute", pid, account=3)
     assert s.registry.functions.agent(text_id(agent)).call()[3] == new

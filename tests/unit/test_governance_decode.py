@@ -155,3 +155,31 @@ def test_batch_file_entries_parse_like_the_single_change_flags():
 def test_batch_file_errors_name_the_entry(text, message):
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         batch_changes(text)
+
+
+def test_guardian_rotation_is_only_a_batch_of_guardian_power_grants_and_revokes():
+    from eth_abi import encode
+    from eth_utils import keccak
+
+    from ext_authz.chain.artifacts import role_id
+    from ext_authz.chain.proposals import Call, is_guardian_rotation
+
+    def call(sig, role):
+        return Call("0x" + "11" * 20, 0, "0x" + (keccak(text=sig)[:4] + encode(["bytes32", "address"], [role, "0x" + "22" * 20])).hex())
+
+    grant, revoke = "grantRole(bytes32,address)", "revokeRole(bytes32,address)"
+    assert is_guardian_rotation([call(revoke, role_id("GUARDIAN_ROLE")), call(grant, role_id("CANCELLER_ROLE"))])
+    assert not is_guardian_rotation([call(grant, role_id("GUARDIAN_ROLE")), call(grant, role_id("POLICY_ADMIN_ROLE"))])
+    assert not is_guardian_rotation([])
+    smuggled = call(grant, role_id("GUARDIAN_ROLE"))
+    assert not is_guardian_rotation([Call(smuggled.target, 0, smuggled.data + "00")])  # extra calldata
+
+
+def test_the_pinned_policy_asks_the_implementation_for_its_registries_by_the_right_selector():
+    from eth_utils import keccak
+
+    from ext_authz.chain.artifacts import artifact
+    from ext_authz.policy.pinned import REGISTRIES_SELECTOR
+
+    assert REGISTRIES_SELECTOR == keccak(text="registries()")[:4]
+    assert any(i.get("name") == "registries" for i in artifact("RuleBasedPolicy")["abi"])

@@ -29,5 +29,6 @@ interface IActionPolicy {
         bytes32 modelHash; // artifact SHA-256 of the agent's model (0 when unknown)
     }
 
+    /// @notice The verdict for `action` at the current state (a view: no state change, no event).
     function evaluate(Action calldata action) external view returns (Verdict memory);
 }

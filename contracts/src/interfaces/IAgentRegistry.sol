@@ -26,6 +26,10 @@ interface IAgentRegistry {
     error AgentNotRegistered(bytes32 agentId);
     /// @notice The requested status change does not apply to the agent's current status.
     error InvalidStatusTransition(bytes32 agentId, Status current);
+    /// @notice A registration field that must be set is zero (`field`: agentId, org, role or modelId).
+    error AgentFieldMissing(bytes32 agentId, string field);
+    /// @notice The model id is not registered in the ModelRegistry.
+    error ModelUnknown(bytes32 modelId);
 
     event AgentRegistered(
         bytes32 indexed agentId, bytes32 indexed org, bytes32 role, bytes32 modelId, bytes32 keyFingerprint

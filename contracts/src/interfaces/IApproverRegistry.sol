@@ -8,6 +8,8 @@ interface IApproverRegistry {
     error ApproverAlreadyActive(bytes32 nameId);
     error ApproverNotActive(bytes32 nameId);
     error ApproverKeyMissing(bytes32 nameId);
+    /// @notice The approver name id is zero.
+    error ApproverNameMissing();
 
     event ApproverRegistered(bytes32 indexed nameId, bytes32 ed25519Key);
     event ApproverRevoked(bytes32 indexed nameId, address indexed by);

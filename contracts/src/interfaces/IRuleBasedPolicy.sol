@@ -21,7 +21,9 @@ interface IRuleBasedPolicy is IActionPolicy {
 
     event RuleSet(bytes32 indexed role, bytes32 indexed actionType, bytes32 indexed target, Rule rule);
 
+    /// @notice Sets (or disables, with `enabled` false) the rule for agents of `role` doing `actionType` on `target`.
     function setRule(bytes32 role, bytes32 actionType, bytes32 target, Rule calldata rule) external;
 
+    /// @notice The rule for (role, action type, target); all zero (disabled) when none was set.
     function ruleOf(bytes32 role, bytes32 actionType, bytes32 target) external view returns (Rule memory);
 }
