@@ -19,6 +19,7 @@ to a store keyed on the token, several identities. Refused here, every verifier 
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import warnings
@@ -32,12 +33,13 @@ from ext_authz import reasons
 from ext_authz.envelope.encoding import b64url, canonical_json, compact_json
 from ext_authz.errors import SaeInvalid
 from ext_authz.signing.base import Signer
+from ext_authz.signing.ecdsa import is_low_s
 
 # format version 2 (ext_authz.envelope.models.FORMAT_VERSION); version 1 (application/sae+jwt, ...) is refused
 SAE_TYP = "application/sae.v2+jwt"
 DENIAL_TYP = "application/sae-denial.v2+jwt"
 APPROVAL_TYP = "application/sae-approval.v2+jwt"  # a person's approval of one action (approvals.py)
-ALGORITHMS = ("EdDSA",)
+ALGORITHMS = ("EdDSA", "ES256")  # Ed25519; ECDSA P-256 with low s (ext_authz.signing.ecdsa)
 SAE_REQUIRED_CLAIMS = ("iss", "sub", "aud", "act", "pol", "mod", "iat", "nbf", "exp", "jti", "ctx", "chain")
 DENIAL_REQUIRED_CLAIMS = ("iss", "pol", "iat", "jti", "reason")  # sub, act: only once they were read
 APPROVAL_REQUIRED_CLAIMS = ("iss", "sub", "req", "iat", "exp", "jti")
@@ -119,6 +121,7 @@ def verify(
         raise SaeInvalid(reasons.SAE_INVALID, "not a JWS in canonical base64url: three segments of the URL-safe "
                                               "alphabet, unpadded, unused low bits zero")
     keys = jwks if isinstance(jwks, KeySet) else KeySet.import_key_set(jwks)  # type: ignore[arg-type]  # a JWKS dict
+    _check_alg(token, keys)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # joserfc flags EdDSA as superseded by RFC 9864 "Ed25519"
@@ -150,6 +153,31 @@ def verify(
             raise SaeInvalid(reasons.SAE_INVALID, f"not valid before {claims['nbf']}, now {int(t)}")
     return claims
 
+def b64url_decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _check_alg(token: str, keys: KeySet) -> None:
+    """The header's alg is the one its key (by kid) is published for, and an ES256 signature is low-s.
+
+    joserfc alone would verify an EdDSA header against any OKP key and accept (r, n - s): a second
+    spelling of one ES256 signature, so a second hash of one envelope (ext_authz.signing.ecdsa)."""
+    try:
+        header = json.loads(b64url_decode(token.split(".", 1)[0]))
+    except ValueError as e:
+        raise SaeInvalid(reasons.SAE_INVALID, f"header is not JSON: {e}") from e
+    if not isinstance(header, dict):
+        raise SaeInvalid(reasons.SAE_INVALID, "header is not a JSON object")
+    alg, kid = header.get("alg"), header.get("kid")
+    if alg not in ALGORITHMS:
+        raise SaeInvalid(reasons.SAE_INVALID, f"algorithm {_short(alg)} is not accepted (only {list(ALGORITHMS)})")
+    if isinstance(kid, str):
+        for key in keys.keys:
+            published = key.get("alg")
+            if key.kid == kid and published is not None and published != alg:
+                raise SaeInvalid(reasons.SAE_INVALID, f"key {kid} is published for {published}, the header says {alg}")
+    if alg == "ES256" and not is_low_s(b64url_decode(token.rsplit(".", 1)[1])):
+        raise SaeInvalid(reasons.SAE_INVALID, "ES256 signature not in canonical form: 64 bytes r || s with low s")
 
 
 def _short(value: Any) -> str:

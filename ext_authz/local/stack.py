@@ -44,8 +44,8 @@ from ext_authz.mesh.configs import AuthorizerTls, PepPorts, SidecarPorts, envoy_
 from ext_authz.policy.abi import text_id
 from ext_authz.server.config import DATA_CLASSES, config_from_dict
 from ext_authz.signing.base import Signer, jwks_of
-from ext_authz.signing.file_key import Ed25519Signer
-from ext_authz.signing.pkcs11 import HsmKey, Pkcs11Signer
+from ext_authz.signing.file_key import Ed25519Signer, load_file_signer, new_key_file
+from ext_authz.signing.pkcs11 import HsmKey, hsm_signer
 
 DEFAULT_SPEC = Path(str(importlib.resources.files("ext_authz.local") / "local-stack.yaml"))
 AUTHORITY = "payments.internal"
@@ -67,13 +67,16 @@ class StackPorts:
 class LocalStack:
     def __init__(self, workdir: str | Path, spec_path: str | Path = DEFAULT_SPEC, allow_all: bool = False,
                  authorizer_overrides: dict[str, Any] | None = None, hsm: HsmKey | None = None,
-                 target_checks_sae: bool = True):
+                 target_checks_sae: bool = True, sae_alg: str = "EdDSA"):
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "run").mkdir(mode=0o700, exist_ok=True)  # the stack's Unix sockets
         self.spec = yaml.safe_load(Path(spec_path).read_text())
         self.allow_all = allow_all
         self.hsm = hsm  # SAE key in a PKCS#11 token instead of a seed file (PIN in $SEALGATE_HSM_PIN)
+        # the SAE key file: an Ed25519 seed (EdDSA) or a P-256 PEM key (ES256)
+        self.sae_key = self.workdir / "keys" / ("sae-ed25519.seed" if sae_alg == "EdDSA" else "sae-p256.pem")
+        self.sae_alg = sae_alg
         # the target re-checks each SAE, body digest included (off for benchmarks that skip the PEP)
         self.target_checks_sae = target_checks_sae
         self.ports = StackPorts()
@@ -249,9 +252,11 @@ class LocalStack:
 
     def start_authorizer(self) -> None:
         if self.hsm is None:
-            self.signer: Signer = Ed25519Signer.from_file(self.workdir / "keys" / "sae-ed25519.seed", create=True)
+            if not self.sae_key.exists():
+                new_key_file(self.sae_key, self.sae_alg)
+            self.signer: Signer = load_file_signer(self.sae_key)
         else:
-            self.signer = Pkcs11Signer(self.hsm)
+            self.signer = hsm_signer(self.hsm)
         self.jwks = jwks_of(self.signer)
         self.spawn_authorizer("authorizer", self.authz_socket, self.ports.authz_admin, self.allow_all,
                               self.workdir / "anchor.sqlite3")
@@ -277,7 +282,7 @@ class LocalStack:
 
     def _signer_args(self) -> list[str]:
         if self.hsm is None:
-            return ["--key", str(self.workdir / "keys" / "sae-ed25519.seed")]
+            return ["--key", str(self.sae_key)]
         return ["--hsm-module", self.hsm.module, "--hsm-token", self.hsm.token, "--hsm-key", self.hsm.key]
 
     def status(self) -> dict[str, Any]:
