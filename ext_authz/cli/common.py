@@ -49,6 +49,8 @@ def port(value: str) -> int:
 
 def add_signer_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", metavar="FILE", help="SAE signing key file (`sealgate keys generate`): an Ed25519 seed or an ES256 PEM key")
+    p.add_argument("--key-dir", metavar="DIR", help="rotating SAE keys (`sealgate keys init`, `sealgate keys rotate`), "
+                                                    "followed while running")
     p.add_argument("--hsm-module", metavar="LIB", help=f"PKCS#11 library holding the SAE key instead; {HSM_PIN_HELP}")
     p.add_argument("--hsm-token", metavar="LABEL", help="token label (with --hsm-module)")
     p.add_argument("--hsm-key", metavar="LABEL", help="label of the Ed25519 or P-256 key pair in the token (with --hsm-module)")
@@ -59,12 +61,17 @@ def signer_from_args(args: argparse.Namespace) -> Signer:
     from ext_authz.signing.pkcs11 import HsmKey, hsm_signer
 
     hsm = (args.hsm_module, args.hsm_token, args.hsm_key)
-    if args.key and any(hsm):
-        raise UsageError("give either --key or --hsm-module/--hsm-token/--hsm-key, not both")
+    key_dir = getattr(args, "key_dir", None)
+    if sum(map(bool, (args.key, any(hsm), key_dir))) > 1:
+        raise UsageError("give one key source (--key, --key-dir or --hsm-module/--hsm-token/--hsm-key), not both")
+    if key_dir:
+        from ext_authz.signing.keyring import Keyring
+
+        return Keyring(key_dir).start()
     if args.key:
         return load_file_signer(args.key)
     if not all(hsm):
-        raise UsageError("an SAE signing key is needed: --key FILE, or --hsm-module, --hsm-token and --hsm-key")
+        raise UsageError("an SAE signing key is needed: --key FILE, --key-dir DIR, or --hsm-module, --hsm-token and --hsm-key")
     return hsm_signer(HsmKey(*hsm))
 
 

@@ -25,6 +25,27 @@ def register(sub: Any) -> None:
                    help="EdDSA: a 32-byte Ed25519 seed; ES256: a P-256 private key in PKCS#8 PEM")
     p.set_defaults(func=cmd_keys_generate)
 
+    p = command(keys, "init", "create a rotating keyring: a current and a next key, both in the published JWKS",
+                "sealgate keys init --key-dir /etc/sealgate/sae-keys --alg ES256\n"
+                "sealgate serve ... --key-dir /etc/sealgate/sae-keys   # follows rotations while running")
+    p.add_argument("--key-dir", required=True, metavar="DIR", help="the key directory (created mode 0700)")
+    p.add_argument("--alg", choices=("EdDSA", "ES256"), default="EdDSA", help="algorithm of the keys")
+    p.set_defaults(func=cmd_keys_init)
+    p = command(keys, "rotate", "promote the next key to current, retire the current one for a grace period, "
+                                "publish a new next key",
+                "sealgate keys rotate --key-dir /etc/sealgate/sae-keys --grace 900")
+    p.add_argument("--key-dir", required=True, metavar="DIR", help="the key directory (`sealgate keys init`)")
+    p.add_argument("--grace", type=int, default=900, metavar="SECONDS",
+                   help="how long the retired key stays in the JWKS: above the SAE lifetime plus the PEPs' JWKS cache")
+    p.add_argument("--min-published", type=int, default=120, metavar="SECONDS",
+                   help="refuse unless the next key has been in the JWKS this long (above the PEPs' JWKS cache)")
+    p.add_argument("--alg", choices=("EdDSA", "ES256"), help="algorithm of the new next key (default: as the promoted one)")
+    p.set_defaults(func=cmd_keys_rotate)
+    p = command(keys, "list", "the keyring: current, next and retired keys with their times",
+                "sealgate keys list --key-dir /etc/sealgate/sae-keys")
+    p.add_argument("--key-dir", required=True, metavar="DIR", help="the key directory")
+    p.set_defaults(func=cmd_keys_list)
+
     hsm = group(sub, "hsm", "keys in a PKCS#11 token: the SAE signing key, the anchoring wallet")
     p = command(hsm, "keygen", "create a key pair in the token; prints its JWK (ed25519) or wallet address (secp256k1)",
                 "sealgate hsm keygen --module /usr/lib/softhsm/libsofthsm2.so --token T --key sae-ed25519\n"
@@ -72,6 +93,30 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     signer = new_key_file(args.out, args.alg)
     print(json.dumps(signer.public_jwk(), sort_keys=True))
     print(f"wrote {args.out} (mode 0600); kid {signer.kid}", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    from ext_authz.signing.keyring import init_keyring
+
+    print(json.dumps(init_keyring(args.key_dir, args.alg).to_json(), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from ext_authz.signing.keyring import rotate_keyring
+
+    state = rotate_keyring(args.key_dir, grace_seconds=args.grace, min_published_seconds=args.min_published, alg=args.alg)
+    print(json.dumps(state.to_json(), indent=2, sort_keys=True))
+    print(f"signing key now {state.current.kid}; {state.retired[0].kid} retired until {state.retired[0].retired_until}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from ext_authz.signing.keyring import read_state
+
+    print(json.dumps(read_state(args.key_dir).to_json(), indent=2, sort_keys=True))
     return 0
 
 

@@ -77,23 +77,37 @@ def canonical_compact(token: str) -> bool:
     return len(segments) == 3 and all(_canonical_end(s) for s in segments)
 
 
+def _headers(signer: Signer, kid: str) -> dict[str, str]:
+    return {typ: b64url(canonical_json({"alg": signer.alg, "kid": kid, "typ": typ})) for typ in REQUIRED_CLAIMS}
+
+
 class EnvelopeEncoder:
-    """Encodes SAEs and denial records with one signer; headers are built once."""
+    """Encodes SAEs and denial records with one signer; headers are built once per key.
+
+    A rotating signer (ext_authz.signing.keyring.Keyring) is asked for its `current()` key once per
+    envelope, so the header's kid and the signature always come from the same key."""
 
     def __init__(self, signer: Signer, kid: str | None = None):
         self._signer = signer
-        kid = kid or signer.kid  # an approver's key is named by the approver, not by its thumbprint
-        self._headers = {
-            typ: b64url(canonical_json({"alg": signer.alg, "kid": kid, "typ": typ})) for typ in REQUIRED_CLAIMS
-        }
+        self._current = getattr(signer, "current", None)
+        self._by_key: dict[int, tuple[Signer, dict[str, str]]] = {}
+        # an approver's key is named by the approver, not by its thumbprint
+        self._headers = _headers(signer, kid or signer.kid)
 
     @property
     def kid(self) -> str:
         return self._signer.kid
 
     def encode(self, claims: dict[str, Any], typ: str = SAE_TYP) -> str:
-        signing_input = f"{self._headers[typ]}.{b64url(compact_json(claims))}"
-        signature = self._signer.sign(signing_input.encode("ascii"))
+        signer, headers = self._signer, self._headers
+        if self._current is not None:
+            signer = self._current()
+            known = self._by_key.get(id(signer))
+            if known is None or known[0] is not signer:
+                known = self._by_key[id(signer)] = (signer, _headers(signer, signer.kid))
+            headers = known[1]
+        signing_input = f"{headers[typ]}.{b64url(compact_json(claims))}"
+        signature = signer.sign(signing_input.encode("ascii"))
         return f"{signing_input}.{b64url(signature)}"
 
 

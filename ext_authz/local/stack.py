@@ -40,11 +40,20 @@ from ext_authz.local.net import (
     wait_until,
 )
 from ext_authz.local.pki import LocalCA
-from ext_authz.mesh.configs import AuthorizerTls, PepPorts, SidecarPorts, envoy_binary, pep_config, sidecar_config
+from ext_authz.mesh.configs import (
+    AuthorizerTls,
+    JwksUri,
+    PepPorts,
+    SidecarPorts,
+    envoy_binary,
+    pep_config,
+    sidecar_config,
+)
 from ext_authz.policy.abi import text_id
 from ext_authz.server.config import DATA_CLASSES, config_from_dict
-from ext_authz.signing.base import Signer, jwks_of
+from ext_authz.signing.base import Signer, published_jwks
 from ext_authz.signing.file_key import Ed25519Signer, load_file_signer, new_key_file
+from ext_authz.signing.keyring import Keyring, init_keyring
 from ext_authz.signing.pkcs11 import HsmKey, hsm_signer
 
 DEFAULT_SPEC = Path(str(importlib.resources.files("ext_authz.local") / "local-stack.yaml"))
@@ -67,7 +76,8 @@ class StackPorts:
 class LocalStack:
     def __init__(self, workdir: str | Path, spec_path: str | Path = DEFAULT_SPEC, allow_all: bool = False,
                  authorizer_overrides: dict[str, Any] | None = None, hsm: HsmKey | None = None,
-                 target_checks_sae: bool = True, sae_alg: str = "EdDSA"):
+                 target_checks_sae: bool = True, sae_alg: str = "EdDSA", rotating_keys: bool = False,
+                 jwks_cache_seconds: int = 10):
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "run").mkdir(mode=0o700, exist_ok=True)  # the stack's Unix sockets
@@ -77,6 +87,12 @@ class LocalStack:
         # the SAE key file: an Ed25519 seed (EdDSA) or a P-256 PEM key (ES256)
         self.sae_key = self.workdir / "keys" / ("sae-ed25519.seed" if sae_alg == "EdDSA" else "sae-p256.pem")
         self.sae_alg = sae_alg
+        # a keyring (`sealgate keys init/rotate`) the authorizer follows; the PEP and its verifier fetch the JWKS
+        # from the authorizer's admin endpoint (the target's own check reads a file: off in this mode)
+        self.key_dir = self.workdir / "keys" / "sae-keyring" if rotating_keys else None
+        self.jwks_cache_seconds = jwks_cache_seconds
+        if rotating_keys:
+            target_checks_sae = False
         # the target re-checks each SAE, body digest included (off for benchmarks that skip the PEP)
         self.target_checks_sae = target_checks_sae
         self.ports = StackPorts()
@@ -251,13 +267,17 @@ class LocalStack:
         return self.govern(self.gov.call_unpause()).blockNumber
 
     def start_authorizer(self) -> None:
-        if self.hsm is None:
+        if self.key_dir is not None:
+            if not (self.key_dir / "keyring.json").exists():
+                init_keyring(self.key_dir, self.sae_alg)
+            self.signer: Signer = Keyring(self.key_dir).start()
+        elif self.hsm is None:
             if not self.sae_key.exists():
                 new_key_file(self.sae_key, self.sae_alg)
-            self.signer: Signer = load_file_signer(self.sae_key)
+            self.signer = load_file_signer(self.sae_key)
         else:
             self.signer = hsm_signer(self.hsm)
-        self.jwks = jwks_of(self.signer)
+        self.jwks = published_jwks(self.signer)  # a keyring's: live, as the authorizer's
         self.spawn_authorizer("authorizer", self.authz_socket, self.ports.authz_admin, self.allow_all,
                               self.workdir / "anchor.sqlite3")
         self._spawn("anchorer", [sys.executable, "-m", "ext_authz.cli", "anchor", "--config", str(self.workdir / "authorizer.json"),
@@ -281,9 +301,15 @@ class LocalStack:
                    60, f"{name} /status healthy")
 
     def _signer_args(self) -> list[str]:
+        if self.key_dir is not None:
+            return ["--key-dir", str(self.key_dir)]
         if self.hsm is None:
             return ["--key", str(self.sae_key)]
         return ["--hsm-module", self.hsm.module, "--hsm-token", self.hsm.token, "--hsm-key", self.hsm.key]
+
+    @property
+    def jwks_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.authz_admin}/jwks.json"
 
     def status(self) -> dict[str, Any]:
         return http_get_json(f"http://127.0.0.1:{self.ports.authz_admin}/status")
@@ -316,15 +342,19 @@ class LocalStack:
         (self.workdir / "jwks.json").write_text(json.dumps(self.jwks))
         socket_path = Path(self.socket(name).removeprefix("unix:"))
         socket_path.unlink(missing_ok=True)  # left behind by a killed predecessor: wait for the new one
+        jwks = str(self.workdir / "jwks.json") if self.key_dir is None else self.jwks_url
         self._spawn(name, [sys.executable, "-m", "ext_authz.cli", "pep", "serve", "--listen", f"unix:{socket_path}",
-                           "--jwks", str(self.workdir / "jwks.json"), "--issuer", self.issuer, "--audience", AUDIENCE,
+                           "--jwks", jwks, "--jwks-refresh", "1", "--issuer", self.issuer, "--audience", AUDIENCE,
                            "--redemptions", redemptions])
         wait_until(lambda: self._check_alive(name) and unix_open(socket_path), 30, f"{name} socket")
         return f"unix:{socket_path}"
 
     def spawn_pep(self, name: str, port: int, admin: int | str, verifier: str | None, concurrency: int = 1) -> dict[str, Any]:
         """Starts a PEP Envoy in front of the target (verifier None: the benchmarks' hop without it)."""
-        conf = pep_config(PepPorts(port, admin, self.ports.target), self.jwks, AUDIENCE, issuer=self.issuer,
+        jwks: dict[str, Any] | JwksUri = self.jwks
+        if self.key_dir is not None:
+            jwks = JwksUri(self.jwks_url, self.jwks_cache_seconds)
+        conf = pep_config(PepPorts(port, admin, self.ports.target), jwks, AUDIENCE, issuer=self.issuer,
                           verifier=verifier, max_body_bytes=self.config.limits.max_body_bytes)
         self._start_envoy(name, conf, admin, concurrency)
         return conf

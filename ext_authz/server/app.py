@@ -21,7 +21,7 @@ from ext_authz.server.admin import serve_admin
 from ext_authz.server.config import AuthorizerConfig
 from ext_authz.server.grpc_loop import ExtAuthzServer
 from ext_authz.server.grpc_service import AuthorizationService
-from ext_authz.signing.base import Signer, jwks_of
+from ext_authz.signing.base import Signer, published_jwks
 
 log = logging.getLogger("sealgate")
 
@@ -61,7 +61,7 @@ class Authorizer:
 
     def start(self, grpc_address: str, admin_address: tuple[str, int], tls: MeshTls | None = None) -> int:
         check_grpc_address(grpc_address, tls, self.config.mesh_clients)
-        self.jwks = jwks_of(self.signer)
+        self.jwks = published_jwks(self.signer)  # a keyring's is live: the admin endpoint serves each rotation
         self.policy = PinnedPolicy(self.manifest.rpc_url, self.manifest.policy_registry,
                                    bytes.fromhex(self.manifest.policy_id.removeprefix("0x")),
                                    watch=(self.manifest.registry, self.manifest.models, self.manifest.approvers),
