@@ -52,6 +52,21 @@ def check_grpc_address(address: str, tls: MeshTls | None, mesh_clients: tuple[st
         raise ConfigError("mutual TLS without an allowlist: set mesh_clients in the config to the Envoys' URI SANs")
 
 
+def _cert_status(config: AuthorizerConfig) -> Any:
+    """The OCSP check of agent certificates, when configured (ext_authz.pki.ocsp.CertStatus)."""
+    if config.ocsp is None:
+        return None
+    from cryptography import x509
+
+    from ext_authz.pki.ocsp import CertStatus
+
+    try:
+        issuer = x509.load_pem_x509_certificate(open(config.ocsp.issuer_cert, "rb").read())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"ocsp.issuer_cert {config.ocsp.issuer_cert}: {e}") from e
+    return CertStatus(issuer, config.ocsp.responder_url, config.ocsp.timeout_seconds)
+
+
 @dataclass
 class Authorizer:
     config: AuthorizerConfig
@@ -74,9 +89,13 @@ class Authorizer:
         approvals = ApprovalVerifier(self.policy.approver_key, claim=self.leaves.store.claim_approval)
         decider = DecisionMaker(self.config, EnvelopeEncoder(self.signer), self.policy, self.manifest.chain_id,
                                 self.manifest.anchor, self.jwks, approvals=approvals)
+        self.cert_status = _cert_status(self.config)
+        # a device signer or an OCSP fetch (on a cache miss) blocks: decide on worker threads then
+        blocking = self.signer.blocking or self.cert_status is not None
         self.service = AuthorizationService(self.config, decider, self.leaves.enqueue, allow_all=self.allow_all,
-                                            signing_threads=self.config.signing_threads if self.signer.blocking else 0,
-                                            mesh_clients=frozenset(self.config.mesh_clients) if tls else None)
+                                            signing_threads=self.config.signing_threads if blocking else 0,
+                                            mesh_clients=frozenset(self.config.mesh_clients) if tls else None,
+                                            identity_check=self.cert_status.check if self.cert_status else None)
         self.grpc_server = ExtAuthzServer(self.service, grpc_address, tls.credentials() if tls else None)
         port = self.grpc_server.start()
         self._last_probe = 0.0

@@ -81,6 +81,21 @@ class AnchorConfig:
 
 
 @dataclass(frozen=True)
+class OcspConfig:
+    """The agent certificate's revocation status over OCSP, beside the on-chain registry (docs/keys.md)."""
+
+    responder_url: str  # the agent identity CA's responder (never taken from the agent's certificate)
+    issuer_cert: str  # PEM file of the intermediate CA that issues agent certificates
+    timeout_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"https?://\S{1,2000}", self.responder_url or ""):
+            raise ConfigError(f"ocsp.responder_url must be an http(s) URL, found {self.responder_url!r}")
+        if not 0.05 <= self.timeout_seconds <= 10:
+            raise ConfigError(f"ocsp.timeout_seconds must be 0.05-10, found {self.timeout_seconds!r}")
+
+
+@dataclass(frozen=True)
 class AuthorizerConfig:
     trust_domain: str = "sealgate.local"
     # `iss` of every SAE and denial: names this authorizer, whose JWKS verifies them (RFC 8725 §3.8); the PEP's
@@ -99,6 +114,8 @@ class AuthorizerConfig:
     # identities (URI SANs, e.g. spiffe://td/mesh/sidecar-eu1) of the Envoys allowed to call over mutual TLS;
     # on a Unix socket the socket's file mode is the gate
     mesh_clients: tuple[str, ...] = ()
+    # agent certificates checked over OCSP too (IDENTITY_REVOKED, IDENTITY_STATUS_UNKNOWN); None: registry only
+    ocsp: OcspConfig | None = None
 
     def __post_init__(self) -> None:
         lo, hi = SAE_TTL_RANGE
@@ -157,4 +174,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> AuthorizerCo
     routes = tuple(_build(RouteRule, r, f"{where}.routes[{i}]") for i, r in enumerate(raw.pop("routes", [])))
     limits = _build(Limits, raw.pop("limits", {}), f"{where}.limits")
     anchor = _build(AnchorConfig, raw.pop("anchor", {}), f"{where}.anchor")
+    ocsp = raw.pop("ocsp", None)
+    if ocsp is not None:
+        raw["ocsp"] = _build(OcspConfig, ocsp, f"{where}.ocsp")
     return _build(AuthorizerConfig, {**raw, "routes": routes, "limits": limits, "anchor": anchor}, where)
