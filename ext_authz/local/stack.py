@@ -39,7 +39,7 @@ from ext_authz.local.net import (
     unix_open,
     wait_until,
 )
-from ext_authz.local.pki import LocalCA
+from ext_authz.local.pki import AGENT_CERT_LIFETIME, LocalCA
 from ext_authz.mesh.configs import (
     AuthorizerTls,
     JwksUri,
@@ -47,6 +47,7 @@ from ext_authz.mesh.configs import (
     SidecarPorts,
     envoy_binary,
     pep_config,
+    sds_from_file,
     sidecar_config,
 )
 from ext_authz.policy.abi import text_id
@@ -77,7 +78,8 @@ class LocalStack:
     def __init__(self, workdir: str | Path, spec_path: str | Path = DEFAULT_SPEC, allow_all: bool = False,
                  authorizer_overrides: dict[str, Any] | None = None, hsm: HsmKey | None = None,
                  target_checks_sae: bool = True, sae_alg: str = "EdDSA", rotating_keys: bool = False,
-                 jwks_cache_seconds: int = 10):
+                 jwks_cache_seconds: int = 10, agent_pki: bool = False, ocsp_validity_seconds: int = 5,
+                 pki_keys: tuple[HsmKey, HsmKey] | None = None):
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "run").mkdir(mode=0o700, exist_ok=True)  # the stack's Unix sockets
@@ -93,12 +95,22 @@ class LocalStack:
         self.jwks_cache_seconds = jwks_cache_seconds
         if rotating_keys:
             target_checks_sae = False
+        # the agent PKI (ext_authz.pki) instead of the test CA: root + intermediate (keys in tokens with `pki_keys`,
+        # else files), Ed25519 agent certificates, the sidecar's certificate renewed through file SDS, and OCSP
+        # checked by the authorizer (answers valid `ocsp_validity_seconds`)
+        self.agent_pki = agent_pki
+        self.pki_keys = pki_keys
+        self.ocsp_validity_seconds = ocsp_validity_seconds
+        self.ocsp_port = free_port() if agent_pki else 0
         # the target re-checks each SAE, body digest included (off for benchmarks that skip the PEP)
         self.target_checks_sae = target_checks_sae
         self.ports = StackPorts()
         self.procs: dict[str, subprocess.Popen] = {}
         self.rpc_url = f"http://127.0.0.1:{self.ports.anvil}"
         raw = dict(self.spec["authorizer"])
+        if agent_pki:
+            raw["ocsp"] = {"responder_url": f"http://127.0.0.1:{self.ocsp_port}/",
+                           "issuer_cert": str(self.workdir / "agent-pki" / "intermediate.crt")}
         raw.update(authorizer_overrides or {})
         raw["anchor"] = {**raw.get("anchor", {}), "db_path": str(self.workdir / "anchor.sqlite3")}
         # one person who may approve actions over a rule's approval threshold (registered on-chain at deploy)
@@ -150,6 +162,9 @@ class LocalStack:
         close = getattr(getattr(self, "signer", None), "close", None)
         if close is not None:
             close()  # an HSM signer logs out of its token
+        authority = getattr(self, "authority", None)
+        if authority is not None:
+            authority.close()
 
     def __enter__(self) -> LocalStack:
         try:
@@ -174,12 +189,17 @@ class LocalStack:
     def start(self) -> None:
         self.make_pki()
         self.start_chain()
+        if self.agent_pki:
+            self.start_ocsp()
         self.start_authorizer()
         self.start_target_and_pep()
         self.start_sidecar()
 
     def make_pki(self) -> None:
         """Local CA, the sidecar's server certificate, one client certificate per agent."""
+        if self.agent_pki:
+            self.make_agent_pki()
+            return
         pki = self.workdir / "pki"
         self.ca = LocalCA()
         pki.mkdir(parents=True, exist_ok=True)
@@ -191,6 +211,33 @@ class LocalStack:
             issued = self.ca.issue_agent(self.spiffe_id(agent["name"]))
             self.agent_certs[agent["name"]] = issued.write(pki, agent["name"])
             self.agent_fingerprints[agent["name"]] = spki_fingerprint(issued.cert_pem)
+
+    def make_agent_pki(self) -> None:
+        from ext_authz.pki.ca import KeySpec, init_pki
+        from ext_authz.pki.renewal import Renewer
+
+        pki = self.workdir / "pki"
+        pki.mkdir(parents=True, exist_ok=True)
+        self.pki_dir = self.workdir / "agent-pki"
+        root, intermediate = ((KeySpec(pkcs11=self.pki_keys[0]), KeySpec(pkcs11=self.pki_keys[1])) if self.pki_keys
+                              else (KeySpec(file="keys/root-ca.seed"), KeySpec(file="keys/agent-ca.seed")))
+        self.authority = init_pki(self.pki_dir, self.trust_domain, root=root, intermediate=intermediate,
+                                  ocsp_url=f"http://127.0.0.1:{self.ocsp_port}/")
+        (pki / "ca.crt").write_bytes(self.authority.bundle_pem)
+        self.agent_certs = {}
+        self.agent_fingerprints = {}
+        for agent in self.spec["agents"]:
+            issued = self.authority.issue_agent(self.spiffe_id(agent["name"]))
+            self.agent_certs[agent["name"]] = issued.write(pki, agent["name"])
+            self.agent_fingerprints[agent["name"]] = spki_fingerprint(issued.cert_pem.decode())
+        self.sidecar_renewer = Renewer(self.authority, f"spiffe://{self.trust_domain}/mesh/sidecar", pki, "sidecar",
+                                       AGENT_CERT_LIFETIME, server=True)
+        self.sidecar_renewer.renew_if_due()
+
+    def start_ocsp(self) -> None:
+        self._spawn("ocsp", [sys.executable, "-m", "ext_authz.cli", "pki", "ocsp", "--dir", str(self.pki_dir),
+                             "--listen", f"127.0.0.1:{self.ocsp_port}", "--validity", str(self.ocsp_validity_seconds)])
+        wait_until(lambda: self._check_alive("ocsp") and tcp_open(self.ocsp_port), 20, "OCSP responder")
 
     def start_chain(self) -> None:
         self._spawn("anvil", [anvil_binary(), "--host", "127.0.0.1", "--port", str(self.ports.anvil),
@@ -365,9 +412,14 @@ class LocalStack:
 
     def spawn_sidecar(self, name: str, ports: SidecarPorts, authorizer_tls: AuthorizerTls | None = None) -> dict[str, Any]:
         """Starts an agent-side Envoy (mTLS listener; ext_authz unless ports.authorizer is None)."""
-        conf = sidecar_config(ports, self.ca.cert_pem, self.server_cert.cert_pem, self.server_cert.key_pem,
-                              self.trust_domain, max_body_bytes=self.config.limits.max_body_bytes,
-                              authorizer_tls=authorizer_tls)
+        if self.agent_pki:
+            conf = sidecar_config(ports, self.authority.bundle_pem.decode(), "", "", self.trust_domain,
+                                  max_body_bytes=self.config.limits.max_body_bytes, authorizer_tls=authorizer_tls,
+                                  cert_sds=sds_from_file(self.sidecar_renewer.sds_path, "sidecar"))
+        else:
+            conf = sidecar_config(ports, self.ca.cert_pem, self.server_cert.cert_pem, self.server_cert.key_pem,
+                                  self.trust_domain, max_body_bytes=self.config.limits.max_body_bytes,
+                                  authorizer_tls=authorizer_tls)
         self._start_envoy(name, conf, ports.admin)
         return conf
 

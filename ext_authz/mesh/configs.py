@@ -114,10 +114,24 @@ class SidecarPorts:
     upstream: int  # the PEP in front of the target
 
 
+CLIENT_SIGNATURE_ALGORITHMS = ["ed25519", "ecdsa_secp256r1_sha256", "ecdsa_secp384r1_sha384", "rsa_pss_rsae_sha256",
+                               "rsa_pss_rsae_sha384", "rsa_pss_rsae_sha512", "rsa_pkcs1_sha256", "rsa_pkcs1_sha384",
+                               "rsa_pkcs1_sha512"]
+
+
+def sds_from_file(path: str | Path, secret: str) -> dict[str, Any]:
+    """A TLS certificate from a file-based SDS resource (`sealgate pki renew` writes it): Envoy watches the
+    directory and uses a renewed certificate for new handshakes without a restart or a dropped connection."""
+    p = Path(path).resolve()
+    return {"name": secret, "sds_config": {"resource_api_version": "V3", "path_config_source": {
+        "path": str(p), "watched_directory": {"path": str(p.parent)}}}}
+
+
 def sidecar_config(ports: SidecarPorts, ca_pem: str, cert_pem: str, key_pem: str, trust_domain: str,
                    max_body_bytes: int = 64 * 1024, authorizer_timeout: str = "0.5s",
-                   authorizer_tls: AuthorizerTls | None = None) -> dict[str, Any]:
-    """Agent sidecar: mTLS from the agent (SPIFFE URI SAN), ext_authz failing closed, route to the PEP."""
+                   authorizer_tls: AuthorizerTls | None = None, cert_sds: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Agent sidecar: mTLS from the agent (SPIFFE URI SAN), ext_authz failing closed, route to the PEP.
+    `cert_sds` (sds_from_file): the sidecar's own certificate from a renewed file instead of cert_pem/key_pem."""
     ext_authz = _ext_authz("sealgate_authorizer", max_body_bytes, authorizer_timeout, True)  # key binding: the cert
     listener = {
         "name": "agent_ingress",
@@ -132,9 +146,12 @@ def sidecar_config(ports: SidecarPorts, ca_pem: str, cert_pem: str, key_pem: str
                         T: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
                         "require_client_certificate": True,
                         "common_tls_context": {
-                            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
-                            "tls_certificates": [{"certificate_chain": {"inline_string": cert_pem},
-                                          "private_key": {"inline_string": key_pem}}],
+                            # BoringSSL's defaults leave Ed25519 out: agent certificates from the PKI are Ed25519
+                            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2",
+                                           "signature_algorithms": CLIENT_SIGNATURE_ALGORITHMS},
+                            **({"tls_certificate_sds_secret_configs": [cert_sds]} if cert_sds is not None else
+                               {"tls_certificates": [{"certificate_chain": {"inline_string": cert_pem},
+                                                      "private_key": {"inline_string": key_pem}}]}),
                             "validation_context": {
                                 "trusted_ca": {"inline_string": ca_pem},
                                 "match_typed_subject_alt_names": [
@@ -150,7 +167,10 @@ def sidecar_config(ports: SidecarPorts, ca_pem: str, cert_pem: str, key_pem: str
     clusters = [_cluster("sealgate_pep", ports.upstream)]
     if ports.authorizer:
         clusters.append(_authorizer_cluster(ports.authorizer, authorizer_tls))
-    return _bootstrap(ports.admin, listener, clusters)
+    config = _bootstrap(ports.admin, listener, clusters)
+    if cert_sds is not None:
+        config["node"] = {"id": "sealgate-sidecar", "cluster": "sealgate"}  # SDS requires a node identity
+    return config
 
 
 @dataclass(frozen=True)

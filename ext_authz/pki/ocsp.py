@@ -57,8 +57,8 @@ class OcspResponder:
     def __init__(self, issuer: x509.Certificate, signer_cert: x509.Certificate, signer_key: ed25519.Ed25519PrivateKey,
                  status: Callable[[int], tuple[str, int | None, str | None]], validity_seconds: int = DEFAULT_VALIDITY_SECONDS,
                  clock: Callable[[], float] = time.time):
-        if not 10 <= validity_seconds <= 7 * 86400:
-            raise ConfigError(f"OCSP validity must be 10 s to 7 days, found {validity_seconds}")
+        if not 2 <= validity_seconds <= 7 * 86400:
+            raise ConfigError(f"OCSP validity must be 2 s to 7 days, found {validity_seconds}")
         self.issuer, self._cert, self._key, self._status = issuer, signer_cert, signer_key, status
         self.validity = dt.timedelta(seconds=validity_seconds)
         self._clock = clock
