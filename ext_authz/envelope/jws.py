@@ -28,6 +28,7 @@ from typing import Any
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from joserfc.registry import HeaderParameter
 
 from ext_authz import reasons
 from ext_authz.envelope.encoding import b64url, canonical_json, compact_json
@@ -44,7 +45,7 @@ SAE_REQUIRED_CLAIMS = ("iss", "sub", "aud", "act", "pol", "mod", "iat", "nbf", "
 DENIAL_REQUIRED_CLAIMS = ("iss", "pol", "iat", "jti", "reason")  # sub, act: only once they were read
 APPROVAL_REQUIRED_CLAIMS = ("iss", "sub", "req", "iat", "exp", "jti")
 REQUIRED_CLAIMS = {SAE_TYP: SAE_REQUIRED_CLAIMS, DENIAL_TYP: DENIAL_REQUIRED_CLAIMS, APPROVAL_TYP: APPROVAL_REQUIRED_CLAIMS}
-MAX_TOKEN_BYTES = 8192
+MAX_TOKEN_BYTES = 8192  # a stapled envelope (x5c + OCSP, ext_authz.pki.stapling) is ~4.5 KB of it
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"  # RFC 4648 §5
 _ALPHABET_BYTES = _ALPHABET.encode("ascii")
@@ -77,8 +78,9 @@ def canonical_compact(token: str) -> bool:
     return len(segments) == 3 and all(_canonical_end(s) for s in segments)
 
 
-def _headers(signer: Signer, kid: str) -> dict[str, str]:
-    return {typ: b64url(canonical_json({"alg": signer.alg, "kid": kid, "typ": typ})) for typ in REQUIRED_CLAIMS}
+def _headers(signer: Signer, kid: str, extra: dict[str, Any] | None = None) -> dict[str, str]:
+    return {typ: b64url(canonical_json({**(extra or {}), "alg": signer.alg, "kid": kid, "typ": typ}))
+            for typ in REQUIRED_CLAIMS}
 
 
 class EnvelopeEncoder:
@@ -87,12 +89,16 @@ class EnvelopeEncoder:
     A rotating signer (ext_authz.signing.keyring.Keyring) is asked for its `current()` key once per
     envelope, so the header's kid and the signature always come from the same key."""
 
-    def __init__(self, signer: Signer, kid: str | None = None):
+    def __init__(self, signer: Signer, kid: str | None = None, staple: Any = None):
+        """`staple` (ext_authz.pki.stapling.Stapler): its `current()` gives (version, header members: x5c and
+        a fresh OCSP answer) or raises SigningError; the headers are rebuilt when the version changes."""
         self._signer = signer
         self._current = getattr(signer, "current", None)
         self._by_key: dict[int, tuple[Signer, dict[str, str]]] = {}
         # an approver's key is named by the approver, not by its thumbprint
         self._headers = _headers(signer, kid or signer.kid)
+        self._staple = staple
+        self._stapled: tuple[int, dict[str, str]] | None = None
 
     @property
     def kid(self) -> str:
@@ -100,7 +106,12 @@ class EnvelopeEncoder:
 
     def encode(self, claims: dict[str, Any], typ: str = SAE_TYP) -> str:
         signer, headers = self._signer, self._headers
-        if self._current is not None:
+        if self._staple is not None:
+            version, members = self._staple.current()
+            if self._stapled is None or self._stapled[0] != version:
+                self._stapled = (version, _headers(signer, signer.kid, members))
+            headers = self._stapled[1]
+        elif self._current is not None:
             signer = self._current()
             known = self._by_key.get(id(signer))
             if known is None or known[0] is not signer:
@@ -111,8 +122,14 @@ class EnvelopeEncoder:
         return f"{signing_input}.{b64url(signature)}"
 
 
+# private header member: the stapled OCSP answer for the x5c signing certificate (ext_authz.pki.stapling)
+_PRIVATE_HEADERS = {"ocsp": HeaderParameter("OCSP response for x5c[0], standard base64 DER", "str")}
+
+
 def _registry() -> jws.JWSRegistry:
-    return jws.JWSRegistry(algorithms=list(ALGORITHMS))
+    registry = jws.JWSRegistry(header_registry=_PRIVATE_HEADERS, algorithms=list(ALGORITHMS))
+    registry.max_header_length = MAX_TOKEN_BYTES  # a stapled header (x5c, ocsp) is ~3 KB; joserfc's default is 512
+    return registry
 
 
 def verify(

@@ -79,7 +79,7 @@ class LocalStack:
                  authorizer_overrides: dict[str, Any] | None = None, hsm: HsmKey | None = None,
                  target_checks_sae: bool = True, sae_alg: str = "EdDSA", rotating_keys: bool = False,
                  jwks_cache_seconds: int = 10, agent_pki: bool = False, ocsp_validity_seconds: int = 5,
-                 pki_keys: tuple[HsmKey, HsmKey] | None = None):
+                 pki_keys: tuple[HsmKey, HsmKey] | None = None, stapling: bool = False):
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "run").mkdir(mode=0o700, exist_ok=True)  # the stack's Unix sockets
@@ -111,6 +111,9 @@ class LocalStack:
         if agent_pki:
             raw["ocsp"] = {"responder_url": f"http://127.0.0.1:{self.ocsp_port}/",
                            "issuer_cert": str(self.workdir / "agent-pki" / "intermediate.crt")}
+        if agent_pki and stapling:  # the SAE key certified by the PKI (start_authorizer), its OCSP answer stapled
+            raw["stapling"] = {"chain": str(self.workdir / "keys" / "sae-cert-chain.pem"),
+                               "responder_url": f"http://127.0.0.1:{self.ocsp_port}/"}
         raw.update(authorizer_overrides or {})
         raw["anchor"] = {**raw.get("anchor", {}), "db_path": str(self.workdir / "anchor.sqlite3")}
         # one person who may approve actions over a rule's approval threshold (registered on-chain at deploy)
@@ -325,6 +328,11 @@ class LocalStack:
         else:
             self.signer = hsm_signer(self.hsm)
         self.jwks = published_jwks(self.signer)  # a keyring's: live, as the authorizer's
+        if "stapling" in self.config_raw:
+            from ext_authz.pki.x509sign import public_key_of
+
+            chain = self.authority.issue_sae_signer(self.issuer, public_key_of(self.signer), AGENT_CERT_LIFETIME).chain_pem
+            Path(self.config_raw["stapling"]["chain"]).write_bytes(chain)
         self.spawn_authorizer("authorizer", self.authz_socket, self.ports.authz_admin, self.allow_all,
                               self.workdir / "anchor.sqlite3")
         self._spawn("anchorer", [sys.executable, "-m", "ext_authz.cli", "anchor", "--config", str(self.workdir / "authorizer.json"),

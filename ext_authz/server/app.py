@@ -67,6 +67,21 @@ def _cert_status(config: AuthorizerConfig) -> Any:
     return CertStatus(issuer, config.ocsp.responder_url, config.ocsp.timeout_seconds)
 
 
+def _stapler(config: AuthorizerConfig, signer: Signer) -> Any:
+    """The signing certificate's chain and OCSP answer for every envelope, when configured (ext_authz.pki.stapling)."""
+    if config.stapling is None:
+        return None
+    from ext_authz.pki.stapling import Stapler
+
+    if hasattr(signer, "current"):
+        raise ConfigError("stapling needs one SAE key with one certificate: not a rotating key directory")
+    try:
+        chain = open(config.stapling.chain, "rb").read()
+    except OSError as e:
+        raise ConfigError(f"stapling.chain {config.stapling.chain}: {e.strerror}") from e
+    return Stapler(chain, config.stapling.responder_url, signer, config.stapling.timeout_seconds).start()
+
+
 @dataclass
 class Authorizer:
     config: AuthorizerConfig
@@ -87,7 +102,9 @@ class Authorizer:
         self.leaves = LeafQueue(AnchorStore(self.config.anchor.db_path))
         self.leaves.start()
         approvals = ApprovalVerifier(self.policy.approver_key, claim=self.leaves.store.claim_approval)
-        decider = DecisionMaker(self.config, EnvelopeEncoder(self.signer), self.policy, self.manifest.chain_id,
+        self.stapler = _stapler(self.config, self.signer)
+        decider = DecisionMaker(self.config, EnvelopeEncoder(self.signer, staple=self.stapler), self.policy,
+                                self.manifest.chain_id,
                                 self.manifest.anchor, self.jwks, approvals=approvals)
         self.cert_status = _cert_status(self.config)
         # a device signer or an OCSP fetch (on a cache miss) blocks: decide on worker threads then

@@ -96,6 +96,21 @@ class OcspConfig:
 
 
 @dataclass(frozen=True)
+class StaplingConfig:
+    """Every SAE and denial carries the signing key's certificate chain (x5c) and a fresh OCSP answer for it."""
+
+    chain: str  # PEM file: the SAE key's certificate (`sealgate pki certify-key`), then the intermediate
+    responder_url: str  # the PKI's OCSP responder
+    timeout_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"https?://\S{1,2000}", self.responder_url or ""):
+            raise ConfigError(f"stapling.responder_url must be an http(s) URL, found {self.responder_url!r}")
+        if not 0.05 <= self.timeout_seconds <= 10:
+            raise ConfigError(f"stapling.timeout_seconds must be 0.05-10, found {self.timeout_seconds!r}")
+
+
+@dataclass(frozen=True)
 class AuthorizerConfig:
     trust_domain: str = "sealgate.local"
     # `iss` of every SAE and denial: names this authorizer, whose JWKS verifies them (RFC 8725 §3.8); the PEP's
@@ -116,6 +131,8 @@ class AuthorizerConfig:
     mesh_clients: tuple[str, ...] = ()
     # agent certificates checked over OCSP too (IDENTITY_REVOKED, IDENTITY_STATUS_UNKNOWN); None: registry only
     ocsp: OcspConfig | None = None
+    # the signing certificate's chain and OCSP answer in every envelope's header (docs/keys.md); None: no stapling
+    stapling: StaplingConfig | None = None
 
     def __post_init__(self) -> None:
         lo, hi = SAE_TTL_RANGE
@@ -177,4 +194,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> AuthorizerCo
     ocsp = raw.pop("ocsp", None)
     if ocsp is not None:
         raw["ocsp"] = _build(OcspConfig, ocsp, f"{where}.ocsp")
+    stapling = raw.pop("stapling", None)
+    if stapling is not None:
+        raw["stapling"] = _build(StaplingConfig, stapling, f"{where}.stapling")
     return _build(AuthorizerConfig, {**raw, "routes": routes, "limits": limits, "anchor": anchor}, where)
