@@ -8,7 +8,7 @@ so the token is not asked for one signature per status request. File keys instea
 for development (`--file-keys`).
 
 A PKI directory holds `pki.json` (where the CA keys are), `root.crt`, `intermediate.crt`,
-`ocsp-signer.crt` + `keys/ocsp-signer.seed`, `issued.sqlite3` (every certificate issued, its
+`ocsp-signer.crt` + `ocsp-signer.key`, `issued.sqlite3` (every certificate issued, its
 status and revocation) and `events.jsonl` (lifecycle events, OCSF).
 """
 

@@ -445,3 +445,34 @@ def test_a_token_losing_the_key_turns_healthz_red_and_a_new_key_under_the_label_
         assert denied.headers["x-sealgate-reason"] == reasons.SIGNING_FAILED
         assert "not the one this authorizer publishes" in stack.status()["signing_error"]
         assert http_get_json(f"http://127.0.0.1:{stack.ports.authz_admin}/jwks.json") == published
+
+
+# ------------------------------------------------------------------ the agent PKI's CA keys in the token
+
+def test_pki_with_root_and_intermediate_keys_in_the_token_issues_agent_certs(token, tmp_path):
+    """`sealgate pki init` with both CA keys in the token (the root's used once, for the intermediate), then
+    `sealgate pki issue` signing an agent certificate with the intermediate's token key."""
+    from cryptography import x509
+
+    spec, _ = token
+    cli = [sys.executable, "-m", "ext_authz.cli"]
+    for label in ("pki-root", "pki-agent-ca"):
+        out = subprocess.run(cli + ["hsm", "keygen", "--module", MODULE, "--token", spec.token, "--key", label],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    pki = tmp_path / "pki"
+    out = subprocess.run(cli + ["pki", "init", "--dir", str(pki), "--module", MODULE, "--root-token", spec.token,
+                                "--root-key", "pki-root", "--int-token", spec.token, "--int-key", "pki-agent-ca"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    on_disk = sorted(p.name for p in pki.rglob("*") if p.suffix in (".seed", ".key", ".pem"))
+    assert on_disk == ["ocsp-signer.key"]  # the delegated OCSP signer only: no CA key on disk
+    out = subprocess.run(cli + ["pki", "issue", "--dir", str(pki), "--spiffe-id", "spiffe://sealgate.local/agent/a",
+                                "--out", str(tmp_path / "agents"), "--name", "a"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    leaf, intermediate = x509.load_pem_x509_certificates((tmp_path / "agents" / "a.crt").read_bytes())
+    root = x509.load_pem_x509_certificate((pki / "root.crt").read_bytes())
+    leaf.verify_directly_issued_by(intermediate)
+    intermediate.verify_directly_issued_by(root)
+    with Pkcs11Signer(HsmKey(MODULE, spec.token, "pki-agent-ca")) as ca_key:  # the intermediate's key is the token's
+        assert ca_key.raw_public == intermediate.public_key().public_bytes_raw()
