@@ -53,6 +53,9 @@ def add_signer_flags(p: argparse.ArgumentParser) -> None:
                                                     "followed while running")
     p.add_argument("--hsm-module", metavar="LIB", help=f"PKCS#11 library holding the SAE key instead; {HSM_PIN_HELP}")
     p.add_argument("--hsm-token", metavar="LABEL", help="token label (with --hsm-module)")
+    p.add_argument("--endorse-period", type=int, metavar="SECONDS",
+                   help="the key (typically --hsm-*) endorses a fresh in-memory signing key this often instead of "
+                        "signing every SAE (docs/keys.md); PEPs must fetch the JWKS more often than this")
     p.add_argument("--hsm-key", metavar="LABEL", help="label of the Ed25519 or P-256 key pair in the token (with --hsm-module)")
 
 
@@ -67,12 +70,21 @@ def signer_from_args(args: argparse.Namespace) -> Signer:
     if key_dir:
         from ext_authz.signing.keyring import Keyring
 
+        if getattr(args, "endorse_period", None):
+            raise UsageError("--endorse-period endorses keys with one --key or --hsm-* key, not a key directory")
         return Keyring(key_dir).start()
+    signer: Signer
     if args.key:
-        return load_file_signer(args.key)
-    if not all(hsm):
+        signer = load_file_signer(args.key)
+    elif not all(hsm):
         raise UsageError("an SAE signing key is needed: --key FILE, --key-dir DIR, or --hsm-module, --hsm-token and --hsm-key")
-    return hsm_signer(HsmKey(*hsm))
+    else:
+        signer = hsm_signer(HsmKey(*hsm))
+    if getattr(args, "endorse_period", None):
+        from ext_authz.signing.endorsed import EndorsedSigner
+
+        return EndorsedSigner(signer, args.endorse_period).start()
+    return signer
 
 
 def read_token(value: str, what: str = "token") -> str:

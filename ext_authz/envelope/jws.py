@@ -94,6 +94,8 @@ class EnvelopeEncoder:
         a fresh OCSP answer) or raises SigningError; the headers are rebuilt when the version changes."""
         self._signer = signer
         self._current = getattr(signer, "current", None)
+        # an endorsing signer (ext_authz.signing.endorsed): each key's header carries its endorsement (x5c)
+        self._members = getattr(signer, "header_members", None)
         self._by_key: dict[int, tuple[Signer, dict[str, str]]] = {}
         # an approver's key is named by the approver, not by its thumbprint
         self._headers = _headers(signer, kid or signer.kid)
@@ -115,7 +117,10 @@ class EnvelopeEncoder:
             signer = self._current()
             known = self._by_key.get(id(signer))
             if known is None or known[0] is not signer:
-                known = self._by_key[id(signer)] = (signer, _headers(signer, signer.kid))
+                if len(self._by_key) >= 8:  # rotated keys: drop old ones (and the references to their private keys)
+                    self._by_key.clear()
+                extra = self._members(signer) if self._members is not None else None
+                known = self._by_key[id(signer)] = (signer, _headers(signer, signer.kid, extra))
             headers = known[1]
         signing_input = f"{headers[typ]}.{b64url(compact_json(claims))}"
         signature = signer.sign(signing_input.encode("ascii"))

@@ -79,7 +79,8 @@ class LocalStack:
                  authorizer_overrides: dict[str, Any] | None = None, hsm: HsmKey | None = None,
                  target_checks_sae: bool = True, sae_alg: str = "EdDSA", rotating_keys: bool = False,
                  jwks_cache_seconds: int = 10, agent_pki: bool = False, ocsp_validity_seconds: int = 5,
-                 pki_keys: tuple[HsmKey, HsmKey] | None = None, stapling: bool = False):
+                 pki_keys: tuple[HsmKey, HsmKey] | None = None, stapling: bool = False,
+                 endorse_period_seconds: int | None = None):
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "run").mkdir(mode=0o700, exist_ok=True)  # the stack's Unix sockets
@@ -93,7 +94,11 @@ class LocalStack:
         # from the authorizer's admin endpoint (the target's own check reads a file: off in this mode)
         self.key_dir = self.workdir / "keys" / "sae-keyring" if rotating_keys else None
         self.jwks_cache_seconds = jwks_cache_seconds
-        if rotating_keys:
+        # the HSM key endorses short-lived in-memory keys (ext_authz.signing.endorsed) in the authorizer process
+        self.endorse_period = endorse_period_seconds
+        # the PEP follows the authorizer's JWKS (its keys change while running) instead of an inlined copy
+        self.follows_jwks = rotating_keys or endorse_period_seconds is not None
+        if self.follows_jwks:
             target_checks_sae = False
         # the agent PKI (ext_authz.pki) instead of the test CA: root + intermediate (keys in tokens with `pki_keys`,
         # else files), Ed25519 agent certificates, the sidecar's certificate renewed through file SDS, and OCSP
@@ -335,6 +340,8 @@ class LocalStack:
             Path(self.config_raw["stapling"]["chain"]).write_bytes(chain)
         self.spawn_authorizer("authorizer", self.authz_socket, self.ports.authz_admin, self.allow_all,
                               self.workdir / "anchor.sqlite3")
+        if self.endorse_period is not None:  # the keys are the authorizer process's own: what it publishes
+            self.jwks = http_get_json(self.jwks_url)
         self._spawn("anchorer", [sys.executable, "-m", "ext_authz.cli", "anchor", "--config", str(self.workdir / "authorizer.json"),
                                  "--manifest", str(self.workdir / "addresses.json")],
                     env={"SEALGATE_ANCHORER_KEY": DEV_KEYS["anchorer"]})
@@ -358,6 +365,11 @@ class LocalStack:
     def _signer_args(self) -> list[str]:
         if self.key_dir is not None:
             return ["--key-dir", str(self.key_dir)]
+        endorse = [] if self.endorse_period is None else ["--endorse-period", str(self.endorse_period)]
+        if self.hsm is not None:
+            return ["--hsm-module", self.hsm.module, "--hsm-token", self.hsm.token, "--hsm-key", self.hsm.key, *endorse]
+        if endorse:
+            return ["--key", str(self.sae_key), *endorse]
         if self.hsm is None:
             return ["--key", str(self.sae_key)]
         return ["--hsm-module", self.hsm.module, "--hsm-token", self.hsm.token, "--hsm-key", self.hsm.key]
@@ -397,7 +409,7 @@ class LocalStack:
         (self.workdir / "jwks.json").write_text(json.dumps(self.jwks))
         socket_path = Path(self.socket(name).removeprefix("unix:"))
         socket_path.unlink(missing_ok=True)  # left behind by a killed predecessor: wait for the new one
-        jwks = str(self.workdir / "jwks.json") if self.key_dir is None else self.jwks_url
+        jwks = self.jwks_url if self.follows_jwks else str(self.workdir / "jwks.json")
         self._spawn(name, [sys.executable, "-m", "ext_authz.cli", "pep", "serve", "--listen", f"unix:{socket_path}",
                            "--jwks", jwks, "--jwks-refresh", "1", "--issuer", self.issuer, "--audience", AUDIENCE,
                            "--redemptions", redemptions])
@@ -407,7 +419,7 @@ class LocalStack:
     def spawn_pep(self, name: str, port: int, admin: int | str, verifier: str | None, concurrency: int = 1) -> dict[str, Any]:
         """Starts a PEP Envoy in front of the target (verifier None: the benchmarks' hop without it)."""
         jwks: dict[str, Any] | JwksUri = self.jwks
-        if self.key_dir is not None:
+        if self.follows_jwks:
             jwks = JwksUri(self.jwks_url, self.jwks_cache_seconds)
         conf = pep_config(PepPorts(port, admin, self.ports.target), jwks, AUDIENCE, issuer=self.issuer,
                           verifier=verifier, max_body_bytes=self.config.limits.max_body_bytes)

@@ -476,3 +476,44 @@ def test_pki_with_root_and_intermediate_keys_in_the_token_issues_agent_certs(tok
     intermediate.verify_directly_issued_by(root)
     with Pkcs11Signer(HsmKey(MODULE, spec.token, "pki-agent-ca")) as ca_key:  # the intermediate's key is the token's
         assert ca_key.raw_public == intermediate.public_key().public_bytes_raw()
+
+
+# ------------------------------------------------------------------ HSM-endorsed short-lived keys
+
+def test_the_token_endorses_in_memory_keys_and_signs_twice_for_any_number_of_saes(token):
+    from ext_authz.signing.endorsed import EndorsedSigner, verify_endorsed
+
+    spec, jwk = token
+    with Pkcs11Signer(spec) as token_signer:
+        calls = []
+        real_sign = token_signer.sign
+        token_signer.sign = lambda m: calls.append(m) or real_sign(m)  # count the round trips to the token
+        endorsed = EndorsedSigner(token_signer, period_seconds=60)
+        encoder = EnvelopeEncoder(endorsed)
+        now = int(__import__("time").time())
+        claims = {"iss": "spiffe://t/a", "sub": "s", "aud": "s", "act": {}, "pol": {}, "mod": "m", "iat": now,
+                  "nbf": now, "exp": now + 60, "jti": "j", "ctx": {}, "chain": {}}
+        saes = [encoder.encode({**claims, "jti": f"j{i}"}) for i in range(200)]
+        assert len(calls) == 2
+        for sae in saes[:3]:
+            assert verify_endorsed(sae, jwk)["iat"] == now  # the chain back to the token's key
+        endorsed.rotate()
+        assert len(calls) == 3
+        assert verify_endorsed(encoder.encode(claims), jwk)["jti"] == "j"
+
+
+@pytest.mark.slow
+def test_whole_path_with_saes_signed_by_keys_the_hsm_endorses(token, tmp_path):
+    from ext_authz.signing.endorsed import verify_endorsed
+
+    spec, jwk = token
+    with LocalStack(tmp_path, hsm=spec, endorse_period_seconds=60, jwks_cache_seconds=10) as stack:
+        kids = [k["kid"] for k in stack.jwks["keys"]]
+        assert kids[0] == jwk["kid"] and len(kids) == 3  # the token key, the current and the next endorsed key
+        for i in range(5):
+            r = stack.agent_call("procurement-01", "POST", "/v1/transfers", {"amount_cents": 100 + i, "to": "vendor-42"})
+            assert r.status == 200, r.body
+            sae = r.json()["sae"]
+            assert verify_endorsed(sae, jwk, issuer=stack.issuer)["act"]["amt"] == str(100 + i)
+            header = json.loads(__import__("base64").urlsafe_b64decode(sae.split(".")[0] + "==="))
+            assert header["kid"] == kids[1] and len(header["x5c"]) == 1  # the endorsed key, with its endorsement
