@@ -96,6 +96,35 @@ def register(sub: Any) -> None:
     p.add_argument("--watch", action="store_true", help="keep running; otherwise renew once if due and exit")
     p.set_defaults(func=cmd_pki_renew)
 
+    p = command(pki, "svid", "where a SPIRE agent runs: write its X.509-SVID and bundle as `pki renew` writes "
+                             "certificates (NAME.crt, NAME.key, NAME.sds.json, NAME.bundle.pem), following rotations",
+                "SPIFFE_ENDPOINT_SOCKET=unix:/run/spire/agent.sock sealgate pki svid --out /run/sealgate/agents "
+                "--name a --watch")
+    p.add_argument("--socket", metavar="unix:PATH", help="the Workload API (default $SPIFFE_ENDPOINT_SOCKET)")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the files go")
+    p.add_argument("--name", required=True, help="file name stem")
+    p.add_argument("--watch", action="store_true", help="keep running and write every rotation SPIRE pushes")
+    p.set_defaults(func=cmd_pki_svid)
+
+
+def cmd_pki_svid(args: argparse.Namespace) -> int:
+    from ext_authz.pki.spiffe_source import SvidWriter, fetch_once, watch, workload_api_socket
+
+    socket = workload_api_socket(args.socket)
+    if socket is None:
+        raise UsageError("no SPIFFE Workload API socket (--socket or $SPIFFE_ENDPOINT_SOCKET): use the built-in "
+                         "PKI (`sealgate pki renew`)")
+    writer = SvidWriter(args.out, args.name)
+    if not args.watch:
+        fetch_once(socket, writer)
+        print(json.dumps({"spiffe_id": writer.spiffe_id, "cert": str(Path(args.out) / f"{args.name}.crt")}))
+        return 0
+    client, handle = watch(socket, writer)
+    stop_on_signal().wait()
+    handle.cancel()
+    client.close()
+    return 0
+
 
 def _ca(args: argparse.Namespace) -> Any:
     from ext_authz.pki.ca import CertificateAuthority
