@@ -90,6 +90,8 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="where NAME.crt / NAME.key (and NAME.sds.yaml) go")
     p.add_argument("--name", required=True, help="file name stem")
     p.add_argument("--server", action="store_true", help="a sidecar's TLS certificate (P-256) instead of an agent's")
+    p.add_argument("--keep-key", action="store_true",
+                   help="renew an agent's certificate for the same key (its fingerprint bound in the AgentRegistry)")
     p.add_argument("--lifetime-hours", type=float, default=24, help="lifetime of each certificate (default 24 h)")
     p.add_argument("--renew-at", type=float, default=2 / 3, metavar="FRACTION",
                    help="renew once this fraction of the lifetime has passed")
@@ -236,7 +238,7 @@ def cmd_pki_renew(args: argparse.Namespace) -> int:
         raise UsageError("--renew-at must be between 0.1 and 0.95")
     ca = _ca(args)
     renewer = Renewer(ca, args.spiffe_id, Path(args.out), args.name, _hours(args.lifetime_hours), args.renew_at,
-                      server=args.server)
+                      server=args.server, keep_key=args.keep_key)
     try:
         if not args.watch:
             renewed = renewer.renew_if_due()

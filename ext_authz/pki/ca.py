@@ -234,9 +234,9 @@ class CertificateAuthority:
     def _record(self, cert: x509.Certificate, subject: str, kind: str) -> None:
         pem = cert.public_bytes(serialization.Encoding.PEM).decode()
         with self._lock:
-            renewing = kind == "agent" and self._db.execute(
-                "SELECT 1 FROM issued WHERE subject = ? AND kind = 'agent' AND revoked_at IS NULL AND not_after > ?",
-                (subject, int(self._clock()))).fetchone() is not None
+            renewing = kind in ("agent", "server") and self._db.execute(
+                "SELECT 1 FROM issued WHERE subject = ? AND kind = ? AND revoked_at IS NULL AND not_after > ?",
+                (subject, kind, int(self._clock()))).fetchone() is not None
             self._db.execute("INSERT INTO issued (serial, subject, kind, not_before, not_after, pem) VALUES (?, ?, ?, ?, ?, ?)",
                              (f"{cert.serial_number:x}", subject, kind, _utc(cert.not_valid_before_utc),
                               _utc(cert.not_valid_after_utc), pem))
@@ -250,12 +250,14 @@ class CertificateAuthority:
                 seg in ("", ".", "..") for seg in spiffe_id[len(prefix):].split("/")):
             raise ConfigError(f"expected a SPIFFE ID under {prefix}, found {spiffe_id[:80]!r}")
 
-    def issue_agent(self, spiffe_id: str, lifetime: dt.timedelta = AGENT_LIFETIME) -> Issued:
-        """An agent's identity: a new Ed25519 key, the SPIFFE ID as the only SAN, client authentication."""
+    def issue_agent(self, spiffe_id: str, lifetime: dt.timedelta = AGENT_LIFETIME,
+                    key: ed25519.Ed25519PrivateKey | None = None) -> Issued:
+        """An agent's identity: an Ed25519 key (new, or `key` when renewing an agent whose key the on-chain
+        registry binds), the SPIFFE ID as the only SAN, client authentication."""
         self._check_spiffe_id(spiffe_id)
         if not dt.timedelta(minutes=1) <= lifetime <= MAX_AGENT_LIFETIME:
             raise ConfigError(f"agent certificate lifetime must be 1 min to {MAX_AGENT_LIFETIME}, found {lifetime}")
-        key = ed25519.Ed25519PrivateKey.generate()
+        key = key or ed25519.Ed25519PrivateKey.generate()
         cert = self._leaf(spiffe_id, key.public_key(), [x509.UniformResourceIdentifier(spiffe_id)],
                           [ExtendedKeyUsageOID.CLIENT_AUTH], lifetime)
         self._record(cert, spiffe_id, "agent")

@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from ext_authz.errors import ConfigError
 from ext_authz.pki.ca import CertificateAuthority, Issued, _atomic_write
 
 log = logging.getLogger("sealgate.pki.renewal")
@@ -35,9 +38,12 @@ def sds_resource(name: str, issued: Issued) -> dict[str, Any]:
 
 class Renewer:
     def __init__(self, ca: CertificateAuthority, spiffe_id: str, directory: Path, name: str, lifetime: dt.timedelta,
-                 renew_at: float = 2 / 3, *, server: bool = False, clock: Any = time.time):
+                 renew_at: float = 2 / 3, *, server: bool = False, keep_key: bool = False, clock: Any = time.time):
+        """`keep_key`: an agent certificate renewed for the same key (an agent whose key fingerprint the
+        on-chain AgentRegistry binds: a new key would be KEY_NOT_BOUND until a governed setKey)."""
         self.ca, self.spiffe_id, self.directory, self.name = ca, spiffe_id, Path(directory), name
         self.lifetime, self.renew_at, self.server, self._clock = lifetime, renew_at, server, clock
+        self.keep_key = keep_key
         self.renewals = 0
 
     @property
@@ -64,12 +70,23 @@ class Renewer:
     def seconds_until_due(self) -> float:
         return max(0.5, min(60.0, self.due_at() - self._clock()))
 
+    def _kept_key(self) -> ed25519.Ed25519PrivateKey | None:
+        if not self.keep_key:
+            return None
+        try:
+            key = serialization.load_pem_private_key((self.directory / f"{self.name}.key").read_bytes(), None)
+        except (OSError, ValueError):
+            return None  # nothing yet: the first certificate gets a new key
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise ConfigError(f"{self.name}.key is not an Ed25519 key: cannot keep it")
+        return key
+
     def renew_if_due(self) -> bool:
         self.ca.expiring(int(self.lifetime.total_seconds() * (1 - self.renew_at) / 2))  # unrenewed for too long: warn
         if self._clock() < self.due_at():
             return False
         issued = (self.ca.issue_server(self.spiffe_id, lifetime=self.lifetime) if self.server
-                  else self.ca.issue_agent(self.spiffe_id, self.lifetime))
+                  else self.ca.issue_agent(self.spiffe_id, self.lifetime, self._kept_key()))
         self.directory.mkdir(parents=True, exist_ok=True)
         issued.write(self.directory, self.name)
         _atomic_write(self.sds_path, json.dumps(sds_resource(self.name, issued)).encode(), 0o600)

@@ -166,3 +166,30 @@ def test_pki_directory_reopens(pki):
         assert again.status(12345) == ("unknown", None, None)
     finally:
         again.close()
+
+
+def test_renewal_before_expiry_writes_new_files_and_can_keep_a_bound_key(pki, tmp_path):
+    import json
+    import time
+
+    from ext_authz.authz.identity import spki_fingerprint
+    from ext_authz.pki.renewal import Renewer
+
+    clock = [time.time()]
+    fresh = Renewer(pki, AGENT, tmp_path, "a", dt.timedelta(hours=24), clock=lambda: clock[0])
+    kept = Renewer(pki, AGENT, tmp_path / "kept", "a", dt.timedelta(hours=24), keep_key=True, clock=lambda: clock[0])
+    for r in (fresh, kept):
+        assert r.renew_if_due() and not r.renew_if_due()  # issued, then not due
+    before = {r: (r.cert_path.read_text(), spki_fingerprint(r.cert_path.read_text())) for r in (fresh, kept)}
+    clock[0] += 15 * 3600
+    assert not fresh.renew_if_due()  # 15 h of 24: not yet at 2/3
+    clock[0] += 2 * 3600
+    for r in (fresh, kept):
+        assert r.renew_if_due()
+        assert r.cert_path.read_text() != before[r][0]
+        doc = json.loads(r.sds_path.read_text())["resources"][0]
+        assert doc["tls_certificate"]["certificate_chain"]["inline_string"] == r.cert_path.read_text()
+    assert spki_fingerprint(fresh.cert_path.read_text()) != before[fresh][1]  # a new key
+    assert spki_fingerprint(kept.cert_path.read_text()) == before[kept][1]  # the bound key, a new certificate
+    lifecycle = [e["unmapped"]["lifecycle"] for e in read_events(pki.directory / "events.jsonl")]
+    assert lifecycle[-2:] == ["renewed", "renewed"]
