@@ -67,6 +67,7 @@ def claims(i: int) -> dict:
             "aud": "payments-api", "act": {"type": "payment.transfer", "m": "POST", "h": "payments.internal",
                                            "p": "/v1/transfers", "amt": str(50_000 + i), "dc": "internal", "bd": "ab" * 32},
             "pol": {"registry": "0x" + "11" * 20, "id": "0x" + "22" * 32, "addr": "0x" + "33" * 20, "ver": 1, "block": 12},
+            "inp": {"kf": "ef" * 32, "risk": 20},
             "mod": "sha256:" + "cd" * 32, "iat": now, "nbf": now, "exp": now + 60, "jti": f"bench-{i}",
             "ctx": {"sid": "s", "dc": "internal"}, "chain": {"id": 31337, "anchor": "0x" + "44" * 20}}
 

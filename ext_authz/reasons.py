@@ -48,6 +48,8 @@ POLICY_STATE_STALE = "POLICY_STATE_STALE"
 POLICY_EVALUATION_FAILED = "POLICY_EVALUATION_FAILED"
 INTERNAL_ERROR = "INTERNAL_ERROR"
 SIGNING_FAILED = "SIGNING_FAILED"  # the signer (HSM) failed: the only denial that cannot be signed
+EVIDENCE_UNAVAILABLE = "EVIDENCE_UNAVAILABLE"  # the evidence store could not persist the record: nothing runs unrecorded
+POLICY_STATE_UNAVAILABLE = "POLICY_STATE_UNAVAILABLE"  # the pinned EVM lacked this agent's state and the RPC did not answer in time
 
 # enforcement point (envoy/pep.lua); listed here so every code has one home
 SAE_MISSING = "SAE_MISSING"
@@ -63,6 +65,8 @@ NOT_ANCHORED = "NOT_ANCHORED"
 ANCHOR_MISMATCH = "ANCHOR_MISMATCH"
 MERKLE_INPUT_INVALID = "MERKLE_INPUT_INVALID"
 MERKLE_LEAF_ABSENT = "MERKLE_LEAF_ABSENT"
+REPLAY_MISMATCH = "REPLAY_MISMATCH"  # `--replay`: the policy at pol.block answers another verdict than recorded
+REPLAY_FAILED = "REPLAY_FAILED"  # `--replay`: the archive node could not run the policy at pol.block
 
 POLICY_CONTRACT_CODES = frozenset(
     {
@@ -111,4 +115,8 @@ MESSAGES = {
     POLICY_EVALUATION_FAILED: "the policy contract could not be evaluated",
     INTERNAL_ERROR: "the authorizer failed; denied to fail closed",
     SIGNING_FAILED: "the authorizer could not sign (HSM unavailable); denied to fail closed, unsigned",
+    EVIDENCE_UNAVAILABLE: "the authorizer could not record the decision durably (evidence store unavailable); "
+                          "denied to fail closed, not recorded",
+    POLICY_STATE_UNAVAILABLE: "the policy state this request needs is not cached and the chain did not answer in time; "
+                              "denied to fail closed",
 }

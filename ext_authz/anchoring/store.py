@@ -1,4 +1,8 @@
-"""The anchor store: SAE / denial hashes, Merkle batches and their on-chain transactions (SQLite)."""
+"""The anchor store: SAE / denial hashes, Merkle batches and their on-chain transactions (SQLite).
+
+The authorizer writes the `leaves` rows together with the tokens themselves, in one durable transaction of the
+evidence store (`ext_authz.evidence.sqlite`, same file); the anchoring worker reads and batches them here.
+"""
 
 from __future__ import annotations
 
@@ -31,12 +35,21 @@ CREATE TABLE IF NOT EXISTS batches (
     block INTEGER,
     created REAL NOT NULL
 );
--- approvals already turned into an SAE: single use across restarts (and processes sharing the file)
-CREATE TABLE IF NOT EXISTS used_approvals (
-    jti TEXT PRIMARY KEY,
-    exp INTEGER NOT NULL
-);
 """
+INSERT_LEAF = "INSERT OR IGNORE INTO leaves(hash, kind, decision_id, created) VALUES (?,?,?,?)"
+
+
+def connect(path: str, autocheckpoint: bool = True) -> sqlite3.Connection:
+    """WAL, and `synchronous=FULL`: a commit is on disk when it returns. With NORMAL an ext4 error wiped committed
+    rows and reused sequence numbers (overlapping on-chain ranges); with FULL nothing committed was lost.
+    `autocheckpoint` False: this connection's commits never copy the WAL into the database (someone else
+    checkpoints, off the commit path: the evidence store does, so no decision waits for a checkpoint)."""
+    conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    if not autocheckpoint:
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+    return conn
 
 
 @dataclass(frozen=True)
@@ -50,7 +63,7 @@ class InclusionProof:
 
 
 class AnchorStore:
-    """SQLite store of leaves and batches (WAL; one connection per thread)."""
+    """SQLite store of leaves and batches (WAL, synchronous=FULL; one connection per thread)."""
 
     def __init__(self, path: str | Path):
         self.path = str(path)
@@ -60,25 +73,15 @@ class AnchorStore:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = connect(self.path)
             self._local.conn = conn
         return conn
-
-    def claim_approval(self, jti: str, exp: int, now: float) -> bool:
-        """Records an approval as used; False if it was used before. Expired entries are dropped."""
-        conn = self._conn()
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("DELETE FROM used_approvals WHERE exp < ?", (int(now),))
-            return conn.execute("INSERT OR IGNORE INTO used_approvals(jti, exp) VALUES (?, ?)", (jti, exp)).rowcount == 1
 
     def add_leaves(self, rows: list[tuple[bytes, str, str, float]]) -> None:
         conn = self._conn()
         with conn:
             conn.execute("BEGIN")
-            conn.executemany("INSERT OR IGNORE INTO leaves(hash, kind, decision_id, created) VALUES (?,?,?,?)", rows)
+            conn.executemany(INSERT_LEAF, rows)
 
     def cut_batch(self, max_leaves: int) -> tuple[bytes, int, int, list[bytes]] | None:
         """Groups the oldest unbatched leaves into a pending batch; returns it."""

@@ -52,6 +52,7 @@ def _fresh_sae(stack, signer, jti, body):
                       "dc": "internal", "bd": hashlib.sha256(body).hexdigest()},
               "pol": {"registry": stack.manifest.policy_registry, "id": stack.manifest.policy_id,
                       "addr": stack.manifest.policy, "ver": 1, "block": stack.manifest.deploy_block},
+              "inp": {"kf": stack.agent_fingerprints["procurement-01"].hex(), "risk": 0},
               "mod": "sha256:" + "ab" * 32, "iat": now, "nbf": now, "exp": now + 60, "jti": jti,
               "ctx": {"sid": "s", "dc": "internal"}, "chain": {"id": 31337, "anchor": stack.manifest.anchor}}
     return EnvelopeEncoder(signer).encode(claims)

@@ -74,7 +74,7 @@ def test_hsm_signed_sae_verifies_with_joserfc_and_kid_is_the_thumbprint(token):
 
 
 def check_sae_signed_in_the_token(signer, jwk):
-    claims = {"iss": "spiffe://t/agent/a", "sub": "s", "aud": "s", "act": {"amt": 2**70}, "pol": {}, "mod": "m", "iat": 100,
+    claims = {"iss": "spiffe://t/agent/a", "sub": "s", "aud": "s", "act": {"amt": 2**70}, "pol": {}, "inp": {}, "mod": "m", "iat": 100,
               "nbf": 100, "exp": 160, "jti": "j", "ctx": {}, "chain": {}}
     sae = EnvelopeEncoder(signer).encode(claims)
     keys = KeySet.import_key_set(jwks_of(signer))
@@ -270,7 +270,7 @@ def test_token_ecdsa_signatures_become_low_s_jose_that_joserfc_and_pyjwt_verify(
             signature = signer.sign(message)
             assert is_low_s(signature) and verify_jose(signer.public_key, message, signature)
         assert raw_high > 0  # the conversion was exercised (24 signatures all low: 2**-24)
-        claims = {"iss": "spiffe://t/a", "sub": "s", "aud": "s", "act": {}, "pol": {}, "mod": "m", "iat": 100,
+        claims = {"iss": "spiffe://t/a", "sub": "s", "aud": "s", "act": {}, "pol": {}, "inp": {}, "mod": "m", "iat": 100,
                   "nbf": 100, "exp": 160, "jti": "j", "ctx": {}, "chain": {}}
         sae = EnvelopeEncoder(signer).encode(claims)
         assert verify(sae, jwks_of(signer), now=120) == claims
@@ -491,7 +491,7 @@ def test_the_token_endorses_in_memory_keys_and_signs_twice_for_any_number_of_sae
         endorsed = EndorsedSigner(token_signer, period_seconds=60)
         encoder = EnvelopeEncoder(endorsed)
         now = int(__import__("time").time())
-        claims = {"iss": "spiffe://t/a", "sub": "s", "aud": "s", "act": {}, "pol": {}, "mod": "m", "iat": now,
+        claims = {"iss": "spiffe://t/a", "sub": "s", "aud": "s", "act": {}, "pol": {}, "inp": {}, "mod": "m", "iat": now,
                   "nbf": now, "exp": now + 60, "jti": "j", "ctx": {}, "chain": {}}
         saes = [encoder.encode({**claims, "jti": f"j{i}"}) for i in range(200)]
         assert len(calls) == 2

@@ -32,7 +32,7 @@ class CountingToken:
 
 
 def claims(iat, jti="j"):
-    return {"iss": ISSUER, "sub": "s", "aud": "a", "act": {}, "pol": {}, "mod": "m", "iat": iat, "nbf": iat,
+    return {"iss": ISSUER, "sub": "s", "aud": "a", "act": {}, "pol": {}, "inp": {}, "mod": "m", "iat": iat, "nbf": iat,
             "exp": iat + 60, "jti": jti, "ctx": {}, "chain": {}}
 
 

@@ -31,7 +31,7 @@ def b64decode(segment):
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
-CLAIMS = {"iss": "spiffe://t/a", "sub": "s", "aud": "s", "act": {}, "pol": {}, "mod": "m", "iat": 100, "nbf": 100,
+CLAIMS = {"iss": "spiffe://t/a", "sub": "s", "aud": "s", "act": {}, "pol": {}, "inp": {}, "mod": "m", "iat": 100, "nbf": 100,
           "exp": 160, "jti": "j", "ctx": {}, "chain": {}}
 
 

@@ -13,7 +13,7 @@ from ext_authz.sdk.jwks import JwksStale, RemoteJwks, check_jwks_url
 from ext_authz.signing.file_key import load_file_signer
 from ext_authz.signing.keyring import MANIFEST, Keyring, init_keyring, read_state, rotate_keyring
 
-CLAIMS = {"iss": "spiffe://t/a", "sub": "s", "aud": "s", "act": {}, "pol": {}, "mod": "m", "iat": 100, "nbf": 100,
+CLAIMS = {"iss": "spiffe://t/a", "sub": "s", "aud": "s", "act": {}, "pol": {}, "inp": {}, "mod": "m", "iat": 100, "nbf": 100,
           "exp": 160, "jti": "j", "ctx": {}, "chain": {}}
 
 

@@ -21,7 +21,7 @@ ISSUER = f"spiffe://{TD}/sealgate/authorizer"
 
 
 def claims(iat):
-    return {"iss": ISSUER, "sub": "s", "aud": "a", "act": {}, "pol": {}, "mod": "m", "iat": iat, "nbf": iat,
+    return {"iss": ISSUER, "sub": "s", "aud": "a", "act": {}, "pol": {}, "inp": {}, "mod": "m", "iat": iat, "nbf": iat,
             "exp": iat + 60, "jti": f"j{iat}", "ctx": {}, "chain": {}}
 
 
