@@ -1,6 +1,6 @@
 -- Sealgate policy enforcement point (runs after jwt_authn at the target).
 --
--- jwt_authn has verified the SAE signature (EdDSA, JWKS), exp/nbf, aud and iss (pinned
+-- jwt_authn has verified the SAE signature (EdDSA or ES256, JWKS), exp/nbf, aud and iss (pinned
 -- to the authorizer's issuer URI), and put header and payload in dynamic metadata. This filter checks typ and binds the
 -- SAE to this exact request (:method, :path, :authority), cheaply, before the
 -- request body is buffered. Single use and the body digest are the verifier's

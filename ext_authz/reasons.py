@@ -27,6 +27,8 @@ APPROVAL_REPLAYED = "APPROVAL_REPLAYED"  # already used once
 # identity
 IDENTITY_MISSING = "IDENTITY_MISSING"
 IDENTITY_INVALID = "IDENTITY_INVALID"
+IDENTITY_REVOKED = "IDENTITY_REVOKED"  # the agent certificate is revoked (OCSP); the registry is the other path
+IDENTITY_STATUS_UNKNOWN = "IDENTITY_STATUS_UNKNOWN"  # OCSP unknown, unreachable, or its answer did not verify
 
 # policy contract (RuleBasedPolicy.evaluate)
 AGENT_UNKNOWN = "AGENT_UNKNOWN"
@@ -104,6 +106,8 @@ MESSAGES = {
     PARENT_SAE_INVALID: "the parent SAE did not verify, or was issued to another agent outside this session",
     IDENTITY_MISSING: "no mTLS peer identity was presented",
     IDENTITY_INVALID: "the peer identity is not a SPIFFE ID of this trust domain",
+    IDENTITY_REVOKED: "the agent's certificate has been revoked (OCSP)",
+    IDENTITY_STATUS_UNKNOWN: "the agent's certificate status could not be established (OCSP): refused",
     AGENT_UNKNOWN: "the agent is not in the on-chain registry",
     AGENT_REVOKED: "the agent has been revoked in the on-chain registry",
     POLICY_PAUSED: "the policy is paused",

@@ -48,24 +48,43 @@ def port(value: str) -> int:
 
 
 def add_signer_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--key", metavar="FILE", help="Ed25519 seed file for SAE signing (`sealgate keys generate`)")
+    p.add_argument("--key", metavar="FILE", help="SAE signing key file (`sealgate keys generate`): an Ed25519 seed or an ES256 PEM key")
+    p.add_argument("--key-dir", metavar="DIR", help="rotating SAE keys (`sealgate keys init`, `sealgate keys rotate`), "
+                                                    "followed while running")
     p.add_argument("--hsm-module", metavar="LIB", help=f"PKCS#11 library holding the SAE key instead; {HSM_PIN_HELP}")
     p.add_argument("--hsm-token", metavar="LABEL", help="token label (with --hsm-module)")
-    p.add_argument("--hsm-key", metavar="LABEL", help="label of the Ed25519 key pair in the token (with --hsm-module)")
+    p.add_argument("--endorse-period", type=int, metavar="SECONDS",
+                   help="the key (typically --hsm-*) endorses a fresh in-memory signing key this often instead of "
+                        "signing every SAE (docs/keys.md); PEPs must fetch the JWKS more often than this")
+    p.add_argument("--hsm-key", metavar="LABEL", help="label of the Ed25519 or P-256 key pair in the token (with --hsm-module)")
 
 
 def signer_from_args(args: argparse.Namespace) -> Signer:
-    from ext_authz.signing.file_key import Ed25519Signer
-    from ext_authz.signing.pkcs11 import HsmKey, Pkcs11Signer
+    from ext_authz.signing.file_key import load_file_signer
+    from ext_authz.signing.pkcs11 import HsmKey, hsm_signer
 
     hsm = (args.hsm_module, args.hsm_token, args.hsm_key)
-    if args.key and any(hsm):
-        raise UsageError("give either --key or --hsm-module/--hsm-token/--hsm-key, not both")
+    key_dir = getattr(args, "key_dir", None)
+    if sum(map(bool, (args.key, any(hsm), key_dir))) > 1:
+        raise UsageError("give one key source (--key, --key-dir or --hsm-module/--hsm-token/--hsm-key), not both")
+    if key_dir:
+        from ext_authz.signing.keyring import Keyring
+
+        if getattr(args, "endorse_period", None):
+            raise UsageError("--endorse-period endorses keys with one --key or --hsm-* key, not a key directory")
+        return Keyring(key_dir).start()
+    signer: Signer
     if args.key:
-        return Ed25519Signer.from_file(args.key)
-    if not all(hsm):
-        raise UsageError("an SAE signing key is needed: --key FILE, or --hsm-module, --hsm-token and --hsm-key")
-    return Pkcs11Signer(HsmKey(*hsm))
+        signer = load_file_signer(args.key)
+    elif not all(hsm):
+        raise UsageError("an SAE signing key is needed: --key FILE, --key-dir DIR, or --hsm-module, --hsm-token and --hsm-key")
+    else:
+        signer = hsm_signer(HsmKey(*hsm))
+    if getattr(args, "endorse_period", None):
+        from ext_authz.signing.endorsed import EndorsedSigner
+
+        return EndorsedSigner(signer, args.endorse_period).start()
+    return signer
 
 
 def read_token(value: str, what: str = "token") -> str:

@@ -8,6 +8,7 @@ import signal
 import threading
 from typing import Any
 
+from ext_authz.cli import agent_identity
 from ext_authz.cli.common import command, group, stop_on_signal
 from ext_authz.errors import SealgateError, UsageError
 
@@ -42,6 +43,7 @@ def register(sub: Any) -> None:
     p.add_argument("--proxy", metavar="URL", help="HTTP(S)_PROXY for the agent: its Envoy sidecar")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...", help="the command to run")
     p.set_defaults(func=cmd_agent_run)
+    agent_identity.register(agent)  # publish / resolve in an ERC-8004 Identity Registry
 
 
 def cmd_egress_serve(args: argparse.Namespace) -> int:

@@ -53,13 +53,19 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_envoy, kind="sidecar")
     p = command(envoy, "pep", "target PEP: jwt_authn with the authorizer's JWKS, the Lua binding filter, the verifier",
                 "sealgate envoy pep --listen 16001 --admin unix:/run/sealgate/pep-admin.sock --target-port 8080 \\\n"
-                "    --jwks http://127.0.0.1:9002/jwks.json --issuer spiffe://sealgate.local/sealgate/authorizer \\\n"
+                "    --jwks http://127.0.0.1:9002/jwks.json --jwks-cache 60 --issuer spiffe://sealgate.local/sealgate/authorizer \\\n"
                 "    --audience payments-api --verifier unix:/run/sealgate/pep-verifier.sock --out pep.json",
                 env=ENVOY_ENV)
     p.add_argument("--listen", type=port, required=True, metavar="PORT", help="port the sidecars forward to")
     p.add_argument("--admin", type=unix_socket, required=True, metavar="unix:PATH", help=ADMIN_HELP)
     p.add_argument("--target-port", type=port, required=True, metavar="PORT", help="the target service on 127.0.0.1")
-    p.add_argument("--jwks", required=True, metavar="FILE|URL", help="the authorizer's JWKS (/jwks.json), inlined")
+    p.add_argument("--jwks", required=True, metavar="FILE|URL",
+                   help="the authorizer's JWKS: a URL (its admin /jwks.json) is fetched by Envoy and refreshed, so key "
+                        "rotations reach the PEP; a file is inlined")
+    p.add_argument("--jwks-cache", type=int, default=60, metavar="SECONDS",
+                   help="with a URL: how long Envoy caches the JWKS (below `sealgate keys rotate --min-published`)")
+    p.add_argument("--jwks-ca", metavar="PEM", help="with an https URL: the CA of the endpoint's certificate")
+    p.add_argument("--inline-jwks", action="store_true", help="with a URL: fetch it now and inline it (no rotation)")
     p.add_argument("--issuer", default=DEFAULT_ISSUER, metavar="URI",
                    help="the authorizer's issuer URI (its config `issuer`, default spiffe://<trust_domain>/sealgate/authorizer), "
                         "pinned in jwt_authn")
@@ -97,13 +103,16 @@ def _sidecar(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_envoy(args: argparse.Namespace) -> int:
     """Writes an Envoy bootstrap for the agent sidecar or the target PEP, checked by `envoy --mode validate`."""
-    from ext_authz.mesh.configs import PepPorts, pep_config, validate
+    from ext_authz.mesh.configs import JwksUri, PepPorts, pep_config, validate
 
     if args.kind == "sidecar":
         config = _sidecar(args)
     else:
         verifier = int(args.verifier) if args.verifier.isdigit() else args.verifier
-        config = pep_config(PepPorts(args.listen, args.admin, args.target_port), load_jwks(args.jwks), args.audience,
+        jwks: Any = load_jwks(args.jwks)  # a URL is fetched now too: it must answer before the PEP relies on it
+        if args.jwks.startswith(("http://", "https://")) and not args.inline_jwks:
+            jwks = JwksUri(args.jwks, args.jwks_cache, _read(args.jwks_ca) if args.jwks_ca else None)
+        config = pep_config(PepPorts(args.listen, args.admin, args.target_port), jwks, args.audience,
                             issuer=args.issuer, verifier=verifier, max_body_bytes=args.max_body_bytes,
                             max_sae_lifetime_seconds=args.max_sae_lifetime)
     with tempfile.TemporaryDirectory() as tmp:

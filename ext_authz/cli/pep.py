@@ -19,7 +19,12 @@ def register(sub: Any) -> None:
                 "# replicas of one target share a store: --redemptions redis://10.0.0.5:6379/0")
     p.add_argument("--listen", default="unix:/run/sealgate/pep-verifier.sock", metavar="unix:PATH|HOST:PORT",
                    help="where the PEP Envoy reaches it; a Unix socket is created mode 0600")
-    p.add_argument("--jwks", required=True, metavar="FILE|URL", help="the authorizer's JWKS, read once at start")
+    p.add_argument("--jwks", required=True, metavar="FILE|URL",
+                   help="the authorizer's JWKS: a file, read once; or its URL (/jwks.json), refreshed to follow key rotation")
+    p.add_argument("--jwks-refresh", type=float, default=30.0, metavar="SECONDS",
+                   help="with a URL: how often the JWKS is fetched again (below `sealgate keys rotate --min-published`)")
+    p.add_argument("--jwks-max-stale", type=float, default=300.0, metavar="SECONDS",
+                   help="with a URL: refuse every SAE (PEP_ERROR) once no fetch has succeeded for this long")
     p.add_argument("--issuer", default=DEFAULT_ISSUER, metavar="URI",
                    help="the authorizer's issuer URI (its config `issuer`, default spiffe://<trust_domain>/sealgate/authorizer): "
                         "the only SAE iss accepted")
@@ -36,8 +41,15 @@ def cmd_pep_serve(args: argparse.Namespace) -> int:
     from ext_authz.sdk.redemption import open_redemptions
     from ext_authz.server.grpc_loop import ExtAuthzServer
 
+    keys: Any
+    if args.jwks.startswith(("http://", "https://")):
+        from ext_authz.sdk.jwks import RemoteJwks
+
+        keys = RemoteJwks(args.jwks, args.jwks_refresh, args.jwks_max_stale).start()
+    else:
+        keys = load_jwks(args.jwks)
     store = open_redemptions(args.redemptions)
-    verifier = PepVerifier(load_jwks(args.jwks), args.audience, store, issuer=args.issuer,
+    verifier = PepVerifier(keys, args.audience, store, issuer=args.issuer,
                            max_lifetime_seconds=args.max_sae_lifetime)
     service = PepVerifierService(verifier)
     server = ExtAuthzServer(service, args.listen, name="sealgate-pep")

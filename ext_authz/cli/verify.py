@@ -23,8 +23,23 @@ def register(sub: Any) -> None:
     p.add_argument("--issuer", metavar="URI",
                    help="the authorizer's issuer URI (its config `issuer`): refuse a token whose iss differs")
     p.add_argument("--denial", action="store_true", help="the token is a signed denial record, not an SAE")
+    p.add_argument("--trust-root", metavar="PEM",
+                   help="the PKI's root certificate: also check, offline, the stapled x5c chain and OCSP answer "
+                        "(the signing certificate was good when the token was issued)")
     _add_replay_flags(p)
     p.set_defaults(func=cmd_verify)
+
+
+def _stapled(token: str, trust_root: str, typ: str, issuer: str | None) -> Any:
+    from cryptography import x509
+
+    from ext_authz.pki.stapling import verify_stapled
+
+    try:
+        root = x509.load_pem_x509_certificate(Path(trust_root).read_bytes())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read the trust root {trust_root}: {e}") from e
+    return verify_stapled(token, root, typ=typ, issuer=issuer)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -40,6 +55,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     jwks, manifest = load_jwks(args.jwks), Manifest.load(args.manifest)
     try:
         result = verify_anchored(token, jwks, manifest, AnchorStore(args.anchor_db), typ, issuer=args.issuer)
+        stapled = _stapled(token, args.trust_root, typ, args.issuer) if args.trust_root else None
     except InputRejected as e:
         print(f"INVALID {e.reason}: {e.message}")
         return 1
@@ -62,6 +78,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"  anchored  root 0x{result.root} in block {result.block}, tx {result.tx_hash}")
     if typ == SAE_TYP:
         print(f"  expiry    {c['exp']} ({'expired' if result.expired else 'still valid'})")
+    if stapled is not None:
+        print(f"  signer    certificate {stapled.signer_cert.serial_number:x} chained to the trust root; OCSP "
+              f"{stapled.ocsp.status} from {stapled.ocsp.this_update:%Y-%m-%dT%H:%M:%SZ} to "
+              f"{stapled.ocsp.next_update:%Y-%m-%dT%H:%M:%SZ}, issued {stapled.issued_at:%Y-%m-%dT%H:%M:%SZ}")
     if result.approval is not None:
         a = result.approval
         print(f"  approved  by {a['iss']}: approval {a['jti']} signed with the key registered at block "

@@ -19,6 +19,7 @@ to a store keyed on the token, several identities. Refused here, every verifier 
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import warnings
@@ -27,22 +28,24 @@ from typing import Any
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from joserfc.registry import HeaderParameter
 
 from ext_authz import reasons
 from ext_authz.envelope.encoding import b64url, canonical_json, compact_json
 from ext_authz.errors import SaeInvalid
 from ext_authz.signing.base import Signer
+from ext_authz.signing.ecdsa import is_low_s
 
 # format version 3 (ext_authz.envelope.models.FORMAT_VERSION); versions 1 and 2 are refused
 SAE_TYP = "application/sae.v3+jwt"
 DENIAL_TYP = "application/sae-denial.v3+jwt"
 APPROVAL_TYP = "application/sae-approval.v2+jwt"  # a person's approval of one action (approvals.py)
-ALGORITHMS = ("EdDSA",)
+ALGORITHMS = ("EdDSA", "ES256")  # Ed25519; ECDSA P-256 with low s (ext_authz.signing.ecdsa)
 SAE_REQUIRED_CLAIMS = ("iss", "sub", "aud", "act", "pol", "inp", "mod", "iat", "nbf", "exp", "jti", "ctx", "chain")
 DENIAL_REQUIRED_CLAIMS = ("iss", "pol", "iat", "jti", "reason")  # sub, act: only once they were read
 APPROVAL_REQUIRED_CLAIMS = ("iss", "sub", "req", "iat", "exp", "jti")
 REQUIRED_CLAIMS = {SAE_TYP: SAE_REQUIRED_CLAIMS, DENIAL_TYP: DENIAL_REQUIRED_CLAIMS, APPROVAL_TYP: APPROVAL_REQUIRED_CLAIMS}
-MAX_TOKEN_BYTES = 8192
+MAX_TOKEN_BYTES = 8192  # a stapled envelope (x5c + OCSP, ext_authz.pki.stapling) is ~4.5 KB of it
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"  # RFC 4648 §5
 _ALPHABET_BYTES = _ALPHABET.encode("ascii")
@@ -75,28 +78,63 @@ def canonical_compact(token: str) -> bool:
     return len(segments) == 3 and all(_canonical_end(s) for s in segments)
 
 
-class EnvelopeEncoder:
-    """Encodes SAEs and denial records with one signer; headers are built once."""
+def _headers(signer: Signer, kid: str, extra: dict[str, Any] | None = None) -> dict[str, str]:
+    return {typ: b64url(canonical_json({**(extra or {}), "alg": signer.alg, "kid": kid, "typ": typ}))
+            for typ in REQUIRED_CLAIMS}
 
-    def __init__(self, signer: Signer, kid: str | None = None):
+
+class EnvelopeEncoder:
+    """Encodes SAEs and denial records with one signer; headers are built once per key.
+
+    A rotating signer (ext_authz.signing.keyring.Keyring) is asked for its `current()` key once per
+    envelope, so the header's kid and the signature always come from the same key."""
+
+    def __init__(self, signer: Signer, kid: str | None = None, staple: Any = None):
+        """`staple` (ext_authz.pki.stapling.Stapler): its `current()` gives (version, header members: x5c and
+        a fresh OCSP answer) or raises SigningError; the headers are rebuilt when the version changes."""
         self._signer = signer
-        kid = kid or signer.kid  # an approver's key is named by the approver, not by its thumbprint
-        self._headers = {
-            typ: b64url(canonical_json({"alg": signer.alg, "kid": kid, "typ": typ})) for typ in REQUIRED_CLAIMS
-        }
+        self._current = getattr(signer, "current", None)
+        # an endorsing signer (ext_authz.signing.endorsed): each key's header carries its endorsement (x5c)
+        self._members = getattr(signer, "header_members", None)
+        self._by_key: dict[int, tuple[Signer, dict[str, str]]] = {}
+        # an approver's key is named by the approver, not by its thumbprint
+        self._headers = _headers(signer, kid or signer.kid)
+        self._staple = staple
+        self._stapled: tuple[int, dict[str, str]] | None = None
 
     @property
     def kid(self) -> str:
         return self._signer.kid
 
     def encode(self, claims: dict[str, Any], typ: str = SAE_TYP) -> str:
-        signing_input = f"{self._headers[typ]}.{b64url(compact_json(claims))}"
-        signature = self._signer.sign(signing_input.encode("ascii"))
+        signer, headers = self._signer, self._headers
+        if self._staple is not None:
+            version, members = self._staple.current()
+            if self._stapled is None or self._stapled[0] != version:
+                self._stapled = (version, _headers(signer, signer.kid, members))
+            headers = self._stapled[1]
+        elif self._current is not None:
+            signer = self._current()
+            known = self._by_key.get(id(signer))
+            if known is None or known[0] is not signer:
+                if len(self._by_key) >= 8:  # rotated keys: drop old ones (and the references to their private keys)
+                    self._by_key.clear()
+                extra = self._members(signer) if self._members is not None else None
+                known = self._by_key[id(signer)] = (signer, _headers(signer, signer.kid, extra))
+            headers = known[1]
+        signing_input = f"{headers[typ]}.{b64url(compact_json(claims))}"
+        signature = signer.sign(signing_input.encode("ascii"))
         return f"{signing_input}.{b64url(signature)}"
 
 
+# private header member: the stapled OCSP answer for the x5c signing certificate (ext_authz.pki.stapling)
+_PRIVATE_HEADERS = {"ocsp": HeaderParameter("OCSP response for x5c[0], standard base64 DER", "str")}
+
+
 def _registry() -> jws.JWSRegistry:
-    return jws.JWSRegistry(algorithms=list(ALGORITHMS))
+    registry = jws.JWSRegistry(header_registry=_PRIVATE_HEADERS, algorithms=list(ALGORITHMS))
+    registry.max_header_length = MAX_TOKEN_BYTES  # a stapled header (x5c, ocsp) is ~3 KB; joserfc's default is 512
+    return registry
 
 
 def verify(
@@ -119,6 +157,7 @@ def verify(
         raise SaeInvalid(reasons.SAE_INVALID, "not a JWS in canonical base64url: three segments of the URL-safe "
                                               "alphabet, unpadded, unused low bits zero")
     keys = jwks if isinstance(jwks, KeySet) else KeySet.import_key_set(jwks)  # type: ignore[arg-type]  # a JWKS dict
+    _check_alg(token, keys)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # joserfc flags EdDSA as superseded by RFC 9864 "Ed25519"
@@ -150,6 +189,31 @@ def verify(
             raise SaeInvalid(reasons.SAE_INVALID, f"not valid before {claims['nbf']}, now {int(t)}")
     return claims
 
+def b64url_decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _check_alg(token: str, keys: KeySet) -> None:
+    """The header's alg is the one its key (by kid) is published for, and an ES256 signature is low-s.
+
+    joserfc alone would verify an EdDSA header against any OKP key and accept (r, n - s): a second
+    spelling of one ES256 signature, so a second hash of one envelope (ext_authz.signing.ecdsa)."""
+    try:
+        header = json.loads(b64url_decode(token.split(".", 1)[0]))
+    except ValueError as e:
+        raise SaeInvalid(reasons.SAE_INVALID, f"header is not JSON: {e}") from e
+    if not isinstance(header, dict):
+        raise SaeInvalid(reasons.SAE_INVALID, "header is not a JSON object")
+    alg, kid = header.get("alg"), header.get("kid")
+    if alg not in ALGORITHMS:
+        raise SaeInvalid(reasons.SAE_INVALID, f"algorithm {_short(alg)} is not accepted (only {list(ALGORITHMS)})")
+    if isinstance(kid, str):
+        for key in keys.keys:
+            published = key.get("alg")
+            if key.kid == kid and published is not None and published != alg:
+                raise SaeInvalid(reasons.SAE_INVALID, f"key {kid} is published for {published}, the header says {alg}")
+    if alg == "ES256" and not is_low_s(b64url_decode(token.rsplit(".", 1)[1])):
+        raise SaeInvalid(reasons.SAE_INVALID, "ES256 signature not in canonical form: 64 bytes r || s with low s")
 
 
 def _short(value: Any) -> str:

@@ -39,13 +39,23 @@ from ext_authz.local.net import (
     unix_open,
     wait_until,
 )
-from ext_authz.local.pki import LocalCA
-from ext_authz.mesh.configs import AuthorizerTls, PepPorts, SidecarPorts, envoy_binary, pep_config, sidecar_config
+from ext_authz.local.pki import AGENT_CERT_LIFETIME, LocalCA
+from ext_authz.mesh.configs import (
+    AuthorizerTls,
+    JwksUri,
+    PepPorts,
+    SidecarPorts,
+    envoy_binary,
+    pep_config,
+    sds_from_file,
+    sidecar_config,
+)
 from ext_authz.policy.abi import text_id
 from ext_authz.server.config import DATA_CLASSES, config_from_dict
-from ext_authz.signing.base import Signer, jwks_of
-from ext_authz.signing.file_key import Ed25519Signer
-from ext_authz.signing.pkcs11 import HsmKey, Pkcs11Signer
+from ext_authz.signing.base import Signer, published_jwks
+from ext_authz.signing.file_key import Ed25519Signer, load_file_signer, new_key_file
+from ext_authz.signing.keyring import Keyring, init_keyring
+from ext_authz.signing.pkcs11 import HsmKey, hsm_signer
 
 DEFAULT_SPEC = Path(str(importlib.resources.files("ext_authz.local") / "local-stack.yaml"))
 AUTHORITY = "payments.internal"
@@ -67,19 +77,48 @@ class StackPorts:
 class LocalStack:
     def __init__(self, workdir: str | Path, spec_path: str | Path = DEFAULT_SPEC, allow_all: bool = False,
                  authorizer_overrides: dict[str, Any] | None = None, hsm: HsmKey | None = None,
-                 target_checks_sae: bool = True):
+                 target_checks_sae: bool = True, sae_alg: str = "EdDSA", rotating_keys: bool = False,
+                 jwks_cache_seconds: int = 10, agent_pki: bool = False, ocsp_validity_seconds: int = 5,
+                 pki_keys: tuple[HsmKey, HsmKey] | None = None, stapling: bool = False,
+                 endorse_period_seconds: int | None = None):
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "run").mkdir(mode=0o700, exist_ok=True)  # the stack's Unix sockets
         self.spec = yaml.safe_load(Path(spec_path).read_text())
         self.allow_all = allow_all
         self.hsm = hsm  # SAE key in a PKCS#11 token instead of a seed file (PIN in $SEALGATE_HSM_PIN)
+        # the SAE key file: an Ed25519 seed (EdDSA) or a P-256 PEM key (ES256)
+        self.sae_key = self.workdir / "keys" / ("sae-ed25519.seed" if sae_alg == "EdDSA" else "sae-p256.pem")
+        self.sae_alg = sae_alg
+        # a keyring (`sealgate keys init/rotate`) the authorizer follows; the PEP and its verifier fetch the JWKS
+        # from the authorizer's admin endpoint (the target's own check reads a file: off in this mode)
+        self.key_dir = self.workdir / "keys" / "sae-keyring" if rotating_keys else None
+        self.jwks_cache_seconds = jwks_cache_seconds
+        # the HSM key endorses short-lived in-memory keys (ext_authz.signing.endorsed) in the authorizer process
+        self.endorse_period = endorse_period_seconds
+        # the PEP follows the authorizer's JWKS (its keys change while running) instead of an inlined copy
+        self.follows_jwks = rotating_keys or endorse_period_seconds is not None
+        if self.follows_jwks:
+            target_checks_sae = False
+        # the agent PKI (ext_authz.pki) instead of the test CA: root + intermediate (keys in tokens with `pki_keys`,
+        # else files), Ed25519 agent certificates, the sidecar's certificate renewed through file SDS, and OCSP
+        # checked by the authorizer (answers valid `ocsp_validity_seconds`)
+        self.agent_pki = agent_pki
+        self.pki_keys = pki_keys
+        self.ocsp_validity_seconds = ocsp_validity_seconds
+        self.ocsp_port = free_port() if agent_pki else 0
         # the target re-checks each SAE, body digest included (off for benchmarks that skip the PEP)
         self.target_checks_sae = target_checks_sae
         self.ports = StackPorts()
         self.procs: dict[str, subprocess.Popen] = {}
         self.rpc_url = f"http://127.0.0.1:{self.ports.anvil}"
         raw = dict(self.spec["authorizer"])
+        if agent_pki:
+            raw["ocsp"] = {"responder_url": f"http://127.0.0.1:{self.ocsp_port}/",
+                           "issuer_cert": str(self.workdir / "agent-pki" / "intermediate.crt")}
+        if agent_pki and stapling:  # the SAE key certified by the PKI (start_authorizer), its OCSP answer stapled
+            raw["stapling"] = {"chain": str(self.workdir / "keys" / "sae-cert-chain.pem"),
+                               "responder_url": f"http://127.0.0.1:{self.ocsp_port}/"}
         raw.update(authorizer_overrides or {})
         raw["anchor"] = {**raw.get("anchor", {}), "db_path": str(self.workdir / "anchor.sqlite3")}
         # one person who may approve actions over a rule's approval threshold (registered on-chain at deploy)
@@ -131,6 +170,9 @@ class LocalStack:
         close = getattr(getattr(self, "signer", None), "close", None)
         if close is not None:
             close()  # an HSM signer logs out of its token
+        authority = getattr(self, "authority", None)
+        if authority is not None:
+            authority.close()
 
     def __enter__(self) -> LocalStack:
         try:
@@ -155,12 +197,17 @@ class LocalStack:
     def start(self) -> None:
         self.make_pki()
         self.start_chain()
+        if self.agent_pki:
+            self.start_ocsp()
         self.start_authorizer()
         self.start_target_and_pep()
         self.start_sidecar()
 
     def make_pki(self) -> None:
         """Local CA, the sidecar's server certificate, one client certificate per agent."""
+        if self.agent_pki:
+            self.make_agent_pki()
+            return
         pki = self.workdir / "pki"
         self.ca = LocalCA()
         pki.mkdir(parents=True, exist_ok=True)
@@ -172,6 +219,33 @@ class LocalStack:
             issued = self.ca.issue_agent(self.spiffe_id(agent["name"]))
             self.agent_certs[agent["name"]] = issued.write(pki, agent["name"])
             self.agent_fingerprints[agent["name"]] = spki_fingerprint(issued.cert_pem)
+
+    def make_agent_pki(self) -> None:
+        from ext_authz.pki.ca import KeySpec, init_pki
+        from ext_authz.pki.renewal import Renewer
+
+        pki = self.workdir / "pki"
+        pki.mkdir(parents=True, exist_ok=True)
+        self.pki_dir = self.workdir / "agent-pki"
+        root, intermediate = ((KeySpec(pkcs11=self.pki_keys[0]), KeySpec(pkcs11=self.pki_keys[1])) if self.pki_keys
+                              else (KeySpec(file="keys/root-ca.seed"), KeySpec(file="keys/agent-ca.seed")))
+        self.authority = init_pki(self.pki_dir, self.trust_domain, root=root, intermediate=intermediate,
+                                  ocsp_url=f"http://127.0.0.1:{self.ocsp_port}/")
+        (pki / "ca.crt").write_bytes(self.authority.bundle_pem)
+        self.agent_certs = {}
+        self.agent_fingerprints = {}
+        for agent in self.spec["agents"]:
+            issued = self.authority.issue_agent(self.spiffe_id(agent["name"]))
+            self.agent_certs[agent["name"]] = issued.write(pki, agent["name"])
+            self.agent_fingerprints[agent["name"]] = spki_fingerprint(issued.cert_pem.decode())
+        self.sidecar_renewer = Renewer(self.authority, f"spiffe://{self.trust_domain}/mesh/sidecar", pki, "sidecar",
+                                       AGENT_CERT_LIFETIME, server=True)
+        self.sidecar_renewer.renew_if_due()
+
+    def start_ocsp(self) -> None:
+        self._spawn("ocsp", [sys.executable, "-m", "ext_authz.cli", "pki", "ocsp", "--dir", str(self.pki_dir),
+                             "--listen", f"127.0.0.1:{self.ocsp_port}", "--validity", str(self.ocsp_validity_seconds)])
+        wait_until(lambda: self._check_alive("ocsp") and tcp_open(self.ocsp_port), 20, "OCSP responder")
 
     def start_chain(self) -> None:
         self._spawn("anvil", [anvil_binary(), "--host", "127.0.0.1", "--port", str(self.ports.anvil),
@@ -248,13 +322,26 @@ class LocalStack:
         return self.govern(self.gov.call_unpause()).blockNumber
 
     def start_authorizer(self) -> None:
-        if self.hsm is None:
-            self.signer: Signer = Ed25519Signer.from_file(self.workdir / "keys" / "sae-ed25519.seed", create=True)
+        if self.key_dir is not None:
+            if not (self.key_dir / "keyring.json").exists():
+                init_keyring(self.key_dir, self.sae_alg)
+            self.signer: Signer = Keyring(self.key_dir).start()
+        elif self.hsm is None:
+            if not self.sae_key.exists():
+                new_key_file(self.sae_key, self.sae_alg)
+            self.signer = load_file_signer(self.sae_key)
         else:
-            self.signer = Pkcs11Signer(self.hsm)
-        self.jwks = jwks_of(self.signer)
+            self.signer = hsm_signer(self.hsm)
+        self.jwks = published_jwks(self.signer)  # a keyring's: live, as the authorizer's
+        if "stapling" in self.config_raw:
+            from ext_authz.pki.x509sign import public_key_of
+
+            chain = self.authority.issue_sae_signer(self.issuer, public_key_of(self.signer), AGENT_CERT_LIFETIME).chain_pem
+            Path(self.config_raw["stapling"]["chain"]).write_bytes(chain)
         self.spawn_authorizer("authorizer", self.authz_socket, self.ports.authz_admin, self.allow_all,
                               self.workdir / "anchor.sqlite3")
+        if self.endorse_period is not None:  # the keys are the authorizer process's own: what it publishes
+            self.jwks = http_get_json(self.jwks_url)
         self._spawn("anchorer", [sys.executable, "-m", "ext_authz.cli", "anchor", "--config", str(self.workdir / "authorizer.json"),
                                  "--manifest", str(self.workdir / "addresses.json")],
                     env={"SEALGATE_ANCHORER_KEY": DEV_KEYS["anchorer"]})
@@ -276,9 +363,20 @@ class LocalStack:
                    60, f"{name} /status healthy")
 
     def _signer_args(self) -> list[str]:
+        if self.key_dir is not None:
+            return ["--key-dir", str(self.key_dir)]
+        endorse = [] if self.endorse_period is None else ["--endorse-period", str(self.endorse_period)]
+        if self.hsm is not None:
+            return ["--hsm-module", self.hsm.module, "--hsm-token", self.hsm.token, "--hsm-key", self.hsm.key, *endorse]
+        if endorse:
+            return ["--key", str(self.sae_key), *endorse]
         if self.hsm is None:
-            return ["--key", str(self.workdir / "keys" / "sae-ed25519.seed")]
+            return ["--key", str(self.sae_key)]
         return ["--hsm-module", self.hsm.module, "--hsm-token", self.hsm.token, "--hsm-key", self.hsm.key]
+
+    @property
+    def jwks_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.authz_admin}/jwks.json"
 
     def status(self) -> dict[str, Any]:
         return http_get_json(f"http://127.0.0.1:{self.ports.authz_admin}/status")
@@ -311,15 +409,19 @@ class LocalStack:
         (self.workdir / "jwks.json").write_text(json.dumps(self.jwks))
         socket_path = Path(self.socket(name).removeprefix("unix:"))
         socket_path.unlink(missing_ok=True)  # left behind by a killed predecessor: wait for the new one
+        jwks = self.jwks_url if self.follows_jwks else str(self.workdir / "jwks.json")
         self._spawn(name, [sys.executable, "-m", "ext_authz.cli", "pep", "serve", "--listen", f"unix:{socket_path}",
-                           "--jwks", str(self.workdir / "jwks.json"), "--issuer", self.issuer, "--audience", AUDIENCE,
+                           "--jwks", jwks, "--jwks-refresh", "1", "--issuer", self.issuer, "--audience", AUDIENCE,
                            "--redemptions", redemptions])
         wait_until(lambda: self._check_alive(name) and unix_open(socket_path), 30, f"{name} socket")
         return f"unix:{socket_path}"
 
     def spawn_pep(self, name: str, port: int, admin: int | str, verifier: str | None, concurrency: int = 1) -> dict[str, Any]:
         """Starts a PEP Envoy in front of the target (verifier None: the benchmarks' hop without it)."""
-        conf = pep_config(PepPorts(port, admin, self.ports.target), self.jwks, AUDIENCE, issuer=self.issuer,
+        jwks: dict[str, Any] | JwksUri = self.jwks
+        if self.follows_jwks:
+            jwks = JwksUri(self.jwks_url, self.jwks_cache_seconds)
+        conf = pep_config(PepPorts(port, admin, self.ports.target), jwks, AUDIENCE, issuer=self.issuer,
                           verifier=verifier, max_body_bytes=self.config.limits.max_body_bytes)
         self._start_envoy(name, conf, admin, concurrency)
         return conf
@@ -330,9 +432,14 @@ class LocalStack:
 
     def spawn_sidecar(self, name: str, ports: SidecarPorts, authorizer_tls: AuthorizerTls | None = None) -> dict[str, Any]:
         """Starts an agent-side Envoy (mTLS listener; ext_authz unless ports.authorizer is None)."""
-        conf = sidecar_config(ports, self.ca.cert_pem, self.server_cert.cert_pem, self.server_cert.key_pem,
-                              self.trust_domain, max_body_bytes=self.config.limits.max_body_bytes,
-                              authorizer_tls=authorizer_tls)
+        if self.agent_pki:
+            conf = sidecar_config(ports, self.authority.bundle_pem.decode(), "", "", self.trust_domain,
+                                  max_body_bytes=self.config.limits.max_body_bytes, authorizer_tls=authorizer_tls,
+                                  cert_sds=sds_from_file(self.sidecar_renewer.sds_path, "sidecar"))
+        else:
+            conf = sidecar_config(ports, self.ca.cert_pem, self.server_cert.cert_pem, self.server_cert.key_pem,
+                                  self.trust_domain, max_body_bytes=self.config.limits.max_body_bytes,
+                                  authorizer_tls=authorizer_tls)
         self._start_envoy(name, conf, ports.admin)
         return conf
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,10 +114,24 @@ class SidecarPorts:
     upstream: int  # the PEP in front of the target
 
 
+CLIENT_SIGNATURE_ALGORITHMS = ["ed25519", "ecdsa_secp256r1_sha256", "ecdsa_secp384r1_sha384", "rsa_pss_rsae_sha256",
+                               "rsa_pss_rsae_sha384", "rsa_pss_rsae_sha512", "rsa_pkcs1_sha256", "rsa_pkcs1_sha384",
+                               "rsa_pkcs1_sha512"]
+
+
+def sds_from_file(path: str | Path, secret: str) -> dict[str, Any]:
+    """A TLS certificate from a file-based SDS resource (`sealgate pki renew` writes it): Envoy watches the
+    directory and uses a renewed certificate for new handshakes without a restart or a dropped connection."""
+    p = Path(path).resolve()
+    return {"name": secret, "sds_config": {"resource_api_version": "V3", "path_config_source": {
+        "path": str(p), "watched_directory": {"path": str(p.parent)}}}}
+
+
 def sidecar_config(ports: SidecarPorts, ca_pem: str, cert_pem: str, key_pem: str, trust_domain: str,
                    max_body_bytes: int = 64 * 1024, authorizer_timeout: str = "0.5s",
-                   authorizer_tls: AuthorizerTls | None = None) -> dict[str, Any]:
-    """Agent sidecar: mTLS from the agent (SPIFFE URI SAN), ext_authz failing closed, route to the PEP."""
+                   authorizer_tls: AuthorizerTls | None = None, cert_sds: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Agent sidecar: mTLS from the agent (SPIFFE URI SAN), ext_authz failing closed, route to the PEP.
+    `cert_sds` (sds_from_file): the sidecar's own certificate from a renewed file instead of cert_pem/key_pem."""
     ext_authz = _ext_authz("sealgate_authorizer", max_body_bytes, authorizer_timeout, True)  # key binding: the cert
     listener = {
         "name": "agent_ingress",
@@ -131,9 +146,12 @@ def sidecar_config(ports: SidecarPorts, ca_pem: str, cert_pem: str, key_pem: str
                         T: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
                         "require_client_certificate": True,
                         "common_tls_context": {
-                            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
-                            "tls_certificates": [{"certificate_chain": {"inline_string": cert_pem},
-                                          "private_key": {"inline_string": key_pem}}],
+                            # BoringSSL's defaults leave Ed25519 out: agent certificates from the PKI are Ed25519
+                            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2",
+                                           "signature_algorithms": CLIENT_SIGNATURE_ALGORITHMS},
+                            **({"tls_certificate_sds_secret_configs": [cert_sds]} if cert_sds is not None else
+                               {"tls_certificates": [{"certificate_chain": {"inline_string": cert_pem},
+                                                      "private_key": {"inline_string": key_pem}}]}),
                             "validation_context": {
                                 "trusted_ca": {"inline_string": ca_pem},
                                 "match_typed_subject_alt_names": [
@@ -149,7 +167,10 @@ def sidecar_config(ports: SidecarPorts, ca_pem: str, cert_pem: str, key_pem: str
     clusters = [_cluster("sealgate_pep", ports.upstream)]
     if ports.authorizer:
         clusters.append(_authorizer_cluster(ports.authorizer, authorizer_tls))
-    return _bootstrap(ports.admin, listener, clusters)
+    config = _bootstrap(ports.admin, listener, clusters)
+    if cert_sds is not None:
+        config["node"] = {"id": "sealgate-sidecar", "cluster": "sealgate"}  # SDS requires a node identity
+    return config
 
 
 @dataclass(frozen=True)
@@ -229,7 +250,62 @@ def pep_lua(max_sae_lifetime_seconds: int = MAX_SAE_LIFETIME_SECONDS) -> str:
     return source.replace(line, f"local MAX_LIFETIME_SECONDS = {max_sae_lifetime_seconds}", 1)
 
 
-def pep_config(ports: PepPorts, jwks: dict[str, Any], audience: str, lua_source: str | None = None, *,
+@dataclass(frozen=True)
+class JwksUri:
+    """The authorizer's JWKS endpoint, fetched by jwt_authn (`remote_jwks`) instead of a JWKS inlined in the config,
+    so a key rotation reaches every PEP without regenerating it."""
+
+    url: str  # http://127.0.0.1:PORT/jwks.json on the authorizer's host; https://... elsewhere
+    cache_seconds: int = 60  # below `sealgate keys rotate --min-published`
+    ca_pem: str | None = None  # https: the CA of the endpoint's certificate
+
+    def __post_init__(self) -> None:
+        from ext_authz.sdk.jwks import check_jwks_url
+
+        check_jwks_url(self.url)
+        if type(self.cache_seconds) is not int or not 10 <= self.cache_seconds <= 3600:
+            raise ConfigError(f"JWKS cache must be 10-3600 s, found {self.cache_seconds!r}")
+        if self.url.startswith("https://") and not self.ca_pem:
+            raise ConfigError("an https JWKS URL needs the CA of its certificate")
+
+
+JWKS_CLUSTER = "sealgate_jwks"
+
+
+def _jwks_source(jwks: dict[str, Any] | JwksUri) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """jwt_authn's key source and the cluster it needs (none for an inlined JWKS)."""
+    if isinstance(jwks, dict):
+        return {"local_jwks": {"inline_string": json.dumps(jwks)}}, []
+    parts = urllib.parse.urlsplit(jwks.url)
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    host = parts.hostname or ""
+    cluster = _cluster(JWKS_CLUSTER, port)
+    cluster["type"] = "STATIC" if host.replace(".", "").isdigit() or ":" in host else "STRICT_DNS"
+    cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] = _address(port, host)
+    if tls:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                T: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": host,
+                "common_tls_context": {"validation_context": {
+                    "trusted_ca": {"inline_string": jwks.ca_pem},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}]}},
+            },
+        }
+    remote = {"remote_jwks": {
+        "http_uri": {"uri": jwks.url, "cluster": JWKS_CLUSTER, "timeout": "2s"},
+        "cache_duration": f"{jwks.cache_seconds}s",
+        # fetched before the listener opens (no request meets an empty key set), then refreshed in the
+        # background before the cache expires; a failed refresh is retried every second
+        "async_fetch": {"fast_listener": False, "failed_refetch_duration": "1s"},
+        "retry_policy": {"num_retries": 3, "retry_back_off": {"base_interval": "0.2s", "max_interval": "2s"}},
+    }}
+    return remote, [cluster]
+
+
+def pep_config(ports: PepPorts, jwks: dict[str, Any] | JwksUri, audience: str, lua_source: str | None = None, *,
                issuer: str = DEFAULT_ISSUER, verifier: int | str | None, max_body_bytes: int = 64 * 1024, verifier_timeout: str = "0.5s",
                max_sae_lifetime_seconds: int = MAX_SAE_LIFETIME_SECONDS) -> dict[str, Any]:
     """Target PEP: jwt_authn verifies the SAE (signature, exp/nbf, audience, and `iss` pinned to `issuer`, the
@@ -237,7 +313,9 @@ def pep_config(ports: PepPorts, jwks: dict[str, Any], audience: str, lua_source:
     SAE), Lua checks typ and binds it to method, path and authority, and the
     verifier (`sealgate pep serve`, on a Unix socket) checks the body digest and redeems the SAE once in a store
     shared by every worker, restart and replica. `verifier=None` exists only for benchmarks of the hop without it:
-    such a PEP does not stop replays."""
+    such a PEP does not stop replays. `jwks`: inlined (a dict), or the authorizer's endpoint (JwksUri), fetched
+    and refreshed so key rotations need no new config."""
+    source, jwks_clusters = _jwks_source(jwks)
     jwt_authn = {
         "name": "envoy.filters.http.jwt_authn",
         "typed_config": {
@@ -247,7 +325,7 @@ def pep_config(ports: PepPorts, jwks: dict[str, Any], audience: str, lua_source:
                     "issuer": check_issuer(issuer),  # RFC 8725 §3.8: the key belongs to this issuer
                     "audiences": [audience],
                     "from_headers": [{"name": "x-sae"}],
-                    "local_jwks": {"inline_string": json.dumps(jwks)},
+                    **source,
                     "forward": True,  # the target may keep the SAE as its receipt
                     "payload_in_metadata": "sae",
                     "header_in_metadata": "sae_header",
@@ -268,7 +346,7 @@ def pep_config(ports: PepPorts, jwks: dict[str, Any], audience: str, lua_source:
         },
     }
     filters = [jwt_authn, lua]
-    clusters = [_cluster("target", ports.target)]
+    clusters = [_cluster("target", ports.target), *jwks_clusters]
     if verifier is not None:
         filters.append(_ext_authz("sealgate_pep_verifier", max_body_bytes, verifier_timeout, False))
         clusters.append(_cluster("sealgate_pep_verifier", verifier, http2=True))

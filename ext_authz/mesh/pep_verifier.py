@@ -28,6 +28,7 @@ from ext_authz import reasons
 from ext_authz.authz.actions import OVERRIDE_HEADERS
 from ext_authz.envelope.models import check_issuer
 from ext_authz.errors import InputRejected
+from ext_authz.sdk.jwks import JwksStale, RemoteJwks
 from ext_authz.sdk.redemption import RedemptionStore, RedemptionUnavailable
 from ext_authz.sdk.target import MAX_SAE_LIFETIME_SECONDS, check_lifetime_bound, check_sae
 
@@ -54,10 +55,13 @@ def deny_response(reason: str, message: str) -> auth_pb2.CheckResponse:
 class PepVerifier:
     """Pure decision over one request, with the redemption store as its only I/O."""
 
-    def __init__(self, keys: KeySet | dict[str, Any], audience: str, store: RedemptionStore, *, issuer: str,
+    def __init__(self, keys: KeySet | dict[str, Any] | RemoteJwks, audience: str, store: RedemptionStore, *, issuer: str,
                  max_lifetime_seconds: int = MAX_SAE_LIFETIME_SECONDS):
-        """`issuer`: the authorizer's issuer URI, the only `iss` accepted (as the PEP's jwt_authn pins it)."""
-        self._keys = keys if isinstance(keys, KeySet) else KeySet.import_key_set(keys)  # type: ignore[arg-type]
+        """`issuer`: the authorizer's issuer URI, the only `iss` accepted (as the PEP's jwt_authn pins it).
+        `keys`: fixed, or a RemoteJwks that follows the authorizer's key rotation."""
+        self._remote = keys if isinstance(keys, RemoteJwks) else None
+        self._keys = (keys if isinstance(keys, (KeySet, RemoteJwks))
+                      else KeySet.import_key_set(keys))  # type: ignore[arg-type]  # a JWKS dict
         self._audience = audience
         self._issuer = check_issuer(issuer)
         self._max_lifetime = check_lifetime_bound(max_lifetime_seconds)
@@ -76,7 +80,12 @@ class PepVerifier:
         if override:  # a framework obeying it would run another action than the one the SAE names
             return Verdict(reasons.HEADER_NOT_ALLOWED, f"header {sorted(override)[0]} would change the request executed")
         try:
-            return check_sae(token, self._keys, method=method, path=path, authority=authority, body=body,
+            keys = self._remote.keys() if self._remote is not None else self._keys
+        except JwksStale as e:  # a key retired meanwhile must not stay trusted: refuse until a fetch succeeds
+            log.error("%s", e)
+            return Verdict(reasons.PEP_ERROR, "the authorizer's JWKS could not be refreshed")
+        try:
+            return check_sae(token, keys, method=method, path=path, authority=authority, body=body,  # type: ignore[arg-type]
                              audience=self._audience, issuer=self._issuer, max_lifetime_seconds=self._max_lifetime)
         except InputRejected as e:
             return Verdict(e.reason, e.message)

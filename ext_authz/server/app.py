@@ -24,7 +24,7 @@ from ext_authz.server.admin import serve_admin
 from ext_authz.server.config import AuthorizerConfig
 from ext_authz.server.grpc_loop import ExtAuthzServer
 from ext_authz.server.grpc_service import AuthorizationService
-from ext_authz.signing.base import Signer, jwks_of
+from ext_authz.signing.base import Signer, published_jwks
 
 log = logging.getLogger("sealgate")
 
@@ -55,6 +55,36 @@ def check_grpc_address(address: str, tls: MeshTls | None, mesh_clients: tuple[st
         raise ConfigError("mutual TLS without an allowlist: set mesh_clients in the config to the Envoys' URI SANs")
 
 
+def _cert_status(config: AuthorizerConfig) -> Any:
+    """The OCSP check of agent certificates, when configured (ext_authz.pki.ocsp.CertStatus)."""
+    if config.ocsp is None:
+        return None
+    from cryptography import x509
+
+    from ext_authz.pki.ocsp import CertStatus
+
+    try:
+        issuer = x509.load_pem_x509_certificate(open(config.ocsp.issuer_cert, "rb").read())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"ocsp.issuer_cert {config.ocsp.issuer_cert}: {e}") from e
+    return CertStatus(issuer, config.ocsp.responder_url, config.ocsp.timeout_seconds)
+
+
+def _stapler(config: AuthorizerConfig, signer: Signer) -> Any:
+    """The signing certificate's chain and OCSP answer for every envelope, when configured (ext_authz.pki.stapling)."""
+    if config.stapling is None:
+        return None
+    from ext_authz.pki.stapling import Stapler
+
+    if hasattr(signer, "current"):
+        raise ConfigError("stapling needs one SAE key with one certificate: not a rotating key directory")
+    try:
+        chain = open(config.stapling.chain, "rb").read()
+    except OSError as e:
+        raise ConfigError(f"stapling.chain {config.stapling.chain}: {e.strerror}") from e
+    return Stapler(chain, config.stapling.responder_url, signer, config.stapling.timeout_seconds).start()
+
+
 @dataclass
 class Authorizer:
     config: AuthorizerConfig
@@ -64,7 +94,7 @@ class Authorizer:
 
     def start(self, grpc_address: str, admin_address: tuple[str, int], tls: MeshTls | None = None) -> int:
         check_grpc_address(grpc_address, tls, self.config.mesh_clients)
-        self.jwks = jwks_of(self.signer)
+        self.jwks = published_jwks(self.signer)  # a keyring's is live: the admin endpoint serves each rotation
         if self.manifest.chain_id != 31337 and None in (self.config.max_head_age_seconds, self.config.max_clock_ahead_seconds):
             # only the local anvil (31337) may run without a bound between the chain's clock and ours
             raise ConfigError(f"max_head_age_seconds and max_clock_ahead_seconds must be set on chain {self.manifest.chain_id}")
@@ -88,12 +118,17 @@ class Authorizer:
         self.committer.start()
         self._last_evidence_probe = 0.0
         approvals = ApprovalVerifier(self.policy.approver_key, claim=self.evidence.claim_approval)
-        decider = DecisionMaker(self.config, EnvelopeEncoder(self.signer), self.policy, self.manifest.chain_id,
-                                self.manifest.anchor, self.jwks, approvals=approvals)
+        self.stapler = _stapler(self.config, self.signer)
+        decider = DecisionMaker(self.config, EnvelopeEncoder(self.signer, staple=self.stapler), self.policy,
+                                self.manifest.chain_id, self.manifest.anchor, self.jwks, approvals=approvals)
+        self.cert_status = _cert_status(self.config)
+        # a device signer or an OCSP fetch (on a cache miss) blocks: decide on worker threads then
+        blocking = self.signer.blocking or self.cert_status is not None
         self.service = AuthorizationService(self.config, decider, self.committer.submit, allow_all=self.allow_all,
-                                            signing_threads=self.config.signing_threads if self.signer.blocking else 0,
+                                            signing_threads=self.config.signing_threads if blocking else 0,
                                             mesh_clients=frozenset(self.config.mesh_clients) if tls else None,
-                                            fetch_state=self.policy.fetch)
+                                            fetch_state=self.policy.fetch,
+                                            identity_check=self.cert_status.check if self.cert_status else None)
         self.grpc_server = ExtAuthzServer(self.service, grpc_address, tls.credentials() if tls else None)
         port = self.grpc_server.start()
         self._last_probe = 0.0

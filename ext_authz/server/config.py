@@ -81,6 +81,36 @@ class AnchorConfig:
 
 
 @dataclass(frozen=True)
+class OcspConfig:
+    """The agent certificate's revocation status over OCSP, beside the on-chain registry (docs/keys.md)."""
+
+    responder_url: str  # the agent identity CA's responder (never taken from the agent's certificate)
+    issuer_cert: str  # PEM file of the intermediate CA that issues agent certificates
+    timeout_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"https?://\S{1,2000}", self.responder_url or ""):
+            raise ConfigError(f"ocsp.responder_url must be an http(s) URL, found {self.responder_url!r}")
+        if not 0.05 <= self.timeout_seconds <= 10:
+            raise ConfigError(f"ocsp.timeout_seconds must be 0.05-10, found {self.timeout_seconds!r}")
+
+
+@dataclass(frozen=True)
+class StaplingConfig:
+    """Every SAE and denial carries the signing key's certificate chain (x5c) and a fresh OCSP answer for it."""
+
+    chain: str  # PEM file: the SAE key's certificate (`sealgate pki certify-key`), then the intermediate
+    responder_url: str  # the PKI's OCSP responder
+    timeout_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"https?://\S{1,2000}", self.responder_url or ""):
+            raise ConfigError(f"stapling.responder_url must be an http(s) URL, found {self.responder_url!r}")
+        if not 0.05 <= self.timeout_seconds <= 10:
+            raise ConfigError(f"stapling.timeout_seconds must be 0.05-10, found {self.timeout_seconds!r}")
+
+
+@dataclass(frozen=True)
 class EvidenceConfig:
     """The evidence store (the tokens themselves; same SQLite file as the anchor queue, `anchor.db_path`)."""
 
@@ -125,6 +155,10 @@ class AuthorizerConfig:
     # identities (URI SANs, e.g. spiffe://td/mesh/sidecar-eu1) of the Envoys allowed to call over mutual TLS;
     # on a Unix socket the socket's file mode is the gate
     mesh_clients: tuple[str, ...] = ()
+    # agent certificates checked over OCSP too (IDENTITY_REVOKED, IDENTITY_STATUS_UNKNOWN); None: registry only
+    ocsp: OcspConfig | None = None
+    # the signing certificate's chain and OCSP answer in every envelope's header (docs/keys.md); None: no stapling
+    stapling: StaplingConfig | None = None
 
     def __post_init__(self) -> None:
         lo, hi = SAE_TTL_RANGE
@@ -189,6 +223,12 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> AuthorizerCo
     routes = tuple(_build(RouteRule, r, f"{where}.routes[{i}]") for i, r in enumerate(raw.pop("routes", [])))
     limits = _build(Limits, raw.pop("limits", {}), f"{where}.limits")
     anchor = _build(AnchorConfig, raw.pop("anchor", {}), f"{where}.anchor")
+    ocsp = raw.pop("ocsp", None)
+    if ocsp is not None:
+        raw["ocsp"] = _build(OcspConfig, ocsp, f"{where}.ocsp")
+    stapling = raw.pop("stapling", None)
+    if stapling is not None:
+        raw["stapling"] = _build(StaplingConfig, stapling, f"{where}.stapling")
     evidence = _build(EvidenceConfig, raw.pop("evidence", {}), f"{where}.evidence")
     return _build(AuthorizerConfig, {**raw, "routes": routes, "limits": limits, "anchor": anchor,
                                      "evidence": evidence}, where)

@@ -37,8 +37,11 @@ log = logging.getLogger("sealgate.authz")
 class AuthorizationService(auth_grpc.AuthorizationServicer):
     def __init__(self, config: AuthorizerConfig, decider: DecisionMaker,
                  persist: Persist, allow_all: bool = False, signing_threads: int = 0,
-                 mesh_clients: frozenset[str] | None = None, fetch_state: Callable[[StateNotCached], None] | None = None):
+                 mesh_clients: frozenset[str] | None = None, fetch_state: Callable[[StateNotCached], None] | None = None,
+                 identity_check: Callable[[str], None] | None = None):
         self._config = config
+        # the agent certificate's revocation status (OCSP: ext_authz.pki.ocsp.CertStatus); raises InputRejected
+        self._identity_check = identity_check
         # on a TLS link: the peer certificate's URI SAN must be one of these; None: a Unix socket, no peer check
         self._mesh_clients = None if mesh_clients is None else frozenset(c.encode() for c in mesh_clients)
         self._decider = decider
@@ -66,6 +69,8 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
             view = request_view(request)
             principal = view.principal[:512]
             action = map_request(view, self._config)
+            if self._identity_check is not None:  # after the SPIFFE ID parsed: a certificate to ask about
+                self._identity_check(view.certificate)
             return self._decider.decide(action)
         except InputRejected as e:
             return self._decider.deny(e.reason, e.message, action, principal=principal)

@@ -12,9 +12,14 @@ class Signer(Protocol):
     on worker threads instead of the event loop.
     """
 
-    alg: str
-    kid: str
-    blocking: bool
+    @property
+    def alg(self) -> str: ...
+
+    @property
+    def kid(self) -> str: ...
+
+    @property
+    def blocking(self) -> bool: ...
 
     def sign(self, message: bytes) -> bytes: ...
 
@@ -24,3 +29,10 @@ class Signer(Protocol):
 def jwks_of(*signers: Signer) -> dict[str, list[dict[str, str]]]:
     return {"keys": [s.public_jwk() for s in signers]}
 
+
+
+def published_jwks(signer: Signer) -> dict[str, list[dict[str, str]]]:
+    """What the authorizer publishes: a rotating keyring's live JWKS (current, next, retired in grace), else the
+    signer's one key."""
+    live = getattr(signer, "jwks", None)
+    return live if isinstance(live, dict) else jwks_of(signer)

@@ -1,7 +1,9 @@
-"""SAE signing key in a PKCS#11 token (CKM_EDDSA); token sessions shared with the HSM wallet."""
+"""SAE signing key in a PKCS#11 token (Ed25519: CKM_EDDSA; ES256: CKM_ECDSA over SHA-256); token sessions
+shared with the HSM wallet."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from dataclasses import dataclass
@@ -14,11 +16,13 @@ import nacl.signing
 from asn1crypto.core import ObjectIdentifier, OctetString
 
 from ext_authz.errors import ConfigError, SigningError
+from ext_authz.signing.ecdsa import P256Public, jose_from_token, verify_jose
 from ext_authz.signing.file_key import Ed25519Public
 
 # CKA_EC_PARAMS: the curve's OID, DER-encoded (asn1crypto has no name for Ed25519, hence the dotted form)
 ED25519_OID_DER = ObjectIdentifier("1.3.101.112").dump()
 SECP256K1_OID_DER = ObjectIdentifier("1.3.132.0.10").dump()
+P256_OID_DER = ObjectIdentifier("1.2.840.10045.3.1.7").dump()  # secp256r1 (prime256v1)
 HSM_PIN_ENV = "SEALGATE_HSM_PIN"
 
 
@@ -119,7 +123,7 @@ def unwrap_ec_point(ec_point: bytes, size: int, what: str) -> bytes:
     return bytes(inner)
 
 
-KEY_TYPES = ("ed25519", "secp256k1")  # SAE signing key; Ethereum wallet (anchoring)
+KEY_TYPES = ("ed25519", "p256", "secp256k1")  # SAE signing key (EdDSA, ES256); Ethereum wallet (anchoring)
 
 
 def generate_hsm_key(spec: HsmKey, key_type: str = "ed25519") -> None:
@@ -129,8 +133,10 @@ def generate_hsm_key(spec: HsmKey, key_type: str = "ed25519") -> None:
 
     if key_type not in KEY_TYPES:
         raise ConfigError(f"key type must be one of {KEY_TYPES}, found {key_type!r}")
-    kind, mechanism, params = ((KeyType.EC_EDWARDS, Mechanism.EC_EDWARDS_KEY_PAIR_GEN, ED25519_OID_DER) if key_type == "ed25519"
-                               else (KeyType.EC, Mechanism.EC_KEY_PAIR_GEN, SECP256K1_OID_DER))
+    kind, mechanism, params = {
+        "ed25519": (KeyType.EC_EDWARDS, Mechanism.EC_EDWARDS_KEY_PAIR_GEN, ED25519_OID_DER),
+        "p256": (KeyType.EC, Mechanism.EC_KEY_PAIR_GEN, P256_OID_DER),
+        "secp256k1": (KeyType.EC, Mechanism.EC_KEY_PAIR_GEN, SECP256K1_OID_DER)}[key_type]
     try:
         with PKCS11_LOCK, _open_token(spec).open(rw=True, user_pin=spec.pin()) as session:
             if list(session.get_objects({Attribute.LABEL: spec.key, Attribute.CLASS: ObjectClass.PRIVATE_KEY})):
@@ -191,3 +197,87 @@ class Pkcs11Signer(Ed25519Public, TokenSession):
             raise SigningError(f"HSM returned a {len(signature)}-byte Ed25519 signature")
         return bytes(signature)
 
+
+
+def _p256_public(public: Any) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from pkcs11 import Attribute
+
+    if public[Attribute.EC_PARAMS] != P256_OID_DER:
+        raise ConfigError("the key pair is not on P-256")
+    point = unwrap_ec_point(public[Attribute.EC_POINT], 65, "P-256")  # 04 || X || Y
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+    except ValueError as e:
+        raise ConfigError(f"the token's P-256 public key is not a curve point: {e}") from e
+
+
+class Pkcs11P256Signer(P256Public, TokenSession):
+    """ES256 with the P-256 private key inside a PKCS#11 token: CKM_ECDSA over the SHA-256 of the signing
+    input (hashed here: SoftHSM2 and many tokens have no CKM_ECDSA_SHA256); the token's r || s (or DER)
+    becomes JOSE r || s with low s. Sessions and locking as Pkcs11Signer."""
+
+    blocking = True
+
+    def __init__(self, spec: HsmKey):
+        from pkcs11 import KeyType
+
+        self._spec = spec
+        with PKCS11_LOCK:
+            self._token, self._session = login(spec)
+            try:
+                public, self._key = find_key_pair(self._session, spec, KeyType.EC)
+                self._set_public(_p256_public(public))
+                signature = self.sign(b"sealgate self-test")
+                if not verify_jose(self._public_key, b"sealgate self-test", signature):
+                    raise SigningError("the token's signature does not verify with its public key")
+            except SigningError as e:
+                self.close()
+                raise ConfigError(f"P-256 key {spec.key!r} in token {spec.token!r} failed its self-test: {e}") from e
+            except BaseException:
+                self.close()
+                raise
+
+    def sign(self, message: bytes) -> bytes:
+        from pkcs11 import KeyType, Mechanism
+        from pkcs11.exceptions import PKCS11Error
+
+        digest = hashlib.sha256(message).digest()
+        with PKCS11_LOCK:
+            try:
+                if self._key is None:  # looked up again after a failure: the token may be back
+                    public, private = find_key_pair(self._session, self._spec, KeyType.EC)
+                    if _p256_public(public) != self._public_key:
+                        raise SigningError(f"the key labelled {self._spec.key!r} is not the one this authorizer publishes")
+                    self._key = private
+                raw = bytes(self._key.sign(digest, mechanism=Mechanism.ECDSA))
+            except (PKCS11Error, ConfigError) as e:
+                self._key = None
+                raise SigningError(f"HSM signing failed: {type(e).__name__} {e}") from e
+        return jose_from_token(raw)
+
+
+def token_key_type(spec: HsmKey) -> str:
+    """"ed25519" or "p256": which kind of SAE key pair the token holds under the label (ConfigError otherwise)."""
+    from pkcs11 import Attribute, KeyType, ObjectClass
+    from pkcs11.exceptions import PKCS11Error
+
+    with PKCS11_LOCK:
+        token = _open_token(spec)
+        try:
+            # public keys are public objects: no login, so a signer already logged in here is not disturbed
+            with token.open() as session:
+                for obj in session.get_objects({Attribute.LABEL: spec.key, Attribute.CLASS: ObjectClass.PUBLIC_KEY}):
+                    if obj[Attribute.KEY_TYPE] == KeyType.EC_EDWARDS:
+                        return "ed25519"
+                    if obj[Attribute.KEY_TYPE] == KeyType.EC and obj[Attribute.EC_PARAMS] == P256_OID_DER:
+                        return "p256"
+        except PKCS11Error as e:
+            raise ConfigError(f"PKCS#11 token {spec.token!r}: {type(e).__name__} {e}") from e
+        spec.pin()  # no PIN set: say so, as a signer would
+    raise ConfigError(f"token {spec.token!r} holds no Ed25519 or P-256 key pair labelled {spec.key!r}")
+
+
+def hsm_signer(spec: HsmKey) -> Pkcs11Signer | Pkcs11P256Signer:
+    """The SAE signer for the token's key pair under the label, Ed25519 or P-256."""
+    return Pkcs11Signer(spec) if token_key_type(spec) == "ed25519" else Pkcs11P256Signer(spec)

@@ -4,6 +4,7 @@ whole path (agent -> sidecar Envoy -> authorizer signing in the token -> PEP -> 
 SoftHSM reads SOFTHSM2_CONF once per process, so one token serves the whole module.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -226,6 +227,94 @@ def test_whole_path_with_the_sae_key_in_the_hsm(token, tmp_path):
         assert sorted(int(verify(a.json()["sae"], stack.jwks)["act"]["amt"]) for a in answers) == [1000 + i for i in range(48)]
 
 
+# ------------------------------------------------------------------ ES256: a P-256 SAE key in the token
+
+@pytest.fixture(scope="module")
+def p256_key(token):
+    spec, _ = token
+    p256 = HsmKey(spec.module, spec.token, "sae-p256")
+    out = subprocess.run([sys.executable, "-m", "ext_authz.cli", "hsm", "keygen", "--type", "p256", "--module", MODULE,
+                          "--token", spec.token, "--key", p256.key], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return p256, json.loads(out.stdout)
+
+
+def test_p256_keygen_prints_an_es256_jwk_and_the_label_opens_the_matching_signer(p256_key, token):
+    from ext_authz.signing.pkcs11 import Pkcs11P256Signer, hsm_signer
+
+    spec, jwk = p256_key
+    assert (jwk["kty"], jwk["crv"], jwk["alg"]) == ("EC", "P-256", "ES256")
+    with hsm_signer(spec) as signer:
+        assert isinstance(signer, Pkcs11P256Signer) and signer.public_jwk() == jwk
+    with hsm_signer(token[0]) as signer:  # the Ed25519 label still opens the EdDSA signer
+        assert isinstance(signer, Pkcs11Signer) and signer.alg == "EdDSA"
+
+
+def test_token_ecdsa_signatures_become_low_s_jose_that_joserfc_and_pyjwt_verify(p256_key):
+    """CKM_ECDSA returns r || s with s high about half the time: every SAE must carry the low-s form."""
+    import jwt
+    from pkcs11 import Mechanism
+
+    from ext_authz.signing.ecdsa import P256_HALF_ORDER, is_low_s, verify_jose
+    from ext_authz.signing.pkcs11 import PKCS11_LOCK, Pkcs11P256Signer
+
+    spec, jwk = p256_key
+    with Pkcs11P256Signer(spec) as signer:
+        raw_high = 0
+        for i in range(24):
+            message = f"m{i}".encode()
+            with PKCS11_LOCK:  # what the token itself returns, before conversion
+                raw = bytes(signer._key.sign(hashlib.sha256(message).digest(), mechanism=Mechanism.ECDSA))
+            assert len(raw) == 64  # PKCS#11: r || s
+            raw_high += int.from_bytes(raw[32:], "big") > P256_HALF_ORDER
+            signature = signer.sign(message)
+            assert is_low_s(signature) and verify_jose(signer.public_key, message, signature)
+        assert raw_high > 0  # the conversion was exercised (24 signatures all low: 2**-24)
+        claims = {"iss": "spiffe://t/a", "sub": "s", "aud": "s", "act": {}, "pol": {}, "inp": {}, "mod": "m", "iat": 100,
+                  "nbf": 100, "exp": 160, "jti": "j", "ctx": {}, "chain": {}}
+        sae = EnvelopeEncoder(signer).encode(claims)
+        assert verify(sae, jwks_of(signer), now=120) == claims
+        assert jws.deserialize_compact(sae, KeySet.import_key_set(jwks_of(signer)), algorithms=["ES256"]).headers()["alg"] == "ES256"
+        assert jwt.decode(sae, jwt.PyJWK(jwk).key, algorithms=["ES256"], audience="s",
+                          options={"verify_exp": False, "verify_nbf": False, "verify_iat": False}) == claims
+
+
+def test_the_p256_private_key_never_leaves_the_token(p256_key):
+    from pkcs11 import Attribute, KeyType, ObjectClass
+    from pkcs11.exceptions import AttributeSensitive
+
+    from ext_authz.signing.pkcs11 import Pkcs11P256Signer
+
+    spec, _ = p256_key
+    with Pkcs11P256Signer(spec) as signer:
+        private = signer._session.get_key(object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC, label=spec.key)
+        assert private[Attribute.SENSITIVE] and not private[Attribute.EXTRACTABLE]
+        with pytest.raises(AttributeSensitive):
+            private[Attribute.VALUE]
+
+
+def test_a_secp256k1_wallet_key_is_not_an_es256_signer(wallet_key):
+    from ext_authz.signing.pkcs11 import Pkcs11P256Signer, hsm_signer
+
+    spec, _ = wallet_key
+    with pytest.raises(ConfigError, match="not on P-256"):
+        Pkcs11P256Signer(spec)
+    with pytest.raises(ConfigError, match="no Ed25519 or P-256 key pair"):
+        hsm_signer(spec)
+
+
+@pytest.mark.slow
+def test_whole_path_with_an_es256_sae_key_in_the_hsm(p256_key, tmp_path):
+    spec, jwk = p256_key
+    with LocalStack(tmp_path, hsm=spec) as stack:
+        assert stack.jwks == {"keys": [jwk]}
+        r = stack.agent_call("procurement-01", "POST", "/v1/transfers", {"amount_cents": 50_000, "to": "vendor-42"})
+        assert r.status == 200, r.body
+        sae = r.json()["sae"]
+        assert jws.extract_compact(sae.encode()).headers() == {"alg": "ES256", "kid": jwk["kid"], "typ": SAE_TYP}
+        assert verify(sae, stack.jwks)["act"]["amt"] == "50000"
+
+
 # ------------------------------------------------------------------ the anchoring wallet in the token
 
 @pytest.fixture(scope="module")
@@ -356,3 +445,75 @@ def test_a_token_losing_the_key_turns_healthz_red_and_a_new_key_under_the_label_
         assert denied.headers["x-sealgate-reason"] == reasons.SIGNING_FAILED
         assert "not the one this authorizer publishes" in stack.status()["signing_error"]
         assert http_get_json(f"http://127.0.0.1:{stack.ports.authz_admin}/jwks.json") == published
+
+
+# ------------------------------------------------------------------ the agent PKI's CA keys in the token
+
+def test_pki_with_root_and_intermediate_keys_in_the_token_issues_agent_certs(token, tmp_path):
+    """`sealgate pki init` with both CA keys in the token (the root's used once, for the intermediate), then
+    `sealgate pki issue` signing an agent certificate with the intermediate's token key."""
+    from cryptography import x509
+
+    spec, _ = token
+    cli = [sys.executable, "-m", "ext_authz.cli"]
+    for label in ("pki-root", "pki-agent-ca"):
+        out = subprocess.run(cli + ["hsm", "keygen", "--module", MODULE, "--token", spec.token, "--key", label],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    pki = tmp_path / "pki"
+    out = subprocess.run(cli + ["pki", "init", "--dir", str(pki), "--module", MODULE, "--root-token", spec.token,
+                                "--root-key", "pki-root", "--int-token", spec.token, "--int-key", "pki-agent-ca"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    on_disk = sorted(p.name for p in pki.rglob("*") if p.suffix in (".seed", ".key", ".pem"))
+    assert on_disk == ["ocsp-signer.key"]  # the delegated OCSP signer only: no CA key on disk
+    out = subprocess.run(cli + ["pki", "issue", "--dir", str(pki), "--spiffe-id", "spiffe://sealgate.local/agent/a",
+                                "--out", str(tmp_path / "agents"), "--name", "a"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    leaf, intermediate = x509.load_pem_x509_certificates((tmp_path / "agents" / "a.crt").read_bytes())
+    root = x509.load_pem_x509_certificate((pki / "root.crt").read_bytes())
+    leaf.verify_directly_issued_by(intermediate)
+    intermediate.verify_directly_issued_by(root)
+    with Pkcs11Signer(HsmKey(MODULE, spec.token, "pki-agent-ca")) as ca_key:  # the intermediate's key is the token's
+        assert ca_key.raw_public == intermediate.public_key().public_bytes_raw()
+
+
+# ------------------------------------------------------------------ HSM-endorsed short-lived keys
+
+def test_the_token_endorses_in_memory_keys_and_signs_twice_for_any_number_of_saes(token):
+    from ext_authz.signing.endorsed import EndorsedSigner, verify_endorsed
+
+    spec, jwk = token
+    with Pkcs11Signer(spec) as token_signer:
+        calls = []
+        real_sign = token_signer.sign
+        token_signer.sign = lambda m: calls.append(m) or real_sign(m)  # count the round trips to the token
+        endorsed = EndorsedSigner(token_signer, period_seconds=60)
+        encoder = EnvelopeEncoder(endorsed)
+        now = int(__import__("time").time())
+        claims = {"iss": "spiffe://t/a", "sub": "s", "aud": "s", "act": {}, "pol": {}, "inp": {}, "mod": "m", "iat": now,
+                  "nbf": now, "exp": now + 60, "jti": "j", "ctx": {}, "chain": {}}
+        saes = [encoder.encode({**claims, "jti": f"j{i}"}) for i in range(200)]
+        assert len(calls) == 2
+        for sae in saes[:3]:
+            assert verify_endorsed(sae, jwk)["iat"] == now  # the chain back to the token's key
+        endorsed.rotate()
+        assert len(calls) == 3
+        assert verify_endorsed(encoder.encode(claims), jwk)["jti"] == "j"
+
+
+@pytest.mark.slow
+def test_whole_path_with_saes_signed_by_keys_the_hsm_endorses(token, tmp_path):
+    from ext_authz.signing.endorsed import verify_endorsed
+
+    spec, jwk = token
+    with LocalStack(tmp_path, hsm=spec, endorse_period_seconds=60, jwks_cache_seconds=10) as stack:
+        kids = [k["kid"] for k in stack.jwks["keys"]]
+        assert kids[0] == jwk["kid"] and len(kids) == 3  # the token key, the current and the next endorsed key
+        for i in range(5):
+            r = stack.agent_call("procurement-01", "POST", "/v1/transfers", {"amount_cents": 100 + i, "to": "vendor-42"})
+            assert r.status == 200, r.body
+            sae = r.json()["sae"]
+            assert verify_endorsed(sae, jwk, issuer=stack.issuer)["act"]["amt"] == str(100 + i)
+            header = json.loads(__import__("base64").urlsafe_b64decode(sae.split(".")[0] + "==="))
+            assert header["kid"] == kids[1] and len(header["x5c"]) == 1  # the endorsed key, with its endorsement

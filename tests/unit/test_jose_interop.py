@@ -3,7 +3,8 @@ refuses a non-string `sub`), pinning `iss` (and `aud` for SAEs), and carries no 
 
 PyJWT is a test dependency (pyproject's `test` extra, requirements.lock). It also refuses the non-canonical
 base64url vectors with changed low bits, as `jws.verify()` does (jwt_authn, jwcrypto, authlib and npm jose
-accept them: the DESIGN review of 2026-12-01).
+accept them: the DESIGN review of 2026-12-01). Both algorithms: EdDSA and ES256 (P-256). PyJWT accepts the
+high-s twin of an ES256 signature, which `jws.verify()` refuses (ext_authz.signing.ecdsa).
 """
 
 import base64
@@ -17,9 +18,11 @@ from test_decision import ISSUER, JWKS, NOW, SIGNER, FixedPolicy, action, maker
 from ext_authz import reasons
 from ext_authz.authz.approvals import ApprovalVerifier, action_digest, sign_approval
 from ext_authz.authz.decision import DecisionMaker
-from ext_authz.envelope.jws import APPROVAL_TYP, DENIAL_TYP, SAE_TYP, EnvelopeEncoder
+from ext_authz.envelope.jws import APPROVAL_TYP, DENIAL_TYP, SAE_TYP, EnvelopeEncoder, verify
+from ext_authz.errors import SaeInvalid
 from ext_authz.server.config import AuthorizerConfig
-from ext_authz.signing.file_key import Ed25519Signer
+from ext_authz.signing.base import jwks_of
+from ext_authz.signing.file_key import Ed25519Signer, P256Signer
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 VECTOR_JWKS = json.loads((VECTORS / "jwks.json").read_text())
@@ -44,7 +47,7 @@ def segments(token):
 def pyjwt_decode(token, jwk, *, issuer, audience=None):
     key = jwt.PyJWK({k: v for k, v in jwk.items() if k != "kid"}).key
     required = ["iss", "iat", "jti"] + (["aud", "exp", "nbf", "sub"] if audience else [])
-    return jwt.decode(token, key, algorithms=["EdDSA"], issuer=issuer, audience=audience,
+    return jwt.decode(token, key, algorithms=["EdDSA", "ES256"], issuer=issuer, audience=audience,
                       options={**NO_TIME, "require": required})
 
 
@@ -72,8 +75,27 @@ def test_every_valid_vector_verifies_with_pyjwt(path):
         x = vec["approvers"]["alice"]
         check_interop(vec["token"], {"kty": "OKP", "crv": "Ed25519", "x": x}, issuer="alice")
         return
-    payload = segments(vec["token"])[1]
-    check_interop(vec["token"], VECTOR_JWKS["keys"][0], issuer=ISSUER, audience=payload.get("aud"))
+    header, payload = segments(vec["token"])
+    check_interop(vec["token"], vector_key(header["kid"]), issuer=ISSUER, audience=payload.get("aud"))
+
+
+def vector_key(kid):
+    return next(k for k in VECTOR_JWKS["keys"] if k["kid"] == kid)
+
+
+def test_the_vector_jwks_holds_one_key_per_algorithm():
+    assert sorted(k["alg"] for k in VECTOR_JWKS["keys"]) == ["ES256", "EdDSA"]
+    assert any(p.name.startswith(("sae_es256", "denial_es256")) for p in valid_vectors())
+
+
+@pytest.mark.parametrize("name", ["sae_es256_high_s", "denial_es256_high_s"])
+def test_high_s_twin_verifies_with_pyjwt_but_jws_verify_refuses_it(name):
+    """ECDSA malleability: (r, n - s) is a second spelling of one signature, so a second hash of one envelope."""
+    token = json.loads((VECTORS / f"{name}.json").read_text())["token"]
+    header, payload = segments(token)
+    assert pyjwt_decode(token, vector_key(header["kid"]), issuer=ISSUER, audience=payload.get("aud")) == payload
+    with pytest.raises(SaeInvalid, match="low s"):
+        verify(token, VECTOR_JWKS, typ=header["typ"], check_time=False)
 
 
 @pytest.mark.parametrize("name", ["sae_noncanonical_signature", "sae_noncanonical_payload",
@@ -82,6 +104,23 @@ def test_pyjwt_also_refuses_the_malleated_vectors(name):
     with pytest.raises(jwt.DecodeError):
         pyjwt_decode(json.loads((VECTORS / f"{name}.json").read_text())["token"], VECTOR_JWKS["keys"][0], issuer=ISSUER,
                      audience="payments-api")
+
+
+def es256_maker(policy):
+    signer = P256Signer.generate()
+    return signer, DecisionMaker(AuthorizerConfig(sae_ttl_seconds=45), EnvelopeEncoder(signer), policy, 31337, "0xAnchor",
+                                 jwks_of(signer), clock=lambda: NOW)
+
+
+@pytest.mark.parametrize("verdict", [("ALLOW", "OK"), ("DENY", "AMOUNT_OVER_LIMIT")])
+def test_es256_tokens_the_decision_path_emits_verify_with_pyjwt_and_are_low_s(verdict):
+    signer, m = es256_maker(FixedPolicy(*verdict))
+    for i in range(16):  # half of raw ECDSA signatures have high s: every one must come out low
+        token = m.decide(action(amount=1000 + i)).token
+        header, _ = segments(token)
+        assert header["alg"] == "ES256" and header["kid"] == signer.kid
+        check_interop(token, signer.public_jwk(), issuer=ISSUER, audience="payments-api" if verdict[0] == "ALLOW" else None)
+        assert verify(token, jwks_of(signer), typ=header["typ"], check_time=False)["iat"] == NOW
 
 
 def emitted():

@@ -19,13 +19,17 @@ the expected outcome (`expect`: VALID or the reason code):
   merkle_*   OpenZeppelin StandardMerkleTree over bytes32 values (the SAE hashes): values,
              leaves, root and each value's proof; or one proof that must fail
 
-Valid tokens carry their `claims`. Ed25519 signatures are deterministic, so the same keys
+  *_es256_*  the same families signed ES256 by jwks.json's second key (P-256), and ES256's own
+             failures: the high-s twin of a signature, a DER signature, an EdDSA header on the key
+
+Valid tokens carry their `claims`. Ed25519 and our ES256 (RFC 6979) signatures are deterministic, so the same keys
 give the same files; tests/unit/test_envelope_vectors.py fails when the committed files
 differ from a fresh generation.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import sys
@@ -34,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from ext_authz.anchoring.merkle import MerkleTree, leaf_hash  # noqa: E402
 from ext_authz.envelope.encoding import b64url, canonical_json, sae_hash  # noqa: E402
@@ -50,7 +56,8 @@ from ext_authz.envelope.models import (  # noqa: E402
     Sae,
 )
 from ext_authz.signing.base import jwks_of  # noqa: E402
-from ext_authz.signing.file_key import Ed25519Signer  # noqa: E402
+from ext_authz.signing.ecdsa import P256_ORDER  # noqa: E402
+from ext_authz.signing.file_key import Ed25519Signer, P256Signer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ISSUER = "spiffe://sealgate.local/sealgate/authorizer"  # the authorizer: iss of SAEs and denials
@@ -59,6 +66,9 @@ SIGNER = Ed25519Signer(bytes(range(32)))  # the authorizer: its key is jwks.json
 OTHER = Ed25519Signer(bytes(range(1, 33)))  # a key nobody trusts
 ALICE = Ed25519Signer(bytes([7]) * 32)  # an approver registered as "alice"
 MALLORY = Ed25519Signer(bytes([9]) * 32)  # not registered
+# the authorizer's ES256 key (jwks.json's second key) and one nobody trusts; RFC 6979 signatures: reproducible
+ES256_SIGNER = P256Signer(ec.derive_private_key(int.from_bytes(hashlib.sha256(b"sealgate es256 vector key").digest()), ec.SECP256R1()))
+ES256_OTHER = P256Signer(ec.derive_private_key(int.from_bytes(hashlib.sha256(b"sealgate es256 other key").digest()), ec.SECP256R1()))
 
 AGENT = "spiffe://sealgate.local/agent/procurement-01"
 TARGET = "payments-api"
@@ -107,7 +117,7 @@ def _standard_alphabet(token: str) -> str:
     return ".".join(parts)
 
 
-def _raw(header: dict[str, Any], claims: dict[str, Any], signer: Ed25519Signer | None) -> str:
+def _raw(header: dict[str, Any], claims: dict[str, Any], signer: Ed25519Signer | P256Signer | None) -> str:
     """A token the encoder would not make (another alg, no signature, a foreign signature)."""
     signing_input = f"{b64url(canonical_json(header))}.{b64url(canonical_json(claims))}"
     sig = b64url(signer.sign(signing_input.encode())) if signer else ""
@@ -329,13 +339,57 @@ def merkle_vectors() -> dict[str, dict[str, Any]]:
     }
 
 
+def _high_s(token: str) -> str:
+    """The same ES256 signature's other form (r, n - s): verifies under plain ECDSA, refused by `jws.verify()`."""
+    head, payload, sig = token.split(".")
+    raw = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+    s = int.from_bytes(raw[32:], "big")
+    return f"{head}.{payload}.{b64url(raw[:32] + (P256_ORDER - s).to_bytes(32, 'big'))}"
+
+
+def _der_signature(token: str) -> str:
+    """The signature as DER (what cryptography returns) instead of JOSE r || s."""
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    head, payload, sig = token.split(".")
+    raw = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+    der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+    return f"{head}.{payload}.{b64url(der)}"
+
+
+def es256_vectors() -> dict[str, dict[str, Any]]:
+    """The same envelopes signed ES256 (P-256) by the authorizer's second key, and the ways ES256 goes wrong."""
+    enc = EnvelopeEncoder(ES256_SIGNER)
+    claims = replace(SAE, jti="vector-es256-0001").to_claims()
+    valid = enc.encode(claims)
+    denial = replace(DENIAL, jti="vector-es256-denial-0001").to_claims()
+    eddsa_header = {"alg": "EdDSA", "kid": ES256_SIGNER.kid, "typ": SAE_TYP}
+    request = {"method": "POST", "path": "/v1/transfers", "authority": "payments.internal", "body": BODY, "audience": TARGET,
+               "issuer": ISSUER}
+    return {
+        "sae_es256_valid": _valid(valid, claims),
+        "sae_es256_high_s": _invalid(_high_s(valid), "SAE_INVALID", "verify"),
+        "sae_es256_der_signature": _invalid(_der_signature(valid), "SAE_INVALID", "verify"),
+        "sae_es256_key_with_eddsa_header": _invalid(_raw(eddsa_header, claims, SIGNER), "SAE_INVALID", "verify"),
+        "sae_es256_signed_by_other_key": _invalid(_raw({"alg": "ES256", "kid": ES256_SIGNER.kid, "typ": SAE_TYP}, claims,
+                                                       ES256_OTHER), "SAE_INVALID", "verify"),
+        "sae_es256_unknown_kid": _invalid(EnvelopeEncoder(ES256_OTHER).encode(claims), "SAE_INVALID", "verify"),
+        "denial_es256_valid": _valid(enc.encode(denial, DENIAL_TYP), denial),
+        "denial_es256_high_s": _invalid(_high_s(enc.encode(denial, DENIAL_TYP)), "SAE_INVALID", "verify"),
+        "binding_es256_valid": {"token": valid, "request": request, "now": NOW, "expect": "VALID"},
+        "binding_es256_body_mismatch": {"token": valid, "request": {**request, "body": BODY.replace("vendor-7", "attacker-1")},
+                                        "now": NOW, "expect": "SAE_BODY_MISMATCH"},
+    }
+
+
 def vectors() -> dict[str, dict[str, Any]]:
-    return {**sae_vectors(), **denial_vectors(), **approval_vectors(), **binding_vectors(), **merkle_vectors()}
+    return {**sae_vectors(), **denial_vectors(), **approval_vectors(), **binding_vectors(), **merkle_vectors(),
+            **es256_vectors()}
 
 
 def render() -> dict[str, str]:
     """File name -> exact file text."""
-    files = {"jwks.json": json.dumps(jwks_of(SIGNER), indent=2, sort_keys=True) + "\n"}
+    files = {"jwks.json": json.dumps(jwks_of(SIGNER, ES256_SIGNER), indent=2, sort_keys=True) + "\n"}
     for name, vec in vectors().items():
         files[f"{name}.json"] = json.dumps({"now": NOW, **vec}, indent=2, sort_keys=True) + "\n"
     return files
