@@ -11,7 +11,7 @@ from eth_utils.address import to_checksum_address
 from web3.logs import DISCARD
 
 from ext_authz import reasons
-from ext_authz.anchoring.merkle import leaf_hash, verify_proof
+from ext_authz.anchoring.merkle import verify_proof
 from ext_authz.anchoring.store import AnchorStore
 from ext_authz.authz.approvals import check_approval, digest_of
 from ext_authz.chain.client import ChainClient
@@ -49,14 +49,14 @@ def verify_anchored(token: str, jwks: dict[str, Any], manifest: Manifest, store:
     found = store.proof_for(digest)
     if found is None:
         raise InputRejected(reasons.NOT_ANCHORED, "this token's hash was never queued for anchoring by this authorizer")
-    if found.status != "anchored":
+    if found.status != "anchored":  # 'mined' is not enough: it still lacks its confirmations
         raise InputRejected(reasons.NOT_ANCHORED, f"this token's hash is {found.status}, not yet anchored")
     if found.tx_hash is None:
         raise InputRejected(reasons.NOT_ANCHORED, "this token's batch has no anchoring transaction recorded yet")
     if not verify_proof(found.root, digest, found.proof):
         raise InputRejected(reasons.ANCHOR_MISMATCH, "the stored Merkle proof does not lead to the stored root")
     anchor = client.contract("SaeAnchor", manifest.anchor)
-    if not anchor.functions.verifyInclusion(found.root, leaf_hash(digest), found.proof).call():
+    if not anchor.functions.verifyInclusion(found.root, digest, found.proof).call():
         raise InputRejected(reasons.ANCHOR_MISMATCH, f"root 0x{found.root.hex()} is not anchored on-chain or the proof fails there")
     batch_block = anchor.functions.batchOf(found.root).call()[0]
     receipt = client.w3.eth.get_transaction_receipt(HexStr(found.tx_hash))
