@@ -220,3 +220,41 @@ def test_reorg_that_drops_a_batch_re_anchors_it(chain_stack, tmp_path):
     assert proof.status == "anchored" and chain_stack.anchor.functions.batchOf(root).call()[0] == proof.block
     assert chain_stack.anchor.functions.verifyInclusion(root, vals[0], proof.proof).call()
     assert sum(1 for e in batch_events(chain_stack) if e["args"]["root"] == root) == 1
+
+
+def test_leaves_mode_record_set_is_reconstructed_from_chain_alone(chain_stack, tmp_path):
+    """The operator's database is gone: every value, its batch, its range and a proof the contract accepts
+    come back from the events and the anchoring calldata alone."""
+    from ext_authz.anchoring.custody import recover_batches
+
+    db = tmp_path / "a.sqlite3"
+    anchorer = _anchorer(chain_stack, db, mode="leaves")
+    vals = values(0x81, 10)
+    _enqueue(db, vals)
+    start_block = chain_stack.chain.w3.eth.block_number + 1
+    assert anchorer.anchor_pending() == 3  # 4 + 4 + 2
+    db.unlink()
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    recovered = [b for b in recover_batches(chain_stack.chain, chain_stack.manifest.anchor, start_block) if b.values]
+    assert sorted(v for b in recovered for v in b.values) == sorted(vals)
+    assert [b.last_seq - b.first_seq + 1 for b in recovered] == [4, 4, 2]
+    assert all(a.last_seq + 1 == b.first_seq for a, b in zip(recovered, recovered[1:], strict=False))
+    for b in recovered:
+        tree = b.tree()
+        for v in b.values:
+            assert chain_stack.anchor.functions.verifyInclusion(b.root, v, tree.proof(v)).call()
+
+
+def test_root_only_batches_are_listed_without_values(chain_stack, tmp_path):
+    from ext_authz.anchoring.custody import recover_batches
+
+    db = tmp_path / "a.sqlite3"
+    anchorer = _anchorer(chain_stack, db)
+    _enqueue(db, values(0x82, 2))
+    start_block = chain_stack.chain.w3.eth.block_number + 1
+    anchorer.anchor_pending()
+    (batch,) = recover_batches(chain_stack.chain, chain_stack.manifest.anchor, start_block)
+    assert batch.values is None
+    with pytest.raises(Exception, match="root-only"):
+        batch.tree()
