@@ -17,7 +17,9 @@ def register(sub: Any) -> None:
                 "    --anchor-db sealgate-anchor.sqlite3\n"
                 "exit status: 0 valid, 1 invalid (INVALID <REASON>: ...), 2 usage or I/O error")
     p.add_argument("sae", metavar="TOKEN", help="the JWS compact token, @FILE to read it from a file, or - for stdin")
-    p.add_argument("--jwks", required=True, metavar="FILE|URL", help="the authorizer's JWKS (it serves /jwks.json)")
+    p.add_argument("--jwks", metavar="FILE|URL", help="the authorizer's JWKS (it serves /jwks.json); without it the "
+                   "key comes from the chain's SigningKeyRegistry at the token's block (either way the key must be "
+                   "registered there when the manifest names a registry)")
     p.add_argument("--manifest", required=True, metavar="FILE", help="address manifest written by `sealgate deploy`")
     p.add_argument("--anchor-db", required=True, metavar="FILE", help="the anchor store (SQLite) holding the Merkle batches")
     p.add_argument("--issuer", metavar="URI",
@@ -36,7 +38,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     typ = DENIAL_TYP if args.denial else SAE_TYP
     if not Path(args.anchor_db).is_file():
         raise UsageError(f"anchor store {args.anchor_db} does not exist")
-    jwks, manifest = load_jwks(args.jwks), Manifest.load(args.manifest)
+    jwks, manifest = (load_jwks(args.jwks) if args.jwks else None), Manifest.load(args.manifest)
     try:
         result = verify_anchored(token, jwks, manifest, AnchorStore(args.anchor_db), typ, issuer=args.issuer)
     except InputRejected as e:
@@ -57,6 +59,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"  policy    {c['pol']['addr']} at block {c['pol']['block']}")
     else:
         print("  policy    not read (denied before the policy was evaluated)")
+    if result.key is not None:
+        k = result.key
+        print(f"  key       {k.kid} ({k.jwk['alg']}) registered on-chain, valid [{k.valid_from}, {k.valid_until})")
     print(f"  sae hash  0x{result.sae_hash}")
     print(f"  anchored  root 0x{result.root} in block {result.block}, tx {result.tx_hash}")
     if typ == SAE_TYP:

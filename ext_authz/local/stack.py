@@ -203,6 +203,11 @@ class LocalStack:
                                             self.rule_from_spec(r))
             b.client.transact(b.deployer, fn)
         b.client.transact(b.deployer, b.approvers.functions.register(text_id(APPROVER), self.approver.raw_public))
+        # the SAE signing key in the SigningKeyRegistry: verifiers take it from the chain, not from our JWKS
+        from ext_authz.chain.keys import call_add_key
+
+        for jwk in jwks_of(self.sae_signer())["keys"]:
+            b.send(call_add_key(b.client, b.signing_keys.address, jwk, 0))
     @staticmethod
     def rule_from_spec(r: dict[str, Any]) -> tuple:
         return rule_tuple(r["max_amount"], r.get("approval_threshold", 0),
@@ -247,12 +252,17 @@ class LocalStack:
     def unpause_policy(self) -> int:
         return self.govern(self.gov.call_unpause()).blockNumber
 
+    def sae_signer(self) -> Signer:
+        """The authorizer's SAE key (made once: registered on-chain at deploy, used by the authorizer)."""
+        if getattr(self, "signer", None) is None:
+            if self.hsm is None:
+                self.signer: Signer = Ed25519Signer.from_file(self.workdir / "keys" / "sae-ed25519.seed", create=True)
+            else:
+                self.signer = Pkcs11Signer(self.hsm)
+        return self.signer
+
     def start_authorizer(self) -> None:
-        if self.hsm is None:
-            self.signer: Signer = Ed25519Signer.from_file(self.workdir / "keys" / "sae-ed25519.seed", create=True)
-        else:
-            self.signer = Pkcs11Signer(self.hsm)
-        self.jwks = jwks_of(self.signer)
+        self.jwks = jwks_of(self.sae_signer())
         self.spawn_authorizer("authorizer", self.authz_socket, self.ports.authz_admin, self.allow_all,
                               self.workdir / "anchor.sqlite3")
         self._spawn("anchorer", [sys.executable, "-m", "ext_authz.cli", "anchor", "--config", str(self.workdir / "authorizer.json"),
