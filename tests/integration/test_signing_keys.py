@@ -150,3 +150,30 @@ def test_envoy_pep_builds_its_jwks_from_the_chain(chain_stack, tmp_path):
     revoked = [k for k in chain_stack.chain.contract("SigningKeyRegistry", chain_stack.manifest.signing_keys)
                .functions.keyIds().call() if k not in {kid_bytes(j["kid"]) for j in valid_now}]
     assert revoked  # the earlier tests revoked or ended some keys: they are not in the PEP's JWKS
+
+
+def test_gov_cli_adds_a_signing_key_through_safe_and_timelock_and_the_guardian_revokes_it(chain_stack, tmp_path):
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "ext_authz.cli", "gov", "--manifest", str(chain_stack.workdir / "addresses.json"),
+            "--dir", str(tmp_path / "gov")]
+
+    def gov(*args, account=None):
+        cmd = base + (["--dev-account", str(account)] if account is not None else []) + list(args)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    k = new_signer(tmp_path, "cli")
+    (tmp_path / "jwk.json").write_text(json.dumps(k.public_jwk()))
+    keys = SigningKeys(chain_stack.chain, chain_stack.manifest.signing_keys)
+    proposal = gov("propose", "add-signing-key", "--jwk", f"@{tmp_path / 'jwk.json'}").split()[1]
+    for owner in (3, 4, 5):
+        gov("approve", proposal[:12], account=owner)
+    assert keys.record(k.kid) is None  # scheduled, not yet executed: the delay protects the registry
+    chain_stack.time_travel(chain_stack.manifest.delay_seconds + 1)
+    gov("execute", proposal[:12], account=3)
+    assert keys.record(k.kid).revoked_at == 0
+    assert "revoked in block" in gov("revoke-signing-key", "--kid", k.kid, account=2)
+    assert keys.record(k.kid).revoked_at > 0
