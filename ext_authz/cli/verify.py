@@ -16,16 +16,46 @@ def register(sub: Any) -> None:
                 "sealgate verify @sae.jwt --jwks http://127.0.0.1:9002/jwks.json --manifest addresses.json \\\n"
                 "    --anchor-db sealgate-anchor.sqlite3\n"
                 "exit status: 0 valid, 1 invalid (INVALID <REASON>: ...), 2 usage or I/O error")
-    p.add_argument("sae", metavar="TOKEN", help="the JWS compact token, @FILE to read it from a file, or - for stdin")
+    p.add_argument("sae", metavar="TOKEN", nargs="?",
+                   help="the JWS compact token, @FILE to read it from a file, or - for stdin (not with --bundle)")
+    p.add_argument("--bundle", metavar="FILE", help="an evidence bundle (`sealgate evidence export`): checked offline, "
+                   "with no operator database; add --rpc (and --manifest) to check it against the chain too")
+    p.add_argument("--rpc", metavar="URL", help="with --bundle: the chain's RPC endpoint")
     p.add_argument("--jwks", metavar="FILE|URL", help="the authorizer's JWKS (it serves /jwks.json); without it the "
                    "key comes from the chain's SigningKeyRegistry at the token's block (either way the key must be "
                    "registered there when the manifest names a registry)")
-    p.add_argument("--manifest", required=True, metavar="FILE", help="address manifest written by `sealgate deploy`")
-    p.add_argument("--anchor-db", required=True, metavar="FILE", help="the anchor store (SQLite) holding the Merkle batches")
+    p.add_argument("--manifest", metavar="FILE", help="address manifest written by `sealgate deploy`")
+    p.add_argument("--anchor-db", metavar="FILE", help="the anchor store (SQLite) holding the Merkle batches")
     p.add_argument("--issuer", metavar="URI",
                    help="the authorizer's issuer URI (its config `issuer`): refuse a token whose iss differs")
     p.add_argument("--denial", action="store_true", help="the token is a signed denial record, not an SAE")
     p.set_defaults(func=cmd_verify)
+
+
+def cmd_verify_bundle(args: argparse.Namespace) -> int:
+    from ext_authz.anchoring.bundle import MAX_BUNDLE_BYTES, load_bundle, verify_bundle
+    from ext_authz.chain.client import ChainClient
+    from ext_authz.chain.manifest import Manifest, read_bounded
+
+    if args.sae or args.anchor_db or args.jwks:
+        raise UsageError("--bundle carries the tokens, proofs and keys: give no TOKEN, --anchor-db or --jwks with it")
+    if args.rpc and not args.manifest:
+        raise UsageError("--rpc needs --manifest (the deployment whose registries the bundle's keys are checked in)")
+    data = read_bounded(args.bundle, MAX_BUNDLE_BYTES, "evidence bundle")
+    client = ChainClient(args.rpc) if args.rpc else None
+    manifest = Manifest.load(args.manifest) if args.manifest else None
+    try:
+        results = verify_bundle(load_bundle(data), client, manifest if client else None)
+    except InputRejected as e:
+        print(f"INVALID {e.reason}: {e.message}")
+        return 1
+    for r in results:
+        c = r["claims"]
+        print(f"VALID {c['jti']}  agent {c.get('sub', '-')}  value {r['value']}  root {r['root']}  block {r['block']}"
+              f"  tx {r['txHash']}  key {r['key']}" + (f"  approved by {r['approval']['iss']}" if r["approval"] else ""))
+    print(f"{len(results)} record(s) verified " + ("and checked against the chain" if client else
+                                                     "offline (add --rpc to check the headers against the chain)"))
+    return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -34,6 +64,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from ext_authz.chain.manifest import Manifest
     from ext_authz.envelope.jws import DENIAL_TYP, SAE_TYP
 
+    if args.bundle:
+        return cmd_verify_bundle(args)
+    if not args.sae or not args.manifest or not args.anchor_db:
+        raise UsageError("give TOKEN, --manifest and --anchor-db (or --bundle FILE)")
     token = read_token(args.sae, "denial" if args.denial else "SAE")
     typ = DENIAL_TYP if args.denial else SAE_TYP
     if not Path(args.anchor_db).is_file():
