@@ -258,3 +258,57 @@ def test_root_only_batches_are_listed_without_values(chain_stack, tmp_path):
     assert batch.values is None
     with pytest.raises(Exception, match="root-only"):
         batch.tree()
+
+
+def test_proofs_endpoint_serves_openzeppelin_format_read_only(chain_stack, tmp_path):
+    import json
+    import shutil
+    import subprocess
+    import urllib.error
+    import urllib.request
+
+    from ext_authz.anchoring.http import serve_anchor_http
+    from ext_authz.local.net import free_port
+
+    db = tmp_path / "a.sqlite3"
+    anchorer = _anchorer(chain_stack, db)
+    vals = values(0x91, 3)
+    _enqueue(db, vals)
+    anchorer.anchor_pending()
+    port = free_port()
+    httpd = serve_anchor_http(("127.0.0.1", port), anchorer.store, anchorer.health, chain_stack.manifest.chain_id,
+                              chain_stack.manifest.anchor)
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path, method="GET"):
+        req = urllib.request.Request(base + path, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    try:
+        code, doc = get(f"/v1/proofs/{vals[1].hex()}")
+        assert code == 200 and doc["status"] == "anchored" and doc["leafEncoding"] == ["bytes32"]
+        root = bytes.fromhex(doc["root"][2:])
+        proof = [bytes.fromhex(p[2:]) for p in doc["proof"]]
+        assert chain_stack.anchor.functions.verifyInclusion(root, vals[1], proof).call()
+        assert tuple(chain_stack.anchor.functions.batchOf(root).call()[2:]) == (doc["firstSeq"], doc["lastSeq"])
+        script = ("const {StandardMerkleTree}=require('@openzeppelin/merkle-tree');const d=JSON.parse(require('fs')"
+                  ".readFileSync(0,'utf8'));process.stdout.write(String(StandardMerkleTree.verify(d.root,d.leafEncoding,[d.value],d.proof)))")
+        out = subprocess.run([shutil.which("node"), "-e", script], cwd=ROOT, input=json.dumps(doc), capture_output=True,
+                             text=True, timeout=60, check=True)
+        assert out.stdout == "true"
+        assert other_values_absent(doc, vals[0], vals[2])
+        assert get(f"/v1/proofs/{'ab' * 32}")[0] == 404
+        assert get("/v1/proofs/not-hex")[0] == 400
+        assert get(f"/v1/proofs/{vals[1].hex()}", method="POST")[0] == 405
+        assert get("/healthz") == (200, get("/healthz")[1]) and get("/healthz")[1]["backlog"] == 0
+    finally:
+        httpd.shutdown()
+
+
+def other_values_absent(doc, *others):
+    text = str(doc)
+    return all(v.hex() not in text for v in others)
