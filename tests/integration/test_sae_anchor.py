@@ -192,7 +192,8 @@ def test_stuck_transaction_is_replaced_with_an_eip1559_fee_bump(chain_stack, tmp
     assert not worker.is_alive()
     proof = anchorer.store.proof_for(vals[0])
     tx = w3.eth.get_transaction(proof.tx_hash)
-    assert tx["nonce"] == nonce and tx["maxPriorityFeePerGas"] == tip > 1_000_000_000
+    # the mined one is a replacement (maybe a later one than we saw in the pool: they keep coming every 0.5 s)
+    assert tx["nonce"] == nonce and tx["maxPriorityFeePerGas"] >= tip > 1_000_000_000
     assert chain_stack.anchor.functions.batchCount().call() == count + 1
     assert proof.status == "anchored"
 
