@@ -83,7 +83,10 @@ def main() -> int:
              "| contract | operation | gas used |", "|---|---|---:|"]
     lines += [f"| {contract} | {op} | {gas:,} |" for contract, op, gas in rows]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    old = Path(args.out).read_text() if Path(args.out).exists() else ""
+    start, end = "<!-- anchoring-gas:start -->", "<!-- anchoring-gas:end -->"  # bench/anchor_gas.py's block: kept
+    kept = "\n" + old[old.index(start):old.index(end) + len(end)] + "\n" if start in old and end in old else ""
+    Path(args.out).write_text("\n".join(lines) + "\n" + kept)
     print("\n".join(lines))
     return 0
 
