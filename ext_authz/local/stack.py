@@ -62,6 +62,7 @@ class StackPorts:
     target: int = field(default_factory=free_port)
     pep: int = field(default_factory=free_port)
     sidecar: int = field(default_factory=free_port)
+    anchor_http: int = field(default_factory=free_port)  # `sealgate anchor --listen`: /healthz, /v1/proofs/<hash>
 
 
 class LocalStack:
@@ -266,7 +267,8 @@ class LocalStack:
         self.spawn_authorizer("authorizer", self.authz_socket, self.ports.authz_admin, self.allow_all,
                               self.workdir / "anchor.sqlite3")
         self._spawn("anchorer", [sys.executable, "-m", "ext_authz.cli", "anchor", "--config", str(self.workdir / "authorizer.json"),
-                                 "--manifest", str(self.workdir / "addresses.json")],
+                                 "--manifest", str(self.workdir / "addresses.json"),
+                                 "--listen", f"127.0.0.1:{self.ports.anchor_http}"],
                     env={"SEALGATE_ANCHORER_KEY": DEV_KEYS["anchorer"]})
 
     def spawn_authorizer(self, name: str, grpc: str, admin_port: int, allow_all: bool, anchor_db: Path,
