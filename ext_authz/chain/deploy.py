@@ -145,6 +145,11 @@ def seed_plan(plan: DeployPlan, b: Bootstrap) -> None:
         b.send(b.gov.call_set_rule(r.role, r.action_type, r.target, rule))
     for p in plan.approvers:
         b.send(b.gov.call_register_approver(p.name, p.x))
+    if plan.signing_keys:
+        from ext_authz.chain.keys import call_add_key
+
+        for k in plan.signing_keys:
+            b.send(call_add_key(b.client, b.signing_keys.address, k.jwk, k.valid_from, k.valid_until))
 
 
 def existing_deployment(client: ChainClient, chain_id: int, manifest_path: str | Path) -> Manifest | None:
