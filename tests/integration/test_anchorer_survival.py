@@ -148,3 +148,14 @@ def test_kill_9_of_the_anchorer_under_load_loses_and_duplicates_nothing(chain_st
         assert_nothing_lost_or_twice(chain_stack, db, producer.written)
     finally:
         kill9(proc)
+
+
+def test_anchorer_without_the_role_says_so_at_start_and_exits_2(chain_stack, tmp_path):
+    from eth_account import Account
+
+    config = tmp_path / "authorizer.json"
+    config.write_text(json.dumps({**chain_stack.config_raw, "anchor": {"db_path": str(tmp_path / "a.sqlite3")}}))
+    out = subprocess.run([sys.executable, "-m", "ext_authz.cli", "anchor", "--config", str(config), "--manifest",
+                          str(chain_stack.workdir / "addresses.json")], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "SEALGATE_ANCHORER_KEY": Account.create().key.hex()})
+    assert out.returncode == 2 and "does not hold ANCHORER_ROLE" in out.stdout, out.stdout + out.stderr
