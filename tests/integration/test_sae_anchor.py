@@ -44,7 +44,7 @@ def batch_events(stack, from_block=0):
     return stack.anchor.events.BatchAnchored().get_logs(from_block=from_block)
 
 
-def test_ranges_come_from_the_contract_counter_strictly_consecutive(chain_stack):
+def test_overlapping_or_backwards_range_cannot_be_chosen_the_contract_counter_assigns_it(chain_stack):
     """Overlapping or backwards ranges: the caller cannot name a range at all; each batch takes the next ones."""
     a, anchor = anchorer_account(), chain_stack.anchor
     fn = anchor.functions.anchor
