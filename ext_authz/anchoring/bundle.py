@@ -2,15 +2,16 @@
 
 A bundle is one canonical JSON document (sorted keys, no spaces, ASCII; any other spelling is refused, so a
 changed byte never passes as formatting). Per token it carries the token, its anchored value and its
-OpenZeppelin-format inclusion proof; per anchoring transaction the receipt fields that bind it (status,
-block, the `BatchAnchored` log) and, for root-only batches, the raw signed transaction (its hash and
-calldata are checked offline; a leaves-mode transaction is left out because its calldata holds the other
-values of the batch); per block the full header, whose hash is recomputed from its fields; the signing keys
+OpenZeppelin-format inclusion proof; per anchoring transaction every receipt of its block (they rebuild the
+header's receiptsRoot, which binds the `BatchAnchored` log to the header) and, for root-only batches, the raw
+signed transaction (its hash and calldata are checked offline; a leaves-mode transaction is left out because
+its calldata holds the other values of the batch); per block the full header, whose hash is recomputed from
+its fields; the signing keys
 as the SigningKeyRegistry held them at each token's block; the policy address and block; the approvers'
 keys. Nothing about other decisions: a proof's siblings are hashes of hashes.
 
-Offline (`verify_bundle(doc)`) every token's signature, claims, key window, value, proof, receipt log,
-transaction and header hash are checked against each other. What offline cannot show is that those headers
+Offline (`verify_bundle(doc)`) every token's signature, claims, key window, value, proof, receipts root and
+log, transaction and header hash are checked against each other. What offline cannot show is that those headers
 are the chain's: `verify_bundle(doc, client)` (`sealgate verify --bundle F --rpc URL`) also compares every
 header hash, receipt, root's on-chain batch and key record with the chain.
 """
@@ -127,11 +128,14 @@ def build_bundle(tokens: list[str], store: AnchorStore, client: ChainClient, man
             logs = [lg for lg in receipt["logs"] if to_checksum_address(lg["address"]) == anchor.address
                     and _hex(lg["topics"][0]) == BATCH_ANCHORED and bytes(lg["topics"][2]) == found.root]
             tx = client.w3.eth.get_transaction(HexStr(found.tx_hash))
+            if not logs:
+                raise InputRejected(reasons.ANCHOR_MISMATCH, f"tx {found.tx_hash} has no BatchAnchored log of its root")
+            block_txs = client.w3.eth.get_block(int(receipt["blockNumber"]))["transactions"]
             entry: dict[str, Any] = {
-                "status": int(receipt["status"]), "blockNumber": int(receipt["blockNumber"]),
-                "blockHash": _hex(receipt["blockHash"]), "transactionHash": _hex(receipt["transactionHash"]),
-                "log": {"address": anchor.address, "topics": [_hex(t) for t in logs[0]["topics"]],
-                        "data": _hex(logs[0]["data"])} if logs else None}
+                "blockNumber": int(receipt["blockNumber"]), "blockHash": _hex(receipt["blockHash"]),
+                "transactionHash": _hex(receipt["transactionHash"]), "index": int(receipt["transactionIndex"]),
+                # every receipt of the block: the verifier rebuilds the header's receiptsRoot from them
+                "receipts": [_receipt_json(client.w3.eth.get_transaction_receipt(HexStr(_hex(h)))) for h in block_txs]}
             if not anchor.decode_function_input(tx["input"])[0].fn_name == "anchorWithLeaves":
                 entry["raw"] = _hex(client.w3.eth.get_raw_transaction(HexStr(found.tx_hash)))
             txs[found.tx_hash] = entry
@@ -232,9 +236,10 @@ def _verify(doc: dict[str, Any], client: ChainClient | None, manifest: Manifest 
             raise InputRejected(reasons.ANCHOR_MISMATCH, "the Merkle proof does not lead from the value to its root")
         tx = doc["transactions"][rec["txHash"]]
         used_txs.add(rec["txHash"])
-        block = _check_tx(tx, rec["txHash"], root, anchor_address, abi)
+        block = int(tx["blockNumber"])
         header = doc["headers"][str(block)]
         used_headers.add(str(block))
+        _check_tx(tx, rec["txHash"], root, anchor_address, abi, header)
         if header_hash(header) != tx["blockHash"]:
             raise InputRejected(reasons.ANCHOR_MISMATCH, f"header {block} does not hash to the receipt's block hash")
         approval = None
@@ -265,14 +270,28 @@ def _key_record(key: dict[str, Any], kid: str) -> KeyRecord:
     return KeyRecord(kid, key["alg"], key["validFrom"], key["validUntil"], key["revokedAt"], rebuilt)
 
 
-def _check_tx(tx: dict[str, Any], tx_hash: str, root: bytes, anchor: str, abi: Any) -> int:
-    if tx["status"] != 1 or tx["transactionHash"] != tx_hash:
-        raise InputRejected(reasons.ANCHOR_MISMATCH, f"transaction {tx_hash} failed or is filed under another hash")
-    log = tx["log"]
-    if log is None or to_checksum_address(log["address"]) != anchor or log["topics"][0] != BATCH_ANCHORED \
-            or parse_value(log["topics"][2]) != root:
+def _receipt_json(r: Any) -> dict[str, Any]:
+    return {"type": int(r["type"]), "status": int(r["status"]), "cumulativeGasUsed": int(r["cumulativeGasUsed"]),
+            "logsBloom": _hex(r["logsBloom"]),
+            "logs": [{"address": to_checksum_address(lg["address"]), "topics": [_hex(t) for t in lg["topics"]],
+                      "data": _hex(lg["data"])} for lg in r["logs"]]}
+
+
+def _check_tx(tx: dict[str, Any], tx_hash: str, root: bytes, anchor: str, abi: Any, header: dict[str, Any]) -> int:
+    from ext_authz.anchoring.receipts_trie import encode_receipt, trie_root
+
+    if tx["transactionHash"] != tx_hash:
+        raise InputRejected(reasons.ANCHOR_MISMATCH, f"transaction {tx_hash} is filed under another hash")
+    receipts = tx["receipts"]
+    if "0x" + trie_root([encode_receipt(r) for r in receipts]).hex() != header["receiptsRoot"]:
+        raise InputRejected(reasons.ANCHOR_MISMATCH, f"the receipts of block {tx['blockNumber']} do not rebuild its "
+                                                     "receiptsRoot")
+    receipt = receipts[tx["index"]]
+    logs = [lg for lg in receipt["logs"] if to_checksum_address(lg["address"]) == anchor and lg["topics"]
+            and lg["topics"][0] == BATCH_ANCHORED and parse_value(lg["topics"][2]) == root]
+    if receipt["status"] != 1 or len(logs) != 1:
         raise InputRejected(reasons.ANCHOR_MISMATCH, f"transaction {tx_hash} has no BatchAnchored log of root 0x{root.hex()}")
-    data = bytes.fromhex(log["data"][2:])
+    data = bytes.fromhex(logs[0]["data"][2:])
     count, first, last, with_leaves = (int.from_bytes(data[i:i + 32], "big") for i in range(0, 128, 32))
     if len(data) != 128 or last - first + 1 != count or with_leaves != (0 if "raw" in tx else 1):
         raise _bad(f"transaction {tx_hash}: its BatchAnchored range does not hold together")
@@ -335,7 +354,8 @@ def _check_chain(client: ChainClient, manifest: Manifest, anchor: Any, root: byt
     if _hex(on_chain["hash"]) != tx["blockHash"]:
         raise InputRejected(reasons.ANCHOR_MISMATCH, f"block {block} on the chain is not the bundle's (reorged or forged)")
     receipt = client.w3.eth.get_transaction_receipt(tx["transactionHash"])
-    if _hex(receipt["blockHash"]) != tx["blockHash"] or int(receipt["status"]) != 1:
+    if _hex(receipt["blockHash"]) != tx["blockHash"] or int(receipt["status"]) != 1 \
+            or int(receipt["transactionIndex"]) != tx["index"]:
         raise InputRejected(reasons.ANCHOR_MISMATCH, f"the chain's receipt of {tx['transactionHash']} differs")
     if not anchor.functions.verifyInclusion(root, value, path).call():
         raise InputRejected(reasons.ANCHOR_MISMATCH, f"SaeAnchor does not accept the proof for root 0x{root.hex()}")

@@ -114,6 +114,8 @@ def _positions(data: bytes, doc):
     tx = doc["transactions"][rec["txHash"]]
     header = doc["headers"][str(tx["blockNumber"])]
     key = next(iter(doc["keys"].values()))
+    receipt = tx["receipts"][tx["index"]]
+    ours = next(lg for lg in receipt["logs"] if lg["topics"][2] == rec["proof"]["root"])
     spots = {
         "token header": text.index(rec["token"]) + 5,
         "token payload": text.index(rec["token"]) + len(rec["token"].split(".")[0]) + 20,
@@ -124,8 +126,11 @@ def _positions(data: bytes, doc):
         "proof leaf": text.index(rec["proof"]["leaf"]) + 10,
         "tx raw": text.index(tx["raw"]) + 40,
         "receipt block hash": text.index('"blockHash":"' + tx["blockHash"]) + 20,
-        "receipt log data": text.index(tx["log"]["data"]) + 60,
-        "receipt log topic": text.index(tx["log"]["topics"][2]) + 10,
+        "receipt log data": text.index(ours["data"]) + 60,
+        "receipt log topic": text.index(ours["topics"][2]) + 10,
+        "receipt bloom": text.index(receipt["logsBloom"]) + 30,
+        "receipt gas": text.index('"cumulativeGasUsed":' + str(receipt["cumulativeGasUsed"])) + 21,
+        "receipt index": text.index('"index":' + str(tx["index"])) + 8,
         "header state root": text.index('"stateRoot":"' + header["stateRoot"]) + 20,
         "header timestamp": text.index('"timestamp":' + str(header["timestamp"])) + 13,
         "key jwk x": text.index(key["jwk"]["x"]) + 5,
@@ -145,7 +150,7 @@ def test_flipping_any_bound_byte_of_the_bundle_fails_verification(evidence):
         with pytest.raises(InputRejected) as err:
             verify_bundle(load_bundle(_flip(data, index)))
         failures[name] = err.value.reason
-    assert len(failures) == 18
+    assert len(failures) == 21
     with pytest.raises(InputRejected):  # a reformatted bundle is refused as well: no byte is "just formatting"
         load_bundle(json.dumps(doc, indent=1).encode())
 
