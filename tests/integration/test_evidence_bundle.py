@@ -189,3 +189,28 @@ def test_verify_bundle_cli_offline_and_with_rpc(chain_stack, evidence):
     bad.write_bytes(_flip(evidence["path"].read_bytes(), 200))
     out = subprocess.run(base[:-1] + [str(bad)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and out.stdout.startswith("INVALID"), out.stdout + out.stderr
+
+
+def test_receipts_trie_rebuilds_anvils_receipts_and_transactions_roots_for_a_full_block(chain_stack):
+    """140 transactions in one block (keys rlp(0) .. rlp(139) cross the one-byte boundary at 128)."""
+    from web3.types import RPCEndpoint
+
+    from ext_authz.anchoring.bundle import _receipt_json
+    from ext_authz.anchoring.receipts_trie import encode_receipt, trie_root
+
+    w3 = chain_stack.chain.w3
+    make = w3.provider.make_request
+    make(RPCEndpoint("evm_setAutomine"), [False])
+    try:
+        accounts = w3.eth.accounts
+        for i in range(140):
+            w3.eth.send_transaction({"from": accounts[i % 5], "to": accounts[9], "value": i + 1})
+        make(RPCEndpoint("evm_mine"), [])
+    finally:
+        make(RPCEndpoint("evm_setAutomine"), [True])
+    block = w3.eth.get_block("latest")
+    assert len(block["transactions"]) == 140
+    receipts = [encode_receipt(_receipt_json(w3.eth.get_transaction_receipt(h))) for h in block["transactions"]]
+    assert trie_root(receipts) == bytes(block["receiptsRoot"])
+    assert trie_root([bytes(w3.eth.get_raw_transaction(h)) for h in block["transactions"]]) == bytes(block["transactionsRoot"])
+    assert trie_root(receipts[:-1]) != bytes(block["receiptsRoot"])
