@@ -10,7 +10,7 @@
 -- verifier refuses it, so the PEP as a whole does. All of it runs inside pcall: a
 -- Lua error would otherwise fail OPEN.
 
-local SAE_TYP = "application/sae.v2+jwt" -- SAE format version 2 only
+local SAE_TYP = "application/sae.v3+jwt" -- SAE format version 3 only
 local MAX_LIFETIME_SECONDS = 300 -- exp - iat; `sealgate envoy pep --max-sae-lifetime` rewrites this line
 local CLOCK_SKEW_SECONDS = 5 -- as jwt_authn's clock_skew_seconds
 

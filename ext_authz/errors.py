@@ -39,6 +39,14 @@ class StateStale(ChainError):
     """Pinned chain state is older than the configured limit."""
 
 
+class StateNotCached(ChainError):
+    """The pinned EVM lacks state this call reads; `PinnedPolicy.fetch(this)` fetches it (off the event loop)."""
+
+    def __init__(self, to: str, calldata: bytes, block: int):
+        super().__init__(f"state for a call to {to} is not cached at block {block}")
+        self.to, self.calldata, self.block = to, calldata, block
+
+
 class AnchorError(SealgateError):
     """Anchoring store or anchor transaction failed."""
 

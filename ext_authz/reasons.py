@@ -46,6 +46,8 @@ POLICY_STATE_STALE = "POLICY_STATE_STALE"
 POLICY_EVALUATION_FAILED = "POLICY_EVALUATION_FAILED"
 INTERNAL_ERROR = "INTERNAL_ERROR"
 SIGNING_FAILED = "SIGNING_FAILED"  # the signer (HSM) failed: the only denial that cannot be signed
+EVIDENCE_UNAVAILABLE = "EVIDENCE_UNAVAILABLE"  # the evidence store could not persist the record: nothing runs unrecorded
+POLICY_STATE_UNAVAILABLE = "POLICY_STATE_UNAVAILABLE"  # the pinned EVM lacked this agent's state and the RPC did not answer in time
 
 # enforcement point (envoy/pep.lua); listed here so every code has one home
 SAE_MISSING = "SAE_MISSING"
@@ -64,6 +66,8 @@ MERKLE_LEAF_ABSENT = "MERKLE_LEAF_ABSENT"
 SIGNING_KEY_UNREGISTERED = "SIGNING_KEY_UNREGISTERED"  # not in the SigningKeyRegistry at the token's block
 SIGNING_KEY_REVOKED = "SIGNING_KEY_REVOKED"  # revoked before the token was anchored, or outside its window
 BUNDLE_INVALID = "BUNDLE_INVALID"  # an evidence bundle that is malformed or does not hold together
+REPLAY_MISMATCH = "REPLAY_MISMATCH"  # `--replay`: the policy at pol.block answers another verdict than recorded
+REPLAY_FAILED = "REPLAY_FAILED"  # `--replay`: the archive node could not run the policy at pol.block
 
 POLICY_CONTRACT_CODES = frozenset(
     {
@@ -110,4 +114,8 @@ MESSAGES = {
     POLICY_EVALUATION_FAILED: "the policy contract could not be evaluated",
     INTERNAL_ERROR: "the authorizer failed; denied to fail closed",
     SIGNING_FAILED: "the authorizer could not sign (HSM unavailable); denied to fail closed, unsigned",
+    EVIDENCE_UNAVAILABLE: "the authorizer could not record the decision durably (evidence store unavailable); "
+                          "denied to fail closed, not recorded",
+    POLICY_STATE_UNAVAILABLE: "the policy state this request needs is not cached and the chain did not answer in time; "
+                              "denied to fail closed",
 }

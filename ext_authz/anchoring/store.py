@@ -1,4 +1,8 @@
-"""The anchor store: SAE / denial hashes, Merkle batches and their on-chain transactions (SQLite)."""
+"""The anchor store: SAE / denial hashes, Merkle batches and their on-chain transactions (SQLite).
+
+The authorizer writes the `leaves` rows together with the tokens themselves, in one durable transaction of the
+evidence store (`ext_authz.evidence.sqlite`, same file); the anchoring worker reads and batches them here.
+"""
 
 from __future__ import annotations
 
@@ -37,12 +41,17 @@ CREATE TABLE IF NOT EXISTS batches (
     chain_first INTEGER,
     chain_last INTEGER
 );
--- approvals already turned into an SAE: single use across restarts (and processes sharing the file)
-CREATE TABLE IF NOT EXISTS used_approvals (
-    jti TEXT PRIMARY KEY,
-    exp INTEGER NOT NULL
-);
 """
+INSERT_LEAF = "INSERT OR IGNORE INTO leaves(hash, kind, decision_id, created) VALUES (?,?,?,?)"
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """WAL, and `synchronous=FULL`: a commit is on disk when it returns. With NORMAL an ext4 error wiped committed
+    rows and reused sequence numbers (overlapping on-chain ranges); with FULL nothing committed was lost."""
+    conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
 
 
 @dataclass(frozen=True)
@@ -58,7 +67,7 @@ class InclusionProof:
 
 
 class AnchorStore:
-    """SQLite store of leaves and batches (WAL; one connection per thread)."""
+    """SQLite store of leaves and batches (WAL, synchronous=FULL; one connection per thread)."""
 
     def __init__(self, path: str | Path):
         self.path = str(path)
@@ -68,25 +77,15 @@ class AnchorStore:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = connect(self.path)
             self._local.conn = conn
         return conn
-
-    def claim_approval(self, jti: str, exp: int, now: float) -> bool:
-        """Records an approval as used; False if it was used before. Expired entries are dropped."""
-        conn = self._conn()
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("DELETE FROM used_approvals WHERE exp < ?", (int(now),))
-            return conn.execute("INSERT OR IGNORE INTO used_approvals(jti, exp) VALUES (?, ?)", (jti, exp)).rowcount == 1
 
     def add_leaves(self, rows: list[tuple[bytes, str, str, float]]) -> None:
         conn = self._conn()
         with conn:
             conn.execute("BEGIN")
-            conn.executemany("INSERT OR IGNORE INTO leaves(hash, kind, decision_id, created) VALUES (?,?,?,?)", rows)
+            conn.executemany(INSERT_LEAF, rows)
 
     def cut_batch(self, max_leaves: int) -> tuple[bytes, int, int, list[bytes]] | None:
         """Groups the oldest unbatched leaves into a pending batch; returns it."""

@@ -24,11 +24,13 @@ from ext_authz.envelope.models import (
     ChainRef,
     Context,
     Denial,
+    PolicyInputs,
     PolicyRef,
     Sae,
     verify_sae,
 )
 from ext_authz.errors import InputRejected
+from ext_authz.evidence.store import EvidenceRecord
 from ext_authz.policy.abi import PolicyAction, Verdict, text_id
 from ext_authz.server.config import AuthorizerConfig
 
@@ -57,6 +59,7 @@ class Decision:
     token: str  # SAE on allow, signed denial record on deny
     token_hash: bytes
     approval_request: str | None = None  # the action digest an approver signs (HUMAN_APPROVAL_REQUIRED)
+    record: EvidenceRecord | None = None  # what the evidence store keeps; durable before the answer leaves
 
 
 class DecisionIds:
@@ -142,6 +145,7 @@ class DecisionMaker:
             audience=action.target,
             action=act or Action.of(action),
             policy=self._pol(verdict),
+            inputs=self._inputs(action),
             model="sha256:" + verdict.model_hash.hex(),
             issued_at=now,
             not_before=now,
@@ -152,7 +156,10 @@ class DecisionMaker:
             approval=apr,
         )
         token = self._encoder.encode(sae.to_claims(), SAE_TYP)
-        return Decision(True, jti, reasons.OK, "allowed", token, sae_hash(token))
+        digest = sae_hash(token)
+        record = EvidenceRecord(jti, "sae", token, digest, now, reasons.OK, sae.subject, sae.audience,
+                                sae.context.session_id, parent_hash)
+        return Decision(True, jti, reasons.OK, "allowed", token, digest, record=record)
 
     def _pol(self, verdict: Verdict | None) -> PolicyRef:
         """Which policy answered: registry + id, and the implementation, version and block evaluated.
@@ -182,9 +189,20 @@ class DecisionMaker:
             message=message[:MAX_MESSAGE_CHARS],
             chain=self._chain,
             approval_request=approval_request,
+            inputs=self._inputs(action) if action is not None and verdict is not None else None,
         )
         token = self._encoder.encode(denial.to_claims(), DENIAL_TYP)
-        return Decision(False, decision_id, reason, message, token, sae_hash(token), approval_request)
+        digest = sae_hash(token)
+        record = EvidenceRecord(decision_id, "denial", token, digest, now, reason, denial.subject, denial.target,
+                                None)  # only what the token itself says: a denial has no ctx
+        return Decision(False, decision_id, reason, message, token, digest, approval_request, record)
+
+    def _risk(self, action: ActionRequest) -> int:
+        return self._config.risk_scores.get(action.agent_spiffe_id, 0)
+
+    def _inputs(self, action: ActionRequest) -> PolicyInputs:
+        """`inp`: what the policy read that the other claims do not carry (replay re-runs it from the envelope)."""
+        return PolicyInputs(action.key_fingerprint.hex(), self._risk(action))
 
     def decide(self, action: ActionRequest) -> Decision:
         """Evaluates the policy; chain errors propagate to the caller, which fails closed."""
@@ -197,7 +215,7 @@ class DecisionMaker:
                 target=text_id(action.target),
                 amount=action.amount,
                 data_class=action.data_class_level,
-                risk_score=self._config.risk_scores.get(action.agent_spiffe_id, 0),
+                risk_score=self._risk(action),
             )
         )
         act = Action.of(action)  # the action's claims, built once for whichever envelope is signed

@@ -88,5 +88,6 @@ def unsigned_denial(reason: str) -> auth_pb2.CheckResponse:
     )
 
 
-UNSIGNED_DENIALS = {reason: unsigned_denial(reason) for reason in (reasons.INTERNAL_ERROR, reasons.SIGNING_FAILED)}
+UNSIGNED_DENIALS = {reason: unsigned_denial(reason)
+                    for reason in (reasons.INTERNAL_ERROR, reasons.SIGNING_FAILED, reasons.EVIDENCE_UNAVAILABLE)}
 

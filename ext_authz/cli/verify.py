@@ -29,6 +29,7 @@ def register(sub: Any) -> None:
     p.add_argument("--issuer", metavar="URI",
                    help="the authorizer's issuer URI (its config `issuer`): refuse a token whose iss differs")
     p.add_argument("--denial", action="store_true", help="the token is a signed denial record, not an SAE")
+    _add_replay_flags(p)
     p.set_defaults(func=cmd_verify)
 
 
@@ -104,4 +105,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
         a = result.approval
         print(f"  approved  by {a['iss']}: approval {a['jti']} signed with the key registered at block "
               f"{c['pol']['block']}, for request {a['req']}")
+    return _replay(args, c, typ, manifest.rpc_url) if args.replay else 0
+
+
+def _add_replay_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replay", action="store_true",
+                   help="also re-run the policy at the token's pol.block and check it gives the recorded verdict")
+    p.add_argument("--archive-rpc", metavar="URL",
+                   help="the archive node --replay runs the policy on (default: the manifest's rpc_url)")
+
+
+def _replay(args: argparse.Namespace, claims: dict[str, Any], typ: str, rpc_url: str) -> int:
+    """`--replay`: exit 0 when the policy at pol.block gives the recorded verdict, 1 when it does not."""
+    from ext_authz import reasons
+    from ext_authz.chain.client import ChainClient
+    from ext_authz.errors import ChainError
+    from ext_authz.evidence.replay import replay
+
+    try:
+        result = replay(claims, typ, ChainClient(args.archive_rpc or rpc_url))
+    except ChainError as e:
+        print(f"INVALID {reasons.REPLAY_FAILED}: {e}")
+        return 1
+    if result is None:
+        print("  replay    nothing to re-run: the authorizer denied before (or apart from) the policy's verdict")
+        return 0
+    said, now = " ".join(result.expected), " ".join(result.replayed)
+    if not result.matches:
+        print(f"INVALID {reasons.REPLAY_MISMATCH}: the token records {said} by {result.recorded_implementation} "
+              f"v{result.recorded_version}; the policy at block {result.block} answers {now} by "
+              f"{result.implementation} v{result.version}")
+        return 1
+    print(f"  replay    {now} at block {result.block} by {result.implementation} v{result.version}: same verdict")
     return 0

@@ -1,4 +1,4 @@
-"""Signed Action Envelope wire format: JWS compact, typ application/sae.v2+jwt (format version 2).
+"""Signed Action Envelope wire format: JWS compact, typ application/sae.v3+jwt (format version 3).
 
 Encoding sits on the decision path and is a few lines over the Signer (joserfc's
 serializer costs ~110 us per call here, more than the whole decision budget).
@@ -33,12 +33,12 @@ from ext_authz.envelope.encoding import b64url, canonical_json, compact_json
 from ext_authz.errors import SaeInvalid
 from ext_authz.signing.base import Signer
 
-# format version 2 (ext_authz.envelope.models.FORMAT_VERSION); version 1 (application/sae+jwt, ...) is refused
-SAE_TYP = "application/sae.v2+jwt"
-DENIAL_TYP = "application/sae-denial.v2+jwt"
+# format version 3 (ext_authz.envelope.models.FORMAT_VERSION); versions 1 and 2 are refused
+SAE_TYP = "application/sae.v3+jwt"
+DENIAL_TYP = "application/sae-denial.v3+jwt"
 APPROVAL_TYP = "application/sae-approval.v2+jwt"  # a person's approval of one action (approvals.py)
 ALGORITHMS = ("EdDSA",)
-SAE_REQUIRED_CLAIMS = ("iss", "sub", "aud", "act", "pol", "mod", "iat", "nbf", "exp", "jti", "ctx", "chain")
+SAE_REQUIRED_CLAIMS = ("iss", "sub", "aud", "act", "pol", "inp", "mod", "iat", "nbf", "exp", "jti", "ctx", "chain")
 DENIAL_REQUIRED_CLAIMS = ("iss", "pol", "iat", "jti", "reason")  # sub, act: only once they were read
 APPROVAL_REQUIRED_CLAIMS = ("iss", "sub", "req", "iat", "exp", "jti")
 REQUIRED_CLAIMS = {SAE_TYP: SAE_REQUIRED_CLAIMS, DENIAL_TYP: DENIAL_REQUIRED_CLAIMS, APPROVAL_TYP: APPROVAL_REQUIRED_CLAIMS}

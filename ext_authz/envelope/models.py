@@ -2,12 +2,13 @@
 
 Each envelope is a frozen dataclass whose nested claim objects are typed too:
 
-    Sae       iss sub aud act pol mod iat nbf exp jti ctx chain [apr]          typ application/sae.v2+jwt
-    Denial    iss [sub] [tgt] [act] pol iat jti dec reason msg chain [apr_req] typ application/sae-denial.v2+jwt
-    Approval  iss sub req iat exp jti                                           typ application/sae-approval.v2+jwt
+    Sae       iss sub aud act pol inp mod iat nbf exp jti ctx chain [apr]          typ application/sae.v3+jwt
+    Denial    iss [sub] [tgt] [act] pol [inp] iat jti dec reason msg chain [apr_req] typ application/sae-denial.v3+jwt
+    Approval  iss sub req iat exp jti                                               typ application/sae-approval.v2+jwt
 
     Action       act    {type, m, h, p, amt, dc, bd}         amt: a decimal string
     PolicyRef    pol    {registry, id, [addr, ver, block]}
+    PolicyInputs inp    {kf, risk}                           what the policy read beyond act, sub and aud/tgt
     Context      ctx    {[sid], [parent], dc}
     ChainRef     chain  {id, anchor}
     ApprovalRef  apr    {by, jti, req, tok}
@@ -39,9 +40,13 @@ binding to a request, who may approve) is checked where it is decided: `jws.veri
 verify a token with `jws.verify()` (signature, typ, time, required claims) and then
 return the model; `jws.verify()` itself keeps returning the verified payload dict.
 
-Format version: the version of each envelope is its media type, not a claim. All three
-are version 2 (`FORMAT_VERSION`; typ `application/sae.v2+jwt`, `application/sae-denial.v2+jwt`,
-`application/sae-approval.v2+jwt`). Version 1 (typ `application/sae+jwt`, ...: iss the agent,
+Format version: the version of each envelope is its media type, not a claim. The SAE and the
+denial are version 3 (`FORMAT_VERSION`; typ `application/sae.v3+jwt`, `application/sae-denial.v3+jwt`):
+version 3 added `inp`, the policy inputs an envelope did not carry (the key fingerprint and the
+risk score), so that a decision can be re-run from the envelope alone (`sealgate verify --replay`);
+version 2 tokens are refused (`SAE_TYPE_INVALID` at the PEP). The approval is still version 2
+(`APPROVAL_FORMAT_VERSION`, typ `application/sae-approval.v2+jwt`): its claims did not change.
+Version 1 (typ `application/sae+jwt`, ...: iss the agent,
 sub the target, integer amounts, nulls) is refused everywhere: nothing speaks it any more. The
 approval's claims did not change, but the digest it signs did (`amt` a string, the agent under
 `sub`), so it moved to version 2 with the others. Why not a `ver` claim: the typ is checked before any claim is interpreted,
@@ -50,7 +55,7 @@ format is refused by every existing verifier without a change to the Lua; a clai
 be read only after the payload is parsed, would need its own check in the Lua, and a
 top-level `ver` would sit next to `pol.ver` (the policy's version), which already means
 something else. Since `from_claims()` refuses unknown claims, every change to the
-claims, additive ones included, gets a new typ (e.g. `application/sae.v2+jwt`) and a
+claims, additive ones included, gets a new typ (e.g. `application/sae.v4+jwt`) and a
 new `FORMAT_VERSION`; there are no deployed tokens of an older format to accept.
 
 Issuers are URIs (`check_issuer()`): the configured issuer is validated once, where it is
@@ -71,7 +76,9 @@ from ext_authz.envelope.encoding import canonical_json
 from ext_authz.envelope.jws import APPROVAL_TYP, DENIAL_TYP, SAE_TYP, verify
 from ext_authz.errors import ConfigError, SaeInvalid
 
-FORMAT_VERSION = 2  # of all three envelopes; carried by their typ (see the module docstring)
+FORMAT_VERSION = 3  # of the SAE and the denial; carried by their typ (see the module docstring)
+APPROVAL_FORMAT_VERSION = 2
+MAX_RISK_SCORE = 255  # uint8 in the policy ABI (the operator's feed uses 0-100)
 MAX_UINT256 = 2**256 - 1  # amounts are uint256 in the policy contract
 MAX_MESSAGE_CHARS = 256  # a denial's msg is cut to this length when signed
 MAX_APPROVAL_JTI_CHARS = 128
@@ -265,6 +272,29 @@ class PolicyRef:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyInputs:
+    """`inp`: the policy's inputs that the other claims do not carry, so the verdict can be re-run at `pol.block`
+    from the envelope alone. With `sub` (agentId), `act.type`, `aud`/`tgt`, `act.amt` and `act.dc` they are the
+    whole `IActionPolicy.Action`; the block's own timestamp is the only other thing the policy reads."""
+
+    key_fingerprint: str  # inp.kf: hex SHA-256 of the agent certificate's SPKI (64 zeros: none presented)
+    risk_score: int  # inp.risk: the operator's risk score for the agent when it was decided
+
+    MEMBERS: ClassVar[frozenset[str]] = frozenset({"kf", "risk"})
+
+    def to_claims(self) -> Claims:
+        return {"kf": self.key_fingerprint, "risk": self.risk_score}
+
+    @classmethod
+    def from_claims(cls, inp: Any) -> PolicyInputs:
+        c = _members(inp, "inp", cls.MEMBERS)
+        risk = _int(c, "risk", "inp")
+        if risk > MAX_RISK_SCORE:
+            raise _invalid("inp.risk", f"an integer 0-{MAX_RISK_SCORE}", risk)
+        return cls(_text(c, "kf", "inp", pattern=_SHA256_HEX, expected="64 lowercase hex digits (SHA-256)"), risk)
+
+
+@dataclass(frozen=True, slots=True)
 class Context:
     """`ctx`: the session and the parent SAE this action follows."""
 
@@ -343,6 +373,7 @@ class Sae:
     audience: str  # aud: the target service (the PEP's jwt_authn and check_sae check it)
     action: Action  # act
     policy: PolicyRef  # pol
+    inputs: PolicyInputs  # inp
     model: str  # mod: sha256:<hex> of the agent's model artifact
     issued_at: int  # iat
     not_before: int  # nbf
@@ -355,13 +386,14 @@ class Sae:
     TYP: ClassVar[str] = SAE_TYP
     FORMAT_VERSION: ClassVar[int] = FORMAT_VERSION
     REQUIRED: ClassVar[frozenset[str]] = frozenset(
-        {"iss", "sub", "aud", "act", "pol", "mod", "iat", "nbf", "exp", "jti", "ctx", "chain"})
+        {"iss", "sub", "aud", "act", "pol", "inp", "mod", "iat", "nbf", "exp", "jti", "ctx", "chain"})
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"apr"})
 
     def to_claims(self) -> Claims:
         claims = {
             "iss": self.issuer, "sub": self.subject, "aud": self.audience, "act": self.action.to_claims(),
-            "pol": self.policy.to_claims(), "mod": self.model, "iat": self.issued_at, "nbf": self.not_before,
+            "pol": self.policy.to_claims(), "inp": self.inputs.to_claims(), "mod": self.model,
+            "iat": self.issued_at, "nbf": self.not_before,
             "exp": self.expires, "jti": self.jti, "ctx": self.context.to_claims(), "chain": self.chain.to_claims(),
         }
         if self.approval is not None:
@@ -374,7 +406,7 @@ class Sae:
         return cls(
             _text(c, "iss", "", pattern=ISSUER_URI, expected="an absolute URI"), _text(c, "sub", ""),
             _text(c, "aud", ""), Action.from_claims(c["act"]),
-            PolicyRef.from_claims(c["pol"], evaluated=True),
+            PolicyRef.from_claims(c["pol"], evaluated=True), PolicyInputs.from_claims(c["inp"]),
             _text(c, "mod", "", pattern=_MODEL_HASH, expected="sha256: and 64 lowercase hex digits"),
             _int(c, "iat", ""), _int(c, "nbf", ""), _int(c, "exp", ""), _text(c, "jti", ""),
             Context.from_claims(c["ctx"]), ChainRef.from_claims(c["chain"]),
@@ -399,11 +431,12 @@ class Denial:
     message: str  # msg, at most MAX_MESSAGE_CHARS
     chain: ChainRef  # chain
     approval_request: str | None = None  # apr_req: the action digest a person may approve (HUMAN_APPROVAL_REQUIRED)
+    inputs: PolicyInputs | None = None  # inp: present exactly when the policy was read (pol.addr/ver/block)
 
     TYP: ClassVar[str] = DENIAL_TYP
     FORMAT_VERSION: ClassVar[int] = FORMAT_VERSION
     REQUIRED: ClassVar[frozenset[str]] = frozenset({"iss", "pol", "iat", "jti", "dec", "reason", "msg", "chain"})
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"sub", "tgt", "act", "apr_req"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"sub", "tgt", "act", "apr_req", "inp"})
 
     def to_claims(self) -> Claims:
         claims: Claims = {
@@ -418,6 +451,8 @@ class Denial:
             claims["act"] = self.action.to_claims()
         if self.approval_request is not None:
             claims["apr_req"] = self.approval_request
+        if self.inputs is not None:
+            claims["inp"] = self.inputs.to_claims()
         return claims
 
     @classmethod
@@ -429,13 +464,18 @@ class Denial:
             raise SaeInvalid(reasons.SAE_INVALID, "claims tgt and act come together: the action and its target")
         if "apr_req" in c and not {"sub", "act"} <= c.keys():
             raise SaeInvalid(reasons.SAE_INVALID, "claim apr_req names an action: sub, tgt and act must be present")
+        policy = PolicyRef.from_claims(c["pol"], evaluated=False)
+        if ("inp" in c) != (policy.block is not None) or ("inp" in c and not {"sub", "act"} <= c.keys()):
+            raise SaeInvalid(reasons.SAE_INVALID, "claim inp comes exactly with pol.addr/ver/block (the policy was "
+                                                  "read), and with sub, tgt and act")
         return cls(
             _text(c, "iss", "", pattern=ISSUER_URI, expected="an absolute URI"), _text(c, "sub", "", optional=True),
             _text(c, "tgt", "", optional=True), Action.from_claims(c["act"]) if "act" in c else None,
-            PolicyRef.from_claims(c["pol"], evaluated=False), _int(c, "iat", ""), _text(c, "jti", ""),
+            policy, _int(c, "iat", ""), _text(c, "jti", ""),
             _text(c, "reason", "", pattern=_REASON, expected="a reason code (A-Z, 0-9, _)"),
             _text(c, "msg", "", empty=True, max_chars=MAX_MESSAGE_CHARS), ChainRef.from_claims(c["chain"]),
             _text(c, "apr_req", "", pattern=_SHA256_HEX, expected="64 lowercase hex digits") if "apr_req" in c else None,
+            PolicyInputs.from_claims(c["inp"]) if "inp" in c else None,
         )
 
 
@@ -452,7 +492,7 @@ class Approval:
     jti: str  # 1-128 characters; each approval is used once
 
     TYP: ClassVar[str] = APPROVAL_TYP
-    FORMAT_VERSION: ClassVar[int] = FORMAT_VERSION
+    FORMAT_VERSION: ClassVar[int] = APPROVAL_FORMAT_VERSION
     REQUIRED: ClassVar[frozenset[str]] = frozenset({"iss", "sub", "req", "iat", "exp", "jti"})
 
     def to_claims(self) -> Claims:

@@ -102,6 +102,23 @@ class AnchorConfig:
 
 
 @dataclass(frozen=True)
+class EvidenceConfig:
+    """The evidence store (the tokens themselves; same SQLite file as the anchor queue, `anchor.db_path`)."""
+
+    retention_days: int = 400  # tokens of anchored records older than this are dropped; 0 keeps them forever
+    max_group: int = 512  # records written per durable transaction (group commit)
+    commit_timeout_seconds: float = 5.0  # a decision waits this long for its record, then fails closed
+
+    def __post_init__(self) -> None:
+        if type(self.retention_days) is not int or not 0 <= self.retention_days <= 36500:
+            raise ConfigError(f"evidence.retention_days must be an integer 0-36500 (0: forever), found {self.retention_days!r}")
+        if type(self.max_group) is not int or not 1 <= self.max_group <= 10000:
+            raise ConfigError(f"evidence.max_group must be an integer 1-10000, found {self.max_group!r}")
+        if not isinstance(self.commit_timeout_seconds, (int, float)) or not 0.05 <= self.commit_timeout_seconds <= 60:
+            raise ConfigError(f"evidence.commit_timeout_seconds must be 0.05-60, found {self.commit_timeout_seconds!r}")
+
+
+@dataclass(frozen=True)
 class AuthorizerConfig:
     trust_domain: str = "sealgate.local"
     # `iss` of every SAE and denial: names this authorizer, whose JWKS verifies them (RFC 8725 §3.8); the PEP's
@@ -111,8 +128,12 @@ class AuthorizerConfig:
     routes: tuple[RouteRule, ...] = ()
     limits: Limits = field(default_factory=Limits)
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
     state_poll_seconds: float = 0.2
     max_state_age_seconds: float = 15.0
+    # state the pinned EVM has not cached (an agent not seen since the pin) is fetched off the event loop within
+    # this deadline, else that request alone is denied with POLICY_STATE_UNAVAILABLE
+    policy_fetch_timeout_seconds: float = 2.0
     # decisions in flight on worker threads when the signer is a device (HSM); its signatures are serialized
     signing_threads: int = 4
     # operator's risk feed (UEBA/XDR), by SPIFFE ID; 0-100. Never taken from the agent.
@@ -130,6 +151,8 @@ class AuthorizerConfig:
         object.__setattr__(self, "issuer", check_issuer(self.issuer or default_issuer(self.trust_domain), "issuer"))
         if self.max_state_age_seconds <= self.state_poll_seconds:
             raise ConfigError("max_state_age_seconds must exceed state_poll_seconds")
+        if not isinstance(self.policy_fetch_timeout_seconds, (int, float)) or not 0.05 <= self.policy_fetch_timeout_seconds <= 30:
+            raise ConfigError(f"policy_fetch_timeout_seconds must be 0.05-30, found {self.policy_fetch_timeout_seconds!r}")
         if type(self.signing_threads) is not int or not 1 <= self.signing_threads <= 64:
             raise ConfigError(f"signing_threads must be an integer 1-64, found {self.signing_threads!r}")
         object.__setattr__(self, "mesh_clients", tuple(self.mesh_clients))
@@ -178,4 +201,6 @@ def config_from_dict(raw: dict[str, Any], where: str = "config") -> AuthorizerCo
     routes = tuple(_build(RouteRule, r, f"{where}.routes[{i}]") for i, r in enumerate(raw.pop("routes", [])))
     limits = _build(Limits, raw.pop("limits", {}), f"{where}.limits")
     anchor = _build(AnchorConfig, raw.pop("anchor", {}), f"{where}.anchor")
-    return _build(AuthorizerConfig, {**raw, "routes": routes, "limits": limits, "anchor": anchor}, where)
+    evidence = _build(EvidenceConfig, raw.pop("evidence", {}), f"{where}.evidence")
+    return _build(AuthorizerConfig, {**raw, "routes": routes, "limits": limits, "anchor": anchor,
+                                     "evidence": evidence}, where)

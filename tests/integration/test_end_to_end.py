@@ -247,13 +247,14 @@ def test_spiffe_id_outside_the_trust_domain_is_refused(stack, tmp_path):
 # ------------------------------------------------------------------ the PEP at the target
 
 def craft(stack, typ=SAE_TYP, **overrides):
-    """A correctly signed SAE (format version 2) for POST /v1/transfers, with claims overridden (tests own the key)."""
+    """A correctly signed SAE (format version 3) for POST /v1/transfers, with claims overridden (tests own the key)."""
     now = int(time.time())
     claims = {"iss": stack.issuer, "sub": stack.spiffe_id("procurement-01"), "aud": "payments-api",
               "act": {"type": "payment.transfer", "m": "POST", "h": "payments.internal", "p": "/v1/transfers", "amt": "1",
                       "dc": "internal", "bd": hashlib.sha256(json.dumps(TRANSFER).encode()).hexdigest()},
               "pol": {"registry": stack.manifest.policy_registry, "id": stack.manifest.policy_id, "addr": stack.manifest.policy,
                       "ver": 1, "block": 1},
+              "inp": {"kf": "00" * 32, "risk": 0},
               "mod": "sha256:" + "00" * 32, "iat": now, "nbf": now, "exp": now + 60, "jti": f"crafted-{time.monotonic_ns()}",
               "ctx": {"dc": "internal"}, "chain": {"id": 31337, "anchor": stack.manifest.anchor}}
     claims.update(overrides)

@@ -66,7 +66,7 @@ def test_the_pep_pins_the_issuer_and_speaks_format_version_2_only():
     assert jwt_provider(pep)["issuer"] == ISSUER and jwt_provider(pep)["audiences"] == ["payments-api"]
     lua = next(f for f in pep["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
                if f["name"] == "envoy.filters.http.lua")["typed_config"]["default_source_code"]["inline_string"]
-    assert 'local SAE_TYP = "application/sae.v2+jwt"' in lua
+    assert 'local SAE_TYP = "application/sae.v3+jwt"' in lua
 
 
 @pytest.mark.parametrize("issuer", ["", "authorizer", "spiffe://x/a b", 'spiffe://x/"'])

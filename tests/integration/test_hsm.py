@@ -73,7 +73,7 @@ def test_hsm_signed_sae_verifies_with_joserfc_and_kid_is_the_thumbprint(token):
 
 
 def check_sae_signed_in_the_token(signer, jwk):
-    claims = {"iss": "spiffe://t/agent/a", "sub": "s", "aud": "s", "act": {"amt": 2**70}, "pol": {}, "mod": "m", "iat": 100,
+    claims = {"iss": "spiffe://t/agent/a", "sub": "s", "aud": "s", "act": {"amt": 2**70}, "pol": {}, "inp": {}, "mod": "m", "iat": 100,
               "nbf": 100, "exp": 160, "jti": "j", "ctx": {}, "chain": {}}
     sae = EnvelopeEncoder(signer).encode(claims)
     keys = KeySet.import_key_set(jwks_of(signer))

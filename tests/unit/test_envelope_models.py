@@ -17,6 +17,7 @@ from ext_authz.envelope.models import (
     ChainRef,
     Context,
     Denial,
+    PolicyInputs,
     PolicyRef,
     Sae,
     verify_approval,
@@ -30,10 +31,12 @@ ISSUER = "spiffe://t/sealgate/authorizer"
 ACT = Action("payment.transfer", "POST", "payments.internal", "/v1/transfers", 500, "internal", "ab" * 32)
 POL = PolicyRef("0xRegistry", "0x" + "22" * 32, "0xImpl", 3, 42)
 CHAIN = ChainRef(31337, "0xAnchor")
-SAE = Sae(ISSUER, "spiffe://t/agent/a", "payments-api", ACT, POL, "sha256:" + "11" * 32, NOW, NOW, NOW + 45, "j-1",
+INP = PolicyInputs("ef" * 32, 30)
+SAE = Sae(ISSUER, "spiffe://t/agent/a", "payments-api", ACT, POL, INP, "sha256:" + "11" * 32, NOW, NOW, NOW + 45, "j-1",
           Context("s-1", None, "internal"), CHAIN)
 APR = ApprovalRef("alice", "apr-1", "cd" * 32, "header.payload.signature")
-DENIAL = Denial(ISSUER, "spiffe://t/agent/a", "payments-api", ACT, POL, NOW, "d-1", "AMOUNT_OVER_LIMIT", "over the limit", CHAIN)
+DENIAL = Denial(ISSUER, "spiffe://t/agent/a", "payments-api", ACT, POL, NOW, "d-1", "AMOUNT_OVER_LIMIT", "over the limit", CHAIN,
+                inputs=INP)
 APPROVAL = Approval("alice", "spiffe://t/agent/a", "cd" * 32, NOW, NOW + 300, "apr-1")
 
 
@@ -44,16 +47,17 @@ def payload(token):
     return base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))
 
 
-def test_decision_payloads_are_byte_for_byte_format_version_2(monkeypatch):
-    """Pinned: what the decision signs, byte for byte (format version 2: iss the authorizer, sub the agent,
-    amt a decimal string, no nulls)."""
+def test_decision_payloads_are_byte_for_byte_format_version_3(monkeypatch):
+    """Pinned: what the decision signs, byte for byte (format version 3: iss the authorizer, sub the agent,
+    amt a decimal string, no nulls, the policy inputs in inp)."""
     monkeypatch.setattr(decision, "new_decision_id", lambda: "fixed-id")
     m = maker(FixedPolicy())
     assert payload(m.decide(action()).token) == (
         b'{"act":{"amt":"500","bd":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","dc":"internal",'
         b'"h":"payments.internal","m":"POST","p":"/v1/transfers","type":"payment.transfer"},"aud":"payments-api",'
         b'"chain":{"anchor":"0xAnchor","id":31337},"ctx":{"dc":"internal","sid":"s-1"},"exp":1800000045,'
-        b'"iat":1800000000,"iss":"spiffe://sealgate.local/sealgate/authorizer","jti":"fixed-id","mod":"sha256:'
+        b'"iat":1800000000,"inp":{"kf":"' + b"33" * 32 + b'","risk":0},'
+        b'"iss":"spiffe://sealgate.local/sealgate/authorizer","jti":"fixed-id","mod":"sha256:'
         + b"11" * 32 + b'",'
         b'"nbf":1800000000,"pol":{"addr":"0x00000000000000000000000000000000000000bB","block":42,"id":"0x' + b"22" * 32 + b'",'
         b'"registry":"0x00000000000000000000000000000000000000Aa","ver":3},"sub":"spiffe://sealgate.local/agent/a"}')
@@ -135,9 +139,10 @@ def test_amounts_are_decimal_strings_up_to_uint256():
 
 def test_each_envelope_names_its_media_type_and_format_version():
     assert (Sae.TYP, Denial.TYP, Approval.TYP) == (SAE_TYP, DENIAL_TYP, APPROVAL_TYP)
-    assert Sae.FORMAT_VERSION == Denial.FORMAT_VERSION == Approval.FORMAT_VERSION == FORMAT_VERSION == 2
+    assert Sae.FORMAT_VERSION == Denial.FORMAT_VERSION == FORMAT_VERSION == 3
+    assert Approval.FORMAT_VERSION == 2  # its claims did not change when the policy inputs were added
     assert (SAE_TYP, DENIAL_TYP, APPROVAL_TYP) == (
-        "application/sae.v2+jwt", "application/sae-denial.v2+jwt", "application/sae-approval.v2+jwt")
+        "application/sae.v3+jwt", "application/sae-denial.v3+jwt", "application/sae-approval.v2+jwt")
     assert "ver" not in SAE.to_claims()  # the version is the typ (the PEP's Lua compares it exactly)
 
 
@@ -243,3 +248,13 @@ def test_digest_of_malformed_act_claims_is_sae_invalid():
     """`sealgate verify` recomputes the digest from an SAE's act: a malformed one is refused, not guessed."""
     with pytest.raises(SaeInvalid):
         digest_of("spiffe://t/agent/a", "payments-api", {**ACT.to_claims(), "amt": 500})
+
+
+def test_the_policy_inputs_ride_in_the_sae_and_in_a_denial_made_after_the_policy_was_read():
+    assert SAE.to_claims()["inp"] == {"kf": "ef" * 32, "risk": 30}
+    assert Sae.from_claims(SAE.to_claims()).inputs == INP
+    assert Denial.from_claims(DENIAL.to_claims()).inputs == INP
+    with pytest.raises(SaeInvalid, match="inp"):  # a denial of an evaluated policy without its inputs
+        Denial.from_claims({k: v for k, v in DENIAL.to_claims().items() if k != "inp"})
+    with pytest.raises(SaeInvalid, match="inp.risk"):
+        Sae.from_claims({**SAE.to_claims(), "inp": {"kf": "ef" * 32, "risk": 256}})

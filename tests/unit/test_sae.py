@@ -10,7 +10,7 @@ from ext_authz.signing.file_key import Ed25519Signer
 
 SIGNER = Ed25519Signer(bytes(32))
 JWKS = jwks_of(SIGNER)
-CLAIMS = {"iss": "spiffe://t/agent/a", "sub": "s", "aud": "s", "act": {}, "pol": {}, "mod": "m", "iat": 100,
+CLAIMS = {"iss": "spiffe://t/agent/a", "sub": "s", "aud": "s", "act": {}, "pol": {}, "inp": {}, "mod": "m", "iat": 100,
           "nbf": 100, "exp": 160, "jti": "j", "ctx": {}, "chain": {}}
 
 

@@ -15,8 +15,8 @@ from ext_authz.signing.file_key import Ed25519Signer
 
 SIGNER = Ed25519Signer(bytes(range(32)))
 JWKS = jwks_of(SIGNER)
-CONFIG = config_from_dict({"routes": [{"method": "GET", "authority": "a.internal", "path": "/x", "action_type": "t",
-                                        "target": "s"}]})
+ROUTES = {"routes": [{"method": "GET", "authority": "a.internal", "path": "/x", "action_type": "t", "target": "s"}]}
+CONFIG = config_from_dict(ROUTES)
 
 
 class Policy:
@@ -63,7 +63,7 @@ def test_failures_become_signed_denials_and_are_queued_for_anchoring(behaviour, 
     queued = []
     reason, signed = denial_reason(service(behaviour, queued).check(request()))
     assert (reason, signed) == (expected, True)
-    assert len(queued) == 1 and queued[0][1] == "denial"
+    assert len(queued) == 1 and queued[0][0].kind == "denial" and queued[0][0].reason == expected
 
 
 def test_when_even_signing_fails_the_answer_is_still_a_denial():
@@ -96,7 +96,8 @@ def test_allow_answers_carry_their_own_sae_and_overwrite_the_agents():
         claims = verify(headers["x-sae"].header.value, JWKS)
         assert claims["jti"] == headers["x-sealgate-decision-id"].header.value
         tokens.append(headers["x-sae"].header.value)
-    assert tokens[0] != tokens[1] and [q[1] for q in queued] == ["sae", "sae"]
+    assert tokens[0] != tokens[1] and [q[0].kind for q in queued] == ["sae", "sae"]
+    assert [q[0].token for q in queued] == tokens  # the whole SAE is what gets recorded
 
 
 def test_a_failing_signer_gives_an_unsigned_denial_with_its_own_reason():
@@ -117,8 +118,8 @@ def test_with_a_device_signer_decisions_run_off_the_event_loop():
     maker = DecisionMaker(CONFIG, EnvelopeEncoder(SIGNER), Policy(Verdict("ALLOW", "OK", bytes(32), 1)), 31337, "0xAnchor", JWKS)
     svc = AuthorizationService(CONFIG, maker, lambda *a: None, signing_threads=2)
     ran_on = []
-    check = svc.check
-    svc.check = lambda req: (ran_on.append(threading.current_thread().name), check(req))[1]
+    decide = svc.decide_and_persist
+    svc.decide_and_persist = lambda req, *a: (ran_on.append(threading.current_thread().name), decide(req, *a))[1]
 
     async def two_checks():
         return await asyncio.gather(svc.Check(request(), None), svc.Check(request(), None))
@@ -156,3 +157,100 @@ def test_health_probes_a_failed_signer_at_most_once_a_second_and_recovers():
     authorizer.signer.up = True
     authorizer._last_probe -= Authorizer.SIGNER_PROBE_SECONDS
     assert authorizer._signer_error() is None and authorizer.service.signing_error is None
+
+
+def failing_persist(error):
+    import concurrent.futures
+
+    def persist(record):
+        future = concurrent.futures.Future()
+        future.set_exception(error)
+        return future
+    return persist
+
+
+def test_an_allow_whose_record_cannot_be_persisted_is_denied_with_evidence_unavailable():
+    from ext_authz.evidence.store import EvidenceUnavailable
+
+    maker = DecisionMaker(CONFIG, EnvelopeEncoder(SIGNER), Policy(Verdict("ALLOW", "OK", bytes(32), 1)), 31337,
+                          "0xAnchor", JWKS)
+    svc = AuthorizationService(CONFIG, maker, failing_persist(EvidenceUnavailable("disk I/O error")))
+    resp = svc.check(request())
+    reason, signed = denial_reason(resp)
+    assert (reason, signed) == (reasons.EVIDENCE_UNAVAILABLE, True)
+    assert "x-sae" not in {h.header.key for h in resp.denied_response.headers}  # no SAE leaves the authorizer
+    assert svc.evidence_error == "disk I/O error" and svc.counters == {reasons.EVIDENCE_UNAVAILABLE: 1}
+
+
+def test_the_answer_leaves_only_after_the_record_is_durable():
+    import asyncio
+    import concurrent.futures
+
+    pending = []
+
+    def persist(record):
+        pending.append(concurrent.futures.Future())
+        return pending[-1]
+
+    maker = DecisionMaker(CONFIG, EnvelopeEncoder(SIGNER), Policy(Verdict("ALLOW", "OK", bytes(32), 1)), 31337,
+                          "0xAnchor", JWKS)
+    svc = AuthorizationService(CONFIG, maker, persist)
+
+    async def scenario():
+        check = asyncio.ensure_future(svc.Check(request(), None))
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        answered_before_commit = check.done()
+        pending[0].set_result(None)  # the group's fsync returned
+        return answered_before_commit, await check
+
+    answered_before_commit, resp = asyncio.run(scenario())
+    assert answered_before_commit is False
+    assert resp.status.code == 0
+
+
+def test_a_commit_that_does_not_return_in_time_fails_closed():
+    import concurrent.futures
+
+    config = config_from_dict({**ROUTES, "evidence": {"commit_timeout_seconds": 0.1}})
+    maker = DecisionMaker(config, EnvelopeEncoder(SIGNER), Policy(Verdict("ALLOW", "OK", bytes(32), 1)), 31337,
+                          "0xAnchor", JWKS)
+    svc = AuthorizationService(config, maker, lambda record: concurrent.futures.Future())  # never resolves
+    assert denial_reason(svc.check(request())) == (reasons.EVIDENCE_UNAVAILABLE, True)
+
+
+class UncachedPolicy(Policy):
+    """Raises StateNotCached until `fetch` ran, as PinnedPolicy does for state not fetched yet."""
+
+    def __init__(self, fetch_works):
+        super().__init__(Verdict("ALLOW", "OK", bytes(32), 1))
+        self.fetched, self.fetch_works = False, fetch_works
+
+    def evaluate(self, action):
+        from ext_authz.errors import StateNotCached
+
+        if not self.fetched:
+            raise StateNotCached("0xPolicy", b"calldata", 7)
+        return super().evaluate(action)
+
+    def fetch(self, miss):
+        if not self.fetch_works:
+            raise ChainError("debug_traceCall timed out")
+        self.fetched = True
+
+
+@pytest.mark.parametrize("fetch_works,expected", [(True, reasons.OK), (False, reasons.POLICY_STATE_UNAVAILABLE)])
+def test_state_not_cached_is_fetched_then_decided_or_that_request_fails_closed(fetch_works, expected):
+    import asyncio
+
+    policy = UncachedPolicy(fetch_works)
+    maker = DecisionMaker(CONFIG, EnvelopeEncoder(SIGNER), policy, 31337, "0xAnchor", JWKS)
+    svc = AuthorizationService(CONFIG, maker, lambda record: None, fetch_state=policy.fetch)
+    try:
+        resp = asyncio.run(svc.Check(request(), None))
+    finally:
+        svc.close()
+    if expected == reasons.OK:
+        assert resp.status.code == 0
+    else:
+        assert denial_reason(resp) == (expected, True)

@@ -9,7 +9,7 @@ import pytest
 from ext_authz import reasons
 from ext_authz.envelope.encoding import b64url, canonical_json
 from ext_authz.envelope.jws import EnvelopeEncoder
-from ext_authz.envelope.models import Action, ChainRef, Context, PolicyRef, Sae
+from ext_authz.envelope.models import Action, ChainRef, Context, PolicyInputs, PolicyRef, Sae
 from ext_authz.errors import ConfigError, InputRejected
 from ext_authz.sdk.target import check_sae
 from ext_authz.signing.base import jwks_of
@@ -21,7 +21,8 @@ BODY = b'{"amount_cents": 500, "to": "vendor-42"}'
 NOW = 1_800_000_000
 ACT = Action("payment.transfer", "POST", "payments.internal", "/v1/transfers", 500, "internal", hashlib.sha256(BODY).hexdigest())
 SAE = Sae(ISSUER, "spiffe://sealgate.local/agent/a", "payments-api", ACT,
-          PolicyRef("0xRegistry", "0x" + "22" * 32, "0xImpl", 3, 42), "sha256:" + "11" * 32, NOW, NOW, NOW + 60, "j",
+          PolicyRef("0xRegistry", "0x" + "22" * 32, "0xImpl", 3, 42), PolicyInputs("00" * 32, 0), "sha256:" + "11" * 32,
+          NOW, NOW, NOW + 60, "j",
           Context("s-1", None, "internal"), ChainRef(31337, "0xAnchor"))
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
@@ -30,7 +31,7 @@ def sae(**changes):
     return EnvelopeEncoder(SIGNER).encode(dataclasses.replace(SAE, **changes).to_claims())
 
 
-def raw(claims, typ="application/sae.v2+jwt"):
+def raw(claims, typ="application/sae.v3+jwt"):
     signing_input = f"{b64url(canonical_json({'alg': 'EdDSA', 'kid': SIGNER.kid, 'typ': typ}))}.{b64url(canonical_json(claims))}"
     return f"{signing_input}.{b64url(SIGNER.sign(signing_input.encode()))}"
 

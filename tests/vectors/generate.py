@@ -1,6 +1,7 @@
 """Regenerates the test vectors from fixed keys and fixed times: `python tests/vectors/generate.py`.
 
-SAE format version 2 (typ application/sae.v2+jwt and friends; ext_authz.envelope.models).
+SAE and denial format version 3 (typ application/sae.v3+jwt, application/sae-denial.v3+jwt), approval
+version 2 (application/sae-approval.v2+jwt); ext_authz.envelope.models.
 Five families, one JSON file per case, each named after what it exercises and recording
 the expected outcome (`expect`: VALID or the reason code):
 
@@ -44,6 +45,7 @@ from ext_authz.envelope.models import (  # noqa: E402
     ChainRef,
     Context,
     Denial,
+    PolicyInputs,
     PolicyRef,
     Sae,
 )
@@ -68,15 +70,17 @@ LARGE_ACTION = replace(ACTION, amount=2_000_000, body_sha256=hashlib.sha256(LARG
 POLICY = PolicyRef("0x5FbDB2315678afecb367f032d93F642f64180aa3", "0x" + hashlib.sha256(b"payments").hexdigest(),
                    "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512", 1, 12)
 CHAIN = ChainRef(31337, "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0")
-SAE = Sae(ISSUER, AGENT, TARGET, ACTION, POLICY, "sha256:" + "ab" * 32, NOW - 10, NOW - 10, NOW + 50,
+INPUTS = PolicyInputs(hashlib.sha256(b"agent SPKI").hexdigest(), 20)  # key fingerprint and risk score
+SAE = Sae(ISSUER, AGENT, TARGET, ACTION, POLICY, INPUTS, "sha256:" + "ab" * 32, NOW - 10, NOW - 10, NOW + 50,
           "vector-jti-0001", Context("session-1", None, "internal"), CHAIN)
 DENIAL = Denial(ISSUER, AGENT, TARGET, ACTION, POLICY, NOW - 5, "vector-denial-0001", "AMOUNT_OVER_LIMIT",
-                "amount exceeds the per-action limit", CHAIN)
+                "amount exceeds the per-action limit", CHAIN, inputs=INPUTS)
 APPROVAL = Approval("alice", AGENT, LARGE_ACTION.approval_digest(AGENT, TARGET), NOW - 60, NOW + 240,
                     "vector-approval-0001")
 APPROVERS = {"alice": b64url(ALICE.raw_public)}
 V1_TYPS = {SAE_TYP: "application/sae+jwt", DENIAL_TYP: "application/sae-denial+jwt",
            APPROVAL_TYP: "application/sae-approval+jwt"}  # format version 1: refused
+V2_TYPS = {SAE_TYP: "application/sae.v2+jwt", DENIAL_TYP: "application/sae-denial.v2+jwt"}  # version 2: refused
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
@@ -154,6 +158,12 @@ def sae_vectors() -> dict[str, dict[str, Any]]:
         "sae_wrong_typ": _invalid(enc.encode(claims, DENIAL_TYP), "SAE_TYPE_INVALID", "verify"),
         "sae_v1_typ": _invalid(_raw({"alg": "EdDSA", "kid": SIGNER.kid, "typ": V1_TYPS[SAE_TYP]}, claims, SIGNER),
                                "SAE_TYPE_INVALID", "verify"),
+        "sae_v2_typ": _invalid(_raw({"alg": "EdDSA", "kid": SIGNER.kid, "typ": V2_TYPS[SAE_TYP]},
+                                    {k: v for k, v in claims.items() if k != "inp"}, SIGNER), "SAE_TYPE_INVALID", "verify"),
+        "sae_policy_inputs_missing": _invalid(enc.encode({k: v for k, v in claims.items() if k != "inp"}), "SAE_INVALID",
+                                              "verify"),
+        "sae_risk_score_beyond_uint8": _invalid(claims_with(inp={**claims["inp"], "risk": 256}), "SAE_INVALID", "claims"),
+        "sae_key_fingerprint_not_hex": _invalid(claims_with(inp={**claims["inp"], "kf": "spki"}), "SAE_INVALID", "claims"),
         "sae_noncanonical_signature": _invalid(_low_bits_set(valid, 2), "SAE_INVALID", "verify"),
         "sae_noncanonical_payload" if payload_noncanonical else "sae_noncanonical_header":
             _invalid(_low_bits_set(valid, payload_noncanonical), "SAE_INVALID", "verify"),
@@ -202,6 +212,12 @@ def denial_vectors() -> dict[str, dict[str, Any]]:
         "denial_unidentified": _valid(enc.encode(unidentified.to_claims(), DENIAL_TYP), unidentified.to_claims()),
         "denial_v1_typ": _invalid(_raw({"alg": "EdDSA", "kid": SIGNER.kid, "typ": V1_TYPS[DENIAL_TYP]}, claims, SIGNER),
                                   "SAE_TYPE_INVALID", "verify"),
+        "denial_v2_typ": _invalid(_raw({"alg": "EdDSA", "kid": SIGNER.kid, "typ": V2_TYPS[DENIAL_TYP]}, claims, SIGNER),
+                                  "SAE_TYPE_INVALID", "verify"),
+        "denial_inputs_without_policy": _invalid(enc.encode({**before_policy.to_claims(), "inp": INPUTS.to_claims()},
+                                                            DENIAL_TYP), "SAE_INVALID", "claims"),
+        "denial_policy_read_without_inputs": _invalid(enc.encode({k: v for k, v in claims.items() if k != "inp"},
+                                                                 DENIAL_TYP), "SAE_INVALID", "claims"),
         "denial_noncanonical_signature": _invalid(_low_bits_set(valid, 2), "SAE_INVALID", "verify"),
         "denial_sub_null": _invalid(denial_with(sub=None), "SAE_INVALID", "claims"),
         "denial_policy_partly_read": _invalid(denial_with(pol={k: v for k, v in claims["pol"].items() if k != "ver"}),
