@@ -15,6 +15,7 @@ def register(sub: Any) -> None:
     p = command(sub, "verify", "verify an SAE or a signed denial: signature, claims, and its anchoring on-chain",
                 "sealgate verify @sae.jwt --jwks http://127.0.0.1:9002/jwks.json --manifest addresses.json \\\n"
                 "    --anchor-db sealgate-anchor.sqlite3\n"
+                "sealgate verify --bundle bundle.json [--rpc http://127.0.0.1:8545 --manifest addresses.json]\n"
                 "exit status: 0 valid, 1 invalid (INVALID <REASON>: ...), 2 usage or I/O error")
     p.add_argument("sae", metavar="TOKEN", nargs="?",
                    help="the JWS compact token, @FILE to read it from a file, or - for stdin (not with --bundle)")
