@@ -52,6 +52,7 @@ class AnchoringPolicy:
     fee_bump_percent: int = 25  # nodes require >= 10 % on both fee fields to replace
     poll_seconds: float = 0.05
     degraded_after_seconds: float = 60.0  # oldest unanchored leaf older than this: /healthz degraded
+    max_fee_gwei: float = 1000.0  # fee bumps stop here: a stuck tx then waits (and /healthz turns degraded)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -60,8 +61,8 @@ class AnchoringPolicy:
             raise AnchorError(f"confirmations must be an integer 1-1000, found {self.confirmations!r}")
         if not 11 <= self.fee_bump_percent <= 500:
             raise AnchorError(f"fee_bump_percent must be 11-500, found {self.fee_bump_percent}")
-        if self.stuck_seconds <= 0 or self.poll_seconds <= 0 or self.degraded_after_seconds <= 0:
-            raise AnchorError("stuck_seconds, poll_seconds and degraded_after_seconds must be positive")
+        if self.stuck_seconds <= 0 or self.poll_seconds <= 0 or self.degraded_after_seconds <= 0 or self.max_fee_gwei <= 0:
+            raise AnchorError("stuck_seconds, poll_seconds, degraded_after_seconds and max_fee_gwei must be positive")
 
 
 class Anchorer:
@@ -179,7 +180,11 @@ class Anchorer:
     def _fees(self) -> tuple[int, int]:
         base = self._call(lambda: self._w3.eth.get_block("latest")).get("baseFeePerGas", 0)
         tip = self._call(lambda: self._w3.eth.max_priority_fee)
-        return 2 * int(base) + int(tip), int(tip)
+        cap = self._cap()
+        return min(2 * int(base) + int(tip), cap), min(int(tip), cap)
+
+    def _cap(self) -> int:
+        return int(self.policy.max_fee_gwei * 10**9)
 
     def _send(self, root: bytes, data: bytes) -> Any:
         """Sends the call `data` to the anchor and waits for its receipt, replacing it (same nonce, fees bumped)
@@ -195,13 +200,19 @@ class Anchorer:
               "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip}
         del tx["from"]
         sent: list[str] = []
+        unchanged = False
         while True:
-            tx_hash = self._broadcast(tx, sent)
+            tx_hash = sent[-1] if unchanged else self._broadcast(tx, sent)
             if tx_hash is None:  # the node refused the fees as too low to replace a tx at this nonce: bump
-                tx = self._bumped(tx)
+                bumped = self._bumped(tx)
+                if bumped == tx:
+                    raise AnchorError(f"a transaction at nonce {nonce} pays more than anchor.max_fee_gwei="
+                                      f"{self.policy.max_fee_gwei}: batch 0x{root.hex()} waits for the next round")
+                tx = bumped
                 continue
-            sent.append(tx_hash)
-            self.store.mark_sent(root, tx_hash)
+            if not unchanged:
+                sent.append(tx_hash)
+                self.store.mark_sent(root, tx_hash)
             deadline = time.monotonic() + self.policy.stuck_seconds
             while time.monotonic() < deadline:
                 for h in sent:  # any of the replacements may be the one mined
@@ -219,14 +230,22 @@ class Anchorer:
                 time.sleep(self.policy.poll_seconds)
             log.warning("anchoring tx %s unmined after %.0f s: replacing it with fees +%d %%", tx_hash,
                         self.policy.stuck_seconds, self.policy.fee_bump_percent)
-            tx = self._bumped(tx)
-            self.replacements += 1
+            bumped = self._bumped(tx)
+            unchanged = bumped == tx  # at the fee cap: keep waiting for the one already in the pool
+            if not unchanged:
+                self.replacements += 1
+            tx = bumped
 
     def _bumped(self, tx: dict[str, Any]) -> dict[str, Any]:
         pct = 100 + self.policy.fee_bump_percent
         max_fee, tip = self._fees()  # the network may have moved above our bump
-        tip = max(tip, tx["maxPriorityFeePerGas"] * pct // 100 + 1)
-        return {**tx, "maxPriorityFeePerGas": tip, "maxFeePerGas": max(max_fee, tx["maxFeePerGas"] * pct // 100 + 1, tip)}
+        cap = self._cap()
+        tip = min(cap, max(tip, tx["maxPriorityFeePerGas"] * pct // 100 + 1))
+        fee = min(cap, max(max_fee, tx["maxFeePerGas"] * pct // 100 + 1, tip))
+        if fee == tx["maxFeePerGas"] and tip == tx["maxPriorityFeePerGas"]:
+            log.warning("anchoring fees at the cap anchor.max_fee_gwei=%s: waiting for the chain without bumping",
+                        self.policy.max_fee_gwei)
+        return {**tx, "maxPriorityFeePerGas": tip, "maxFeePerGas": fee}
 
     def _broadcast(self, tx: dict[str, Any], sent: list[str]) -> str | None:
         signed = self._account.sign_transaction(tx)
@@ -234,7 +253,7 @@ class Anchorer:
             return Web3.to_hex(self._w3.eth.send_raw_transaction(signed.raw_transaction))
         except Exception as e:  # web3 raises many unrelated types; one boundary here
             text = str(e).lower()
-            if "already known" in text:  # the same signed bytes are in the pool already
+            if "already known" in text or "already imported" in text:  # the same signed bytes are in the pool
                 return Web3.to_hex(Web3.keccak(signed.raw_transaction))
             if "underpriced" in text or "replacement" in text:
                 return None

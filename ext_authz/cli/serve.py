@@ -106,7 +106,8 @@ def cmd_anchor(args: argparse.Namespace) -> int:
     config, manifest = load_config(args.config), Manifest.load(args.manifest)
     a = config.anchor
     policy = AnchoringPolicy(mode=a.mode, confirmations=a.confirmations, stuck_seconds=a.stuck_seconds,
-                             fee_bump_percent=a.fee_bump_percent, degraded_after_seconds=a.degraded_after_seconds)
+                             fee_bump_percent=a.fee_bump_percent, degraded_after_seconds=a.degraded_after_seconds,
+                             max_fee_gwei=a.max_fee_gwei)
     store = AnchorStore(a.db_path)
     anchorer = Anchorer(store, ChainClient(manifest.rpc_url, timeout=a.rpc_timeout_seconds), manifest.anchor,
                         wallet, interval_seconds=a.interval_seconds, batch_max_leaves=a.batch_max_leaves, policy=policy)

@@ -316,3 +316,30 @@ def test_proofs_endpoint_serves_openzeppelin_format_read_only(chain_stack, tmp_p
 def other_values_absent(doc, *others):
     text = str(doc)
     return all(v.hex() not in text for v in others)
+
+
+def test_fee_bumps_stop_at_the_configured_cap(chain_stack, tmp_path):
+    """A chain that never mines: the anchorer bumps up to anchor.max_fee_gwei and no further."""
+    import threading
+    import time
+
+    db = tmp_path / "a.sqlite3"
+    cap_gwei = 4
+    anchorer = _anchorer(chain_stack, db, stuck_seconds=0.2, max_fee_gwei=cap_gwei)
+    vals = values(0x65, 2)
+    _enqueue(db, vals)
+    rpc(chain_stack, "evm_setAutomine", False)
+    try:
+        worker = threading.Thread(target=anchorer.anchor_pending)
+        worker.start()
+        time.sleep(4)  # 20 stuck periods: uncapped, +25 % each would pass 4 gwei many times over
+        pool = rpc(chain_stack, "txpool_content")["pending"]
+        ours = next(v for k, v in pool.items() if k.lower() == anchorer_account().address.lower())
+        (tx,) = ours.values()
+        assert int(tx["maxFeePerGas"], 16) == cap_gwei * 10**9
+        assert int(tx["maxPriorityFeePerGas"], 16) <= cap_gwei * 10**9
+    finally:
+        rpc(chain_stack, "evm_setAutomine", True)
+        rpc(chain_stack, "evm_mine")
+    worker.join(timeout=30)
+    assert anchorer.store.proof_for(vals[0]).status == "anchored"
