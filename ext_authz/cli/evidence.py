@@ -43,6 +43,14 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=int, default=1000, metavar="N", help="at most this many records")
     p.add_argument("--out", default="-", metavar="FILE", help="where to write the bundle (- for stdout)")
     p.set_defaults(func=cmd_export)
+    p = command(ev, "recover", "rebuild the anchored record set from chain data alone (no operator database): every "
+                "batch's range and root, and for leaves-mode batches their values, each checked against its root",
+                "sealgate evidence recover --manifest addresses.json [--from-block 100] --out recovered.json")
+    p.add_argument("--manifest", required=True, metavar="FILE", help="address manifest (its rpc_url and anchor)")
+    p.add_argument("--rpc", metavar="URL", help="another RPC endpoint than the manifest's")
+    p.add_argument("--from-block", type=int, default=0, metavar="N", help="first block to read events from")
+    p.add_argument("--out", default="-", metavar="FILE", help="where to write the JSON (- for stdout)")
+    p.set_defaults(func=cmd_recover)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -85,4 +93,33 @@ def cmd_export(args: argparse.Namespace) -> int:
         Path(args.out).write_bytes(data)
     note = f"; {waiting} not yet anchored left out (export them later)" if waiting else ""
     print(f"exported {len(anchored)} record(s), {len(doc['transactions'])} anchoring transaction(s){note}", file=sys.stderr)
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    import json
+
+    from ext_authz.anchoring.custody import recover_batches
+    from ext_authz.chain.client import ChainClient
+    from ext_authz.chain.manifest import Manifest
+    from ext_authz.errors import InputRejected
+
+    manifest = Manifest.load(args.manifest)
+    try:
+        batches = recover_batches(ChainClient(args.rpc or manifest.rpc_url), manifest.anchor, args.from_block)
+    except InputRejected as e:
+        print(f"INVALID {e.reason}: {e.message}")
+        return 1
+    doc = {"chain": {"id": manifest.chain_id, "anchor": manifest.anchor}, "batches": [
+        {"root": "0x" + b.root.hex(), "firstSeq": b.first_seq, "lastSeq": b.last_seq, "txHash": b.tx_hash,
+         "block": b.block, "values": None if b.values is None else ["0x" + v.hex() for v in b.values]}
+        for b in batches]}
+    text = json.dumps(doc, indent=1) + "\n"
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text)
+    with_values = [b for b in batches if b.values is not None]
+    print(f"recovered {len(batches)} batch(es); {len(with_values)} in leaves mode with "
+          f"{sum(len(b.values or ()) for b in with_values)} value(s), each rebuilt to its root", file=sys.stderr)
     return 0

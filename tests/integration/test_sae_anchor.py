@@ -248,6 +248,16 @@ def test_leaves_mode_record_set_is_reconstructed_from_chain_alone(chain_stack, t
         tree = b.tree()
         for v in b.values:
             assert chain_stack.anchor.functions.verifyInclusion(b.root, v, tree.proof(v)).call()
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ext_authz.cli", "evidence", "recover", "--manifest",
+                          str(chain_stack.workdir / "addresses.json"), "--from-block", str(start_block)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    listed = [v for b in json.loads(out.stdout)["batches"] if b["values"] for v in b["values"]]
+    assert sorted(listed) == sorted("0x" + v.hex() for v in vals)
 
 
 def test_root_only_batches_are_listed_without_values(chain_stack, tmp_path):
