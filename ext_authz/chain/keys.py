@@ -28,7 +28,10 @@ def _b64url_decode(text: str) -> bytes:
 
 
 def kid_bytes(kid: str) -> bytes:
-    raw = _b64url_decode(kid) if isinstance(kid, str) else b""
+    try:
+        raw = _b64url_decode(kid) if isinstance(kid, str) and kid.isascii() else b""
+    except ValueError:  # binascii.Error: not base64 at all
+        raw = b""
     if len(raw) != 32 or b64url(raw) != kid:
         raise InputRejected(reasons.SAE_INVALID, f"kid must be an RFC 7638 SHA-256 thumbprint (43 base64url chars), found {kid!r}")
     return raw
