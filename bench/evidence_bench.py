@@ -92,7 +92,9 @@ def main() -> int:
     print(f"\ndurable - queue: p50 {pct(d['latencies'], .5) - pct(q['latencies'], .5):+.3f} ms, "
           f"p99 {pct(d['latencies'], .99) - pct(q['latencies'], .99):+.3f} ms; CPU "
           f"{(d['cpu'] / d['sent']) / (q['cpu'] / q['sent']):.3f}x; "
-          f"{committed} records in {commits} fsyncs ({committed / max(commits, 1):.2f} per fsync)")
+          f"{committed} records in {commits} fsyncs ({committed / max(commits, 1):.2f} per fsync); "
+          f"one commit (write + fsync) took p50 {after['evidence_commit_ms'].get('p50')} ms, "
+          f"p99 {after['evidence_commit_ms'].get('p99')} ms (last 1024)")
     return 0
 
 

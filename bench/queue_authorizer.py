@@ -31,6 +31,9 @@ class QueueCommitter:
     def submit(self, record: EvidenceRecord) -> None:
         self._queue.enqueue(record.token_hash, record.kind, record.jti)
 
+    def commit_ms(self) -> dict[str, float]:
+        return {}
+
     @property
     def queued(self) -> int:
         return self._queue.queued

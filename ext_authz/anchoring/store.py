@@ -45,12 +45,16 @@ CREATE TABLE IF NOT EXISTS batches (
 INSERT_LEAF = "INSERT OR IGNORE INTO leaves(hash, kind, decision_id, created) VALUES (?,?,?,?)"
 
 
-def connect(path: str) -> sqlite3.Connection:
+def connect(path: str, autocheckpoint: bool = True) -> sqlite3.Connection:
     """WAL, and `synchronous=FULL`: a commit is on disk when it returns. With NORMAL an ext4 error wiped committed
-    rows and reused sequence numbers (overlapping on-chain ranges); with FULL nothing committed was lost."""
+    rows and reused sequence numbers (overlapping on-chain ranges); with FULL nothing committed was lost.
+    `autocheckpoint` False: this connection's commits never copy the WAL into the database (someone else
+    checkpoints, off the commit path: the evidence store does, so no decision waits for a checkpoint)."""
     conn = sqlite3.connect(path, timeout=10, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
+    if not autocheckpoint:
+        conn.execute("PRAGMA wal_autocheckpoint=0")
     return conn
 
 

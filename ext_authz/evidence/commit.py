@@ -36,6 +36,7 @@ class GroupCommitter:
         self.last_error: str | None = None  # the last write's failure; None after a write succeeded
         self.commits = 0  # transactions (fsyncs) done
         self.committed = 0  # records made durable
+        self.commit_seconds: deque[float] = deque(maxlen=1024)  # the last transactions' durations (/status)
 
     def submit(self, record: EvidenceRecord) -> concurrent.futures.Future[None]:
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -91,7 +92,15 @@ class GroupCommitter:
                 except EvidenceUnavailable as e:
                     log.warning("retention purge failed: %s", e)
 
+    def commit_ms(self) -> dict[str, float]:
+        """p50 and p99 of the last transactions' durations, in ms (what each answer waited for, at least)."""
+        times = sorted(self.commit_seconds)
+        if not times:
+            return {}
+        return {"p50": round(times[len(times) // 2] * 1000, 3), "p99": round(times[int(len(times) * 0.99)] * 1000, 3)}
+
     def _commit(self, group: list[tuple[EvidenceRecord, concurrent.futures.Future[None]]]) -> None:
+        started = time.perf_counter()
         try:
             self.store.append([record for record, _ in group])
         except EvidenceUnavailable as e:
@@ -106,6 +115,7 @@ class GroupCommitter:
             for _, future in group:
                 future.set_exception(EvidenceUnavailable(self.last_error))
             return
+        self.commit_seconds.append(time.perf_counter() - started)
         self.last_error = None
         self.commits += 1
         self.committed += len(group)

@@ -82,6 +82,7 @@ class Authorizer:
         self.policy.start()
         # the tokens and the anchor queue: one SQLite file, one durable transaction per group of decisions
         self.evidence = SqliteEvidenceStore(self.config.anchor.db_path)
+        self.evidence.start_checkpoints()  # never on a decision's commit
         self.anchor_store = AnchorStore(self.config.anchor.db_path)
         self.committer = GroupCommitter(self.evidence, max_group=self.config.evidence.max_group,
                                         retention_seconds=self.config.evidence.retention_days * 86400)
@@ -155,6 +156,7 @@ class Authorizer:
             "anchor_store": self._store_counts(),
             "evidence_commits": self.committer.commits,
             "evidence_committed": self.committer.committed,
+            "evidence_commit_ms": self.committer.commit_ms(),
             "allow_all": self.allow_all,
         }
 

@@ -99,3 +99,23 @@ def test_group_commit_fails_every_decision_of_a_failed_write_closed():
             f.result(timeout=10)
     assert writer.last_error == "disk full"
     writer.stop()
+
+
+def test_the_writer_applies_the_retention_setting_on_its_own(tmp_path):
+    import time
+
+    db = tmp_path / "e.sqlite3"
+    store = SqliteEvidenceStore(db)
+    store.append([record(1), record(2, issued_at=int(time.time()))])  # one issued long ago, one now
+    anchor = AnchorStore(db)
+    root, *_ = anchor.cut_batch(10)
+    anchor.mark_anchored(root, "0x" + "22" * 32, 9)
+    writer = GroupCommitter(store, retention_seconds=3600, purge_interval_seconds=0.05)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while store.get("j1") is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        writer.stop()
+    assert store.get("j1") is None and store.get("j2") is not None  # older than the retention: its token dropped
