@@ -12,7 +12,7 @@ const SRC = path.join(__dirname, "src");
 const BUILD = path.join(ROOT, "ext_authz", "chain", "contracts");
 const SAFE_BUILD = path.join(ROOT, "node_modules/@safe-global/safe-contracts/build/artifacts/contracts");
 const VENDORED = { Safe: "Safe.sol/Safe.json", SafeProxyFactory: "proxies/SafeProxyFactory.sol/SafeProxyFactory.json" };
-const CONTRACTS = ["AgentRegistry", "ModelRegistry", "RuleBasedPolicy", "PolicyRegistry", "SaeAnchor", "SealgateTimelock", "ApproverRegistry", "SafeTimelockGuard", "SafeGovernanceSetup", "IdentityRegistry8004"];
+const CONTRACTS = ["AgentRegistry", "ModelRegistry", "RuleBasedPolicy", "PolicyRegistry", "SaeAnchor", "SealgateTimelock", "ApproverRegistry", "SafeTimelockGuard", "SafeGovernanceSetup", "IdentityRegistry8004", "SigningKeyRegistry"];
 const EVM_VERSION = "cancun"; // pinned: solc 0.8.37 defaults to osaka
 
 function listSources(dir, prefix = "") {

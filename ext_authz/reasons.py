@@ -65,6 +65,9 @@ NOT_ANCHORED = "NOT_ANCHORED"
 ANCHOR_MISMATCH = "ANCHOR_MISMATCH"
 MERKLE_INPUT_INVALID = "MERKLE_INPUT_INVALID"
 MERKLE_LEAF_ABSENT = "MERKLE_LEAF_ABSENT"
+SIGNING_KEY_UNREGISTERED = "SIGNING_KEY_UNREGISTERED"  # not in the SigningKeyRegistry at the token's block
+SIGNING_KEY_REVOKED = "SIGNING_KEY_REVOKED"  # revoked before the token was anchored, or outside its window
+BUNDLE_INVALID = "BUNDLE_INVALID"  # an evidence bundle that is malformed or does not hold together
 REPLAY_MISMATCH = "REPLAY_MISMATCH"  # `--replay`: the policy at pol.block answers another verdict than recorded
 REPLAY_FAILED = "REPLAY_FAILED"  # `--replay`: the archive node could not run the policy at pol.block
 

@@ -25,15 +25,21 @@ CREATE TABLE IF NOT EXISTS leaves (
 );
 CREATE INDEX IF NOT EXISTS leaves_unbatched ON leaves(seq) WHERE batch_root IS NULL;
 CREATE INDEX IF NOT EXISTS leaves_batch ON leaves(batch_root);
+-- status: pending (cut, maybe sent: tx_hash is the last one sent) -> mined (in block `block`, hash
+-- `block_hash`, waiting for confirmations; back to pending if a reorg drops it) -> anchored (confirmed).
+-- chain_first/chain_last: the range SaeAnchor assigned (its own counter; local seqs are only the order).
 CREATE TABLE IF NOT EXISTS batches (
     root BLOB PRIMARY KEY,
     first_seq INTEGER NOT NULL,
     last_seq INTEGER NOT NULL,
     leaf_count INTEGER NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'anchored')),
+    status TEXT NOT NULL CHECK (status IN ('pending', 'mined', 'anchored')),
     tx_hash TEXT,
     block INTEGER,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    block_hash TEXT,
+    chain_first INTEGER,
+    chain_last INTEGER
 );
 """
 INSERT_LEAF = "INSERT OR IGNORE INTO leaves(hash, kind, decision_id, created) VALUES (?,?,?,?)"
@@ -60,6 +66,8 @@ class InclusionProof:
     status: str
     tx_hash: str | None
     block: int | None
+    chain_first: int | None = None  # the range SaeAnchor gave the batch
+    chain_last: int | None = None
 
 
 class AnchorStore:
@@ -111,11 +119,61 @@ class AnchorStore:
             "SELECT root, first_seq, last_seq, leaf_count FROM batches WHERE status='pending' ORDER BY first_seq"
         ).fetchall()
 
-    def mark_anchored(self, root: bytes, tx_hash: str, block: int) -> None:
+    def mark_anchored(self, root: bytes, tx_hash: str, block: int, block_hash: str | None = None,
+                      chain_range: tuple[int, int] | None = None, status: str = "anchored") -> None:
+        """Records the transaction that anchored `root`; status 'mined' until it has its confirmations."""
+        first, last = chain_range if chain_range is not None else (None, None)
         conn = self._conn()
         with conn:
             conn.execute("BEGIN")
-            conn.execute("UPDATE batches SET status='anchored', tx_hash=?, block=? WHERE root=?", (tx_hash, block, root))
+            conn.execute("UPDATE batches SET status=?, tx_hash=?, block=?, block_hash=?, chain_first=?, chain_last=? "
+                         "WHERE root=?", (status, tx_hash, block, block_hash, first, last, root))
+
+    def mark_sent(self, root: bytes, tx_hash: str) -> None:
+        """The last transaction sent for a pending batch (a restart looks for it before sending again)."""
+        conn = self._conn()
+        with conn:
+            conn.execute("BEGIN")
+            conn.execute("UPDATE batches SET tx_hash=? WHERE root=? AND status='pending'", (tx_hash, root))
+
+    def mark_confirmed(self, root: bytes) -> None:
+        conn = self._conn()
+        with conn:
+            conn.execute("BEGIN")
+            conn.execute("UPDATE batches SET status='anchored' WHERE root=? AND status='mined'", (root,))
+
+    def reset_batch(self, root: bytes) -> None:
+        """A reorg dropped the batch's transaction: it is pending again (same leaves, same root)."""
+        conn = self._conn()
+        with conn:
+            conn.execute("BEGIN")
+            conn.execute("UPDATE batches SET status='pending', tx_hash=NULL, block=NULL, block_hash=NULL, chain_first=NULL, "
+                         "chain_last=NULL WHERE root=?", (root,))
+
+    def mined_batches(self) -> list[tuple[bytes, str, int, str | None]]:
+        """(root, tx_hash, block, block_hash) of batches mined but not yet confirmed."""
+        return self._conn().execute(
+            "SELECT root, tx_hash, block, block_hash FROM batches WHERE status='mined' ORDER BY first_seq").fetchall()
+
+    def batch_values(self, root: bytes) -> list[bytes]:
+        return [r[0] for r in self._conn().execute("SELECT hash FROM leaves WHERE batch_root=? ORDER BY seq", (root,))]
+
+    def sent_tx(self, root: bytes) -> str | None:
+        row = self._conn().execute("SELECT tx_hash FROM batches WHERE root=?", (root,)).fetchone()
+        return row[0] if row else None
+
+    def backlog(self, now: float) -> tuple[int, float | None]:
+        """Leaves not yet in a confirmed batch, and the age in seconds of the oldest of them."""
+        row = self._conn().execute(
+            "SELECT count(*), min(l.created) FROM leaves l LEFT JOIN batches b ON l.batch_root = b.root "
+            "WHERE b.status IS NULL OR b.status != 'anchored'").fetchone()
+        return row[0], (None if row[1] is None else max(0.0, now - row[1]))
+
+    def anchored_batches(self) -> list[tuple[bytes, int, int, int, str, int]]:
+        """(root, leaf_count, chain_first, chain_last, tx_hash, block) of confirmed batches, in chain order."""
+        return self._conn().execute(
+            "SELECT root, leaf_count, chain_first, chain_last, tx_hash, block FROM batches WHERE status='anchored' "
+            "ORDER BY chain_first").fetchall()
 
     def proof_for(self, sae_hash: bytes) -> InclusionProof | None:
         conn = self._conn()
@@ -125,10 +183,11 @@ class AnchorStore:
         root = row[0]
         if root is None:
             return InclusionProof(sae_hash, b"", [], "queued", None, None)
-        status, tx_hash, block = conn.execute("SELECT status, tx_hash, block FROM batches WHERE root=?", (root,)).fetchone()
+        status, tx_hash, block, first, last = conn.execute(
+            "SELECT status, tx_hash, block, chain_first, chain_last FROM batches WHERE root=?", (root,)).fetchone()
         values = [r[0] for r in conn.execute("SELECT hash FROM leaves WHERE batch_root=? ORDER BY seq", (root,))]
         tree = MerkleTree.build(values)
-        return InclusionProof(sae_hash, root, tree.proof(sae_hash), status, tx_hash, block)
+        return InclusionProof(sae_hash, root, tree.proof(sae_hash), status, tx_hash, block, first, last)
 
     def counts(self) -> dict[str, int]:
         conn = self._conn()
@@ -136,6 +195,7 @@ class AnchorStore:
             "leaves": conn.execute("SELECT count(*) FROM leaves").fetchone()[0],
             "unbatched": conn.execute("SELECT count(*) FROM leaves WHERE batch_root IS NULL").fetchone()[0],
             "batches_pending": conn.execute("SELECT count(*) FROM batches WHERE status='pending'").fetchone()[0],
+            "batches_mined": conn.execute("SELECT count(*) FROM batches WHERE status='mined'").fetchone()[0],
             "batches_anchored": conn.execute("SELECT count(*) FROM batches WHERE status='anchored'").fetchone()[0],
         }
 

@@ -54,6 +54,7 @@ class Bootstrap:
     policy: Any
     approvers: Any
     gov: Governance
+    signing_keys: Any = None  # SigningKeyRegistry (the deployer holds KEY_ADMIN_ROLE in the window)
 
     def send(self, change: tuple[str, Any, str]) -> Any:
         """Sends one `Governance.call_*` change as the deployer."""
@@ -144,6 +145,11 @@ def seed_plan(plan: DeployPlan, b: Bootstrap) -> None:
         b.send(b.gov.call_set_rule(r.role, r.action_type, r.target, rule))
     for p in plan.approvers:
         b.send(b.gov.call_register_approver(p.name, p.x))
+    if plan.signing_keys:
+        from ext_authz.chain.keys import call_add_key
+
+        for k in plan.signing_keys:
+            b.send(call_add_key(b.client, b.signing_keys.address, k.jwk, k.valid_from, k.valid_until))
 
 
 def existing_deployment(client: ChainClient, chain_id: int, manifest_path: str | Path) -> Manifest | None:
@@ -206,6 +212,7 @@ def _deploy(client: ChainClient, chain_id: int, rpc_url: str, path: Path, deploy
     policy_registry = client.contract("PolicyRegistry", client.deploy(deployer, "PolicyRegistry", deployer.address))
     anchor = client.contract("SaeAnchor", client.deploy(deployer, "SaeAnchor", deployer.address))
     approvers = client.contract("ApproverRegistry", client.deploy(deployer, "ApproverRegistry", deployer.address))
+    signing_keys = client.contract("SigningKeyRegistry", client.deploy(deployer, "SigningKeyRegistry", deployer.address))
     # the timelock first (the deployer its bootstrap admin), so the Safe is created with it as its module
     timelock = client.contract("SealgateTimelock", client.deploy(
         deployer, "SealgateTimelock", roles.delay_seconds, [], [ZERO_ADDRESS], [to_checksum_address(roles.guardian)],
@@ -217,7 +224,8 @@ def _deploy(client: ChainClient, chain_id: int, rpc_url: str, path: Path, deploy
     grant = lambda contract, role, who: client.transact(deployer, contract.functions.grantRole(role_id(role), who))  # noqa: E731
     # bootstrap window: the deployer seeds, then hands over
     for contract, role in ((registry, "REGISTRAR_ROLE"), (models, "MODEL_ADMIN_ROLE"), (policy, "POLICY_ADMIN_ROLE"),
-                           (policy_registry, "POLICY_ADMIN_ROLE"), (approvers, "APPROVER_ADMIN_ROLE")):
+                           (policy_registry, "POLICY_ADMIN_ROLE"), (approvers, "APPROVER_ADMIN_ROLE"),
+                           (signing_keys, "KEY_ADMIN_ROLE")):
         grant(contract, role, deployer.address)
     policy_id = keccak(text=POLICY_NAME)
     receipt = client.transact(deployer, policy_registry.functions.deploy(policy_id, policy.address))
@@ -227,10 +235,11 @@ def _deploy(client: ChainClient, chain_id: int, rpc_url: str, path: Path, deploy
         policy_registry=policy_registry.address, policy_id="0x" + policy_id.hex(), anchor=anchor.address,
         timelock=timelock.address, safe=safe.address, owners=tuple(roles.owners), threshold=roles.threshold,
         delay_seconds=roles.delay_seconds, guardian=to_checksum_address(roles.guardian),
-        anchorer=to_checksum_address(roles.anchorer), approvers=approvers.address,
+        anchorer=to_checksum_address(roles.anchorer), approvers=approvers.address, signing_keys=signing_keys.address,
     )
     if bootstrap is not None:
-        bootstrap(Bootstrap(client, deployer, registry, models, policy, approvers, Governance(client, manifest)))
+        bootstrap(Bootstrap(client, deployer, registry, models, policy, approvers, Governance(client, manifest),
+                            signing_keys))
 
     handover = (
         (registry, ("REGISTRAR_ROLE",), True),
@@ -239,6 +248,7 @@ def _deploy(client: ChainClient, chain_id: int, rpc_url: str, path: Path, deploy
         (policy_registry, ("POLICY_ADMIN_ROLE",), False),
         (anchor, (), False),
         (approvers, ("APPROVER_ADMIN_ROLE",), True),
+        (signing_keys, ("KEY_ADMIN_ROLE",), True),
         (timelock, (), False),  # the timelock administers itself; the deployer's bootstrap admin role goes
     )
     for contract, roles_held, has_guardian in handover:

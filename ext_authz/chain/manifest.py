@@ -56,13 +56,18 @@ class Manifest:
     anchorer: str
     approvers: str  # ApproverRegistry
     version: int = MANIFEST_VERSION  # format of this file
+    signing_keys: str = ""  # SigningKeyRegistry ("" in manifests written before it existed)
 
     CONTRACTS = ("registry", "models", "policy", "policy_registry", "anchor", "timelock", "safe", "approvers")
+    OPTIONAL = ("signing_keys",)  # fields a manifest of an older deployment may lack
 
     @property
     def contracts(self) -> dict[str, str]:
         """Field name -> address of every contract the deployment created."""
-        return {name: getattr(self, name) for name in self.CONTRACTS}
+        out = {name: getattr(self, name) for name in self.CONTRACTS}
+        if self.signing_keys:
+            out["signing_keys"] = self.signing_keys
+        return out
 
     def to_json(self) -> str:
         return json.dumps({**self.__dict__, "owners": list(self.owners)}, indent=2, sort_keys=True) + "\n"
@@ -77,7 +82,7 @@ class Manifest:
         if unknown:
             raise ConfigError(f"{source}: unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
                               f"(a manifest has: {', '.join(fields)})")
-        missing = [f for f in fields if f not in raw]
+        missing = [f for f in fields if f not in raw and f not in cls.OPTIONAL]
         if missing:
             raise ConfigError(f"{source}: missing field{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
         if raw["version"] != MANIFEST_VERSION:
@@ -89,6 +94,8 @@ class Manifest:
             raise ConfigError(f"{source}: rpc_url must be a non-empty string, found {raw['rpc_url']!r}")
         for name in (*cls.CONTRACTS, "guardian", "anchorer"):
             _address(raw[name], f"{source}: {name}")
+        if raw.get("signing_keys", ""):
+            _address(raw["signing_keys"], f"{source}: signing_keys")
         if not isinstance(raw["policy_id"], str) or not _BYTES32.fullmatch(raw["policy_id"]):
             raise ConfigError(f"{source}: policy_id must be 0x and 64 hex digits, found {raw['policy_id']!r}")
         owners = raw["owners"]

@@ -107,6 +107,15 @@ class ApproverSeed:
 
 
 @dataclass(frozen=True)
+class SigningKeySeed:
+    """An SAE / denial signing key registered in the SigningKeyRegistry at deployment (its public JWK)."""
+
+    jwk: dict[str, Any]
+    valid_from: int = 0
+    valid_until: int = 2**64 - 1
+
+
+@dataclass(frozen=True)
 class DeployPlan:
     chain_id: int
     safe: SafePlan
@@ -118,6 +127,7 @@ class DeployPlan:
     agents: tuple[AgentSeed, ...] = ()
     rules: tuple[RuleSeed, ...] = ()
     approvers: tuple[ApproverSeed, ...] = ()
+    signing_keys: tuple[SigningKeySeed, ...] = ()
     version: int = PLAN_VERSION
     source: str = field(default="deploy plan", compare=False)
 
@@ -185,7 +195,7 @@ def load_plan(path: str | Path) -> DeployPlan:
 
 
 PLAN_KEYS = ("version", "chain_id", "safe", "guardian", "anchorer", "timelock_delay_seconds", "deployer_key",
-             "models", "agents", "rules", "approvers")
+             "models", "agents", "rules", "approvers", "signing_keys")
 PLAN_REQUIRED = PLAN_KEYS[:7]
 
 
@@ -205,6 +215,7 @@ def plan_from_dict(raw: Any, source: str = "deploy plan", base_dir: Path | None 
     agents = tuple(_agent(a, w) for a, w in _list(top.get("agents", []), f"{source}: agents"))
     rules = tuple(_rule(r, w) for r, w in _list(top.get("rules", []), f"{source}: rules"))
     approvers = tuple(_approver(a, w) for a, w in _list(top.get("approvers", []), f"{source}: approvers"))
+    signing_keys = tuple(_signing_key(k, w) for k, w in _list(top.get("signing_keys", []), f"{source}: signing_keys"))
 
     if guardian.lower() == anchorer.lower():
         raise ConfigError(f"{source}: guardian and anchorer are the same address {guardian}: the anchorer's key is a hot "
@@ -227,7 +238,7 @@ def plan_from_dict(raw: Any, source: str = "deploy plan", base_dir: Path | None 
                               "register: add it under models")
     plan = DeployPlan(chain_id=chain_id, safe=safe, guardian=guardian, anchorer=anchorer, timelock_delay_seconds=delay,
                       deployer_key=deployer_key, models=models, agents=agents, rules=rules, approvers=approvers,
-                      source=source)
+                      signing_keys=signing_keys, source=source)
     try:
         refuse_dev_accounts(chain_id, plan.role_addresses())
     except ConfigError as e:
@@ -343,6 +354,21 @@ def _approver(raw: Any, where: str) -> ApproverSeed:
     if base64.urlsafe_b64decode(x + "=") == bytes(32):
         raise ConfigError(f"{where}.x is all zeros: not a public key")
     return ApproverSeed(a["name"], x)
+
+
+def _signing_key(raw: Any, where: str) -> SigningKeySeed:
+    from ext_authz.chain.keys import registration_of
+
+    k = _mapping(raw, where, ("jwk",), ("valid_from", "valid_until"))
+    if not isinstance(k["jwk"], dict) or "d" in k["jwk"]:
+        raise ConfigError(f"{where}.jwk must be the PUBLIC JWK `sealgate keys generate` printed (no 'd')")
+    try:
+        registration_of(k["jwk"])
+    except ConfigError as e:
+        raise ConfigError(f"{where}.jwk: {e}") from e
+    valid_from = _int(k.get("valid_from", 0), f"{where}.valid_from", 0, 2**64 - 2, unit="unix seconds")
+    valid_until = _int(k.get("valid_until", 2**64 - 1), f"{where}.valid_until", valid_from + 1, 2**64 - 1, unit="unix seconds")
+    return SigningKeySeed(dict(k["jwk"]), valid_from, valid_until)
 
 
 # ------------------------------------------------------------ values

@@ -6,11 +6,11 @@ import argparse
 import logging
 import sys
 
-from ext_authz.cli import demo, deploy, egress, envoy, gov, keys, pep, pki, serve, verify
+from ext_authz.cli import demo, deploy, egress, envoy, evidence, gov, keys, pep, pki, serve, verify
 from ext_authz.cli.common import HelpFormatter
 from ext_authz.errors import SealgateError
 
-GROUPS = (serve, pep, deploy, verify, keys, pki, gov, envoy, egress, demo)
+GROUPS = (serve, pep, deploy, verify, evidence, keys, pki, gov, envoy, egress, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,9 +59,13 @@ def register(sub: Any) -> None:
     p.add_argument("--listen", type=port, required=True, metavar="PORT", help="port the sidecars forward to")
     p.add_argument("--admin", type=unix_socket, required=True, metavar="unix:PATH", help=ADMIN_HELP)
     p.add_argument("--target-port", type=port, required=True, metavar="PORT", help="the target service on 127.0.0.1")
-    p.add_argument("--jwks", required=True, metavar="FILE|URL",
-                   help="the authorizer's JWKS: a URL (its admin /jwks.json) is fetched by Envoy and refreshed, so key "
-                        "rotations reach the PEP; a file is inlined")
+    keys = p.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--jwks", metavar="FILE|URL",
+                      help="the authorizer's JWKS: a URL (its admin /jwks.json) is fetched by Envoy and refreshed, so key "
+                           "rotations reach the PEP; a file is inlined")
+    keys.add_argument("--jwks-from-chain", metavar="MANIFEST",
+                      help="build the JWKS from the SigningKeyRegistry named in this address manifest: the keys "
+                           "registered, not revoked and valid now (regenerate the config after a rotation)")
     p.add_argument("--jwks-cache", type=int, default=60, metavar="SECONDS",
                    help="with a URL: how long Envoy caches the JWKS (below `sealgate keys rotate --min-published`)")
     p.add_argument("--jwks-ca", metavar="PEM", help="with an https URL: the CA of the endpoint's certificate")
@@ -101,6 +105,28 @@ def _sidecar(args: argparse.Namespace) -> dict[str, Any]:
                           max_body_bytes=args.max_body_bytes, authorizer_tls=tls)
 
 
+def _pep_jwks(args: argparse.Namespace) -> dict[str, Any]:
+    if args.jwks:
+        return load_jwks(args.jwks)
+    from ext_authz.chain.client import ChainClient
+    from ext_authz.chain.keys import SigningKeys
+    from ext_authz.chain.manifest import Manifest
+    from ext_authz.errors import ChainError, SealgateError
+
+    manifest = Manifest.load(args.jwks_from_chain)
+    if not manifest.signing_keys:
+        raise UsageError(f"{args.jwks_from_chain} names no SigningKeyRegistry (deployed before it existed)")
+    try:
+        jwks = SigningKeys(ChainClient(manifest.rpc_url), manifest.signing_keys).jwks()
+    except SealgateError:
+        raise
+    except Exception as e:  # web3 raises many unrelated types; one boundary here
+        raise ChainError(f"cannot read the SigningKeyRegistry at {manifest.rpc_url}: {e}") from e
+    if not jwks["keys"]:
+        raise UsageError(f"the SigningKeyRegistry {manifest.signing_keys} holds no key valid now: every SAE would be refused")
+    return jwks
+
+
 def cmd_envoy(args: argparse.Namespace) -> int:
     """Writes an Envoy bootstrap for the agent sidecar or the target PEP, checked by `envoy --mode validate`."""
     from ext_authz.mesh.configs import JwksUri, PepPorts, pep_config, validate
@@ -109,8 +135,8 @@ def cmd_envoy(args: argparse.Namespace) -> int:
         config = _sidecar(args)
     else:
         verifier = int(args.verifier) if args.verifier.isdigit() else args.verifier
-        jwks: Any = load_jwks(args.jwks)  # a URL is fetched now too: it must answer before the PEP relies on it
-        if args.jwks.startswith(("http://", "https://")) and not args.inline_jwks:
+        jwks: Any = _pep_jwks(args)  # a URL is fetched now too: it must answer before the PEP relies on it
+        if args.jwks and args.jwks.startswith(("http://", "https://")) and not args.inline_jwks:
             jwks = JwksUri(args.jwks, args.jwks_cache, _read(args.jwks_ca) if args.jwks_ca else None)
         config = pep_config(PepPorts(args.listen, args.admin, args.target_port), jwks, args.audience,
                             issuer=args.issuer, verifier=verifier, max_body_bytes=args.max_body_bytes,

@@ -81,6 +81,9 @@ def register(sub: Any) -> None:
         if flag:
             p.add_argument(flag, required=True, help=what)
         p.set_defaults(func=cmd_gov_guardian, action=action)
+    from ext_authz.cli.gov_keys import register_guardian  # signing keys: cli/gov_keys.py
+
+    register_guardian(govsub, ENV_HELP)
 
 
 # ------------------------------------------------------------------ batch files
@@ -181,6 +184,10 @@ def _change(gov, args: argparse.Namespace) -> tuple:
     if args.what == "register-agent":
         key = _hex32(args.key_fingerprint, "--key-fingerprint", "SHA-256 of the SPKI") if args.key_fingerprint else bytes(32)
         return gov.call_register_agent(args.agent, args.org, args.role, args.model_id, key)
+    from ext_authz.cli.gov_keys import key_change  # signing keys: cli/gov_keys.py
+
+    if (change := key_change(gov, args)) is not None:
+        return change
     raise SealgateError(f"unknown proposal kind {args.what}")
 
 

@@ -137,6 +137,10 @@ def _add_kinds(kinds: Any) -> None:
     k.add_argument("--role", required=True, help="its role (the rules are per role)")
     k.add_argument("--model-id", required=True, help="the model it runs (registered in the ModelRegistry)")
     k.add_argument("--key-fingerprint", metavar="HEX", help="SHA-256 of the agent certificate's SPKI (omit: SPIFFE ID only)")
+    # signing keys (SigningKeyRegistry): their kinds live in cli/gov_keys.py
+    from ext_authz.cli.gov_keys import add_key_kinds
+
+    add_key_kinds(kinds)
 
 
 class _EntryParser(argparse.ArgumentParser):

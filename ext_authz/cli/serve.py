@@ -47,6 +47,8 @@ def register(sub: Any) -> None:
     p.add_argument("--hsm-module", metavar="LIB", help=f"PKCS#11 library holding the wallet's secp256k1 key; {HSM_PIN_HELP}")
     p.add_argument("--hsm-token", metavar="LABEL", help="token label (with --hsm-module)")
     p.add_argument("--hsm-key", metavar="LABEL", help="label of the secp256k1 key pair (`sealgate hsm keygen --type secp256k1`)")
+    p.add_argument("--listen", metavar="HOST:PORT", type=hostport,
+                   help="read-only HTTP: GET /healthz (503 degraded: backlog, oldest unanchored age) and /v1/proofs/<hash>")
     p.set_defaults(func=cmd_anchor)
 
 
@@ -81,11 +83,13 @@ def mesh_tls(args: argparse.Namespace) -> Any:
 def cmd_anchor(args: argparse.Namespace) -> int:
     from eth_account import Account
 
-    from ext_authz.anchoring.anchorer import Anchorer
+    from ext_authz.anchoring.anchorer import Anchorer, AnchoringPolicy
+    from ext_authz.anchoring.http import serve_anchor_http
     from ext_authz.anchoring.store import AnchorStore
     from ext_authz.chain.client import ChainClient
     from ext_authz.chain.hsm_wallet import HsmWallet
     from ext_authz.chain.manifest import Manifest
+    from ext_authz.errors import ChainError
     from ext_authz.server.config import load_config
     from ext_authz.signing.pkcs11 import HsmKey
 
@@ -100,9 +104,24 @@ def cmd_anchor(args: argparse.Namespace) -> int:
     else:
         raise UsageError(f"no anchoring wallet: set {ANCHORER_KEY_ENV} (hex secp256k1 key) or give --hsm-*")
     config, manifest = load_config(args.config), Manifest.load(args.manifest)
-    anchorer = Anchorer(AnchorStore(config.anchor.db_path), ChainClient(manifest.rpc_url), manifest.anchor,
-                        wallet, interval_seconds=config.anchor.interval_seconds,
-                        batch_max_leaves=config.anchor.batch_max_leaves)
-    logging.getLogger("sealgate").info("anchoring %s to %s", config.anchor.db_path, manifest.anchor)
+    a = config.anchor
+    policy = AnchoringPolicy(mode=a.mode, confirmations=a.confirmations, stuck_seconds=a.stuck_seconds,
+                             fee_bump_percent=a.fee_bump_percent, degraded_after_seconds=a.degraded_after_seconds,
+                             max_fee_gwei=a.max_fee_gwei)
+    store = AnchorStore(a.db_path)
+    anchorer = Anchorer(store, ChainClient(manifest.rpc_url, timeout=a.rpc_timeout_seconds), manifest.anchor,
+                        wallet, interval_seconds=a.interval_seconds, batch_max_leaves=a.batch_max_leaves, policy=policy)
+    try:
+        held = anchorer.check_role()
+    except ChainError as e:  # the chain may be down at start: say so and keep the backlog growing
+        print(f"anchorer {wallet.address}: cannot check ANCHORER_ROLE yet ({e}); will retry while anchoring", flush=True)
+    else:
+        if not held:
+            print(f"anchorer {wallet.address} does not hold ANCHORER_ROLE on SaeAnchor {manifest.anchor}", flush=True)
+            return 2
+        print(f"anchorer {wallet.address} holds ANCHORER_ROLE on SaeAnchor {manifest.anchor}", flush=True)
+    if args.listen:
+        serve_anchor_http(args.listen, store, anchorer.health, manifest.chain_id, manifest.anchor)
+    logging.getLogger("sealgate").info("anchoring %s to %s (%s mode)", a.db_path, manifest.anchor, a.mode)
     anchorer.run(stop_on_signal())
     return 0

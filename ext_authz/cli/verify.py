@@ -15,11 +15,18 @@ def register(sub: Any) -> None:
     p = command(sub, "verify", "verify an SAE or a signed denial: signature, claims, and its anchoring on-chain",
                 "sealgate verify @sae.jwt --jwks http://127.0.0.1:9002/jwks.json --manifest addresses.json \\\n"
                 "    --anchor-db sealgate-anchor.sqlite3\n"
+                "sealgate verify --bundle bundle.json [--rpc http://127.0.0.1:8545 --manifest addresses.json]\n"
                 "exit status: 0 valid, 1 invalid (INVALID <REASON>: ...), 2 usage or I/O error")
-    p.add_argument("sae", metavar="TOKEN", help="the JWS compact token, @FILE to read it from a file, or - for stdin")
-    p.add_argument("--jwks", required=True, metavar="FILE|URL", help="the authorizer's JWKS (it serves /jwks.json)")
-    p.add_argument("--manifest", required=True, metavar="FILE", help="address manifest written by `sealgate deploy`")
-    p.add_argument("--anchor-db", required=True, metavar="FILE", help="the anchor store (SQLite) holding the Merkle batches")
+    p.add_argument("sae", metavar="TOKEN", nargs="?",
+                   help="the JWS compact token, @FILE to read it from a file, or - for stdin (not with --bundle)")
+    p.add_argument("--bundle", metavar="FILE", help="an evidence bundle (`sealgate evidence export`): checked offline, "
+                   "with no operator database; add --rpc (and --manifest) to check it against the chain too")
+    p.add_argument("--rpc", metavar="URL", help="with --bundle: the chain's RPC endpoint")
+    p.add_argument("--jwks", metavar="FILE|URL", help="the authorizer's JWKS (it serves /jwks.json); without it the "
+                   "key comes from the chain's SigningKeyRegistry at the token's block (either way the key must be "
+                   "registered there when the manifest names a registry)")
+    p.add_argument("--manifest", metavar="FILE", help="address manifest written by `sealgate deploy`")
+    p.add_argument("--anchor-db", metavar="FILE", help="the anchor store (SQLite) holding the Merkle batches")
     p.add_argument("--issuer", metavar="URI",
                    help="the authorizer's issuer URI (its config `issuer`): refuse a token whose iss differs")
     p.add_argument("--denial", action="store_true", help="the token is a signed denial record, not an SAE")
@@ -42,17 +49,47 @@ def _stapled(token: str, trust_root: str, typ: str, issuer: str | None) -> Any:
     return verify_stapled(token, root, typ=typ, issuer=issuer)
 
 
+def cmd_verify_bundle(args: argparse.Namespace) -> int:
+    from ext_authz.anchoring.bundle import MAX_BUNDLE_BYTES, load_bundle, verify_bundle
+    from ext_authz.chain.client import ChainClient
+    from ext_authz.chain.manifest import Manifest, read_bounded
+
+    if args.sae or args.anchor_db or args.jwks:
+        raise UsageError("--bundle carries the tokens, proofs and keys: give no TOKEN, --anchor-db or --jwks with it")
+    if args.rpc and not args.manifest:
+        raise UsageError("--rpc needs --manifest (the deployment whose registries the bundle's keys are checked in)")
+    data = read_bounded(args.bundle, MAX_BUNDLE_BYTES, "evidence bundle")
+    client = ChainClient(args.rpc) if args.rpc else None
+    manifest = Manifest.load(args.manifest) if args.manifest else None
+    try:
+        results = verify_bundle(load_bundle(data), client, manifest if client else None)
+    except InputRejected as e:
+        print(f"INVALID {e.reason}: {e.message}")
+        return 1
+    for r in results:
+        c = r["claims"]
+        print(f"VALID {c['jti']}  agent {c.get('sub', '-')}  value {r['value']}  root {r['root']}  block {r['block']}"
+              f"  tx {r['txHash']}  key {r['key']}" + (f"  approved by {r['approval']['iss']}" if r["approval"] else ""))
+    print(f"{len(results)} record(s) verified " + ("and checked against the chain" if client else
+                                                     "offline (add --rpc to check the headers against the chain)"))
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from ext_authz.anchoring.store import AnchorStore
     from ext_authz.anchoring.verify import verify_anchored
     from ext_authz.chain.manifest import Manifest
     from ext_authz.envelope.jws import DENIAL_TYP, SAE_TYP
 
+    if args.bundle:
+        return cmd_verify_bundle(args)
+    if not args.sae or not args.manifest or not args.anchor_db:
+        raise UsageError("give TOKEN, --manifest and --anchor-db (or --bundle FILE)")
     token = read_token(args.sae, "denial" if args.denial else "SAE")
     typ = DENIAL_TYP if args.denial else SAE_TYP
     if not Path(args.anchor_db).is_file():
         raise UsageError(f"anchor store {args.anchor_db} does not exist")
-    jwks, manifest = load_jwks(args.jwks), Manifest.load(args.manifest)
+    jwks, manifest = (load_jwks(args.jwks) if args.jwks else None), Manifest.load(args.manifest)
     try:
         result = verify_anchored(token, jwks, manifest, AnchorStore(args.anchor_db), typ, issuer=args.issuer)
         stapled = _stapled(token, args.trust_root, typ, args.issuer) if args.trust_root else None
@@ -74,6 +111,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"  policy    {c['pol']['addr']} at block {c['pol']['block']}")
     else:
         print("  policy    not read (denied before the policy was evaluated)")
+    if result.key is not None:
+        k = result.key
+        print(f"  key       {k.kid} ({k.jwk['alg']}) registered on-chain, valid [{k.valid_from}, {k.valid_until})")
     print(f"  sae hash  0x{result.sae_hash}")
     print(f"  anchored  root 0x{result.root} in block {result.block}, tx {result.tx_hash}")
     if typ == SAE_TYP:

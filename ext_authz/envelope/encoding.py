@@ -33,6 +33,16 @@ def compact_json(claims: dict[str, Any]) -> bytes:
 
 
 def sae_hash(token: str) -> bytes:
-    """SHA-256 of the compact serialization: the value anchored on-chain."""
-    return hashlib.sha256(token.encode("ascii")).digest()
+    """The anchored value of an SAE or denial: SHA-256 of its JWS signing input, the ASCII bytes
+    `BASE64URL(header) "." BASE64URL(payload)` (RFC 7515 §5.1), i.e. exactly what the signature covers.
+
+    The signature is left out on purpose: an ES256 signature (r, s) has a second valid spelling (r, n - s)
+    and a signer may sign the same bytes twice with different signatures; neither may change what was
+    anchored. Every verifier refuses a segment that is not canonical base64url, so the signing input of a
+    token that verifies is the one canonical spelling of its header and payload bytes
+    (docs/evidence-format.md)."""
+    signing_input, dot, _signature = token.rpartition(".")
+    if not dot or signing_input.count(".") != 1:
+        raise ValueError("a JWS compact token has exactly three segments")
+    return hashlib.sha256(signing_input.encode("ascii")).digest()
 

@@ -9,8 +9,8 @@ Protocol later. Contract every engine keeps:
   `EvidenceUnavailable`, nothing of the call may be relied on and the caller fails closed (the decisions are
   denied with EVIDENCE_UNAVAILABLE). The group committer (`ext_authz.evidence.commit`) calls it with the records
   of many concurrent decisions at once, so one fsync serves them all.
-- Records are keyed by `jti` (the decision id) and unique by `token_hash` (the anchored SHA-256 of the token's
-  compact form, `ext_authz.envelope.encoding.sae_hash`); they are indexed by agent, session, parent, target,
+- Records are keyed by `jti` (the decision id) and unique by `token_hash` (the anchored value: SHA-256 of the token's
+  JWS signing input, `ext_authz.envelope.encoding.sae_hash`); they are indexed by agent, session, parent, target,
   reason and issue time, for `find()`.
 - `claim_approval(key, exp, now)` records a person's approval as used, durably, before the SAE it allows is
   issued; False when it was used before. Used approvals survive restarts and disk faults (synchronous commits),
@@ -45,7 +45,7 @@ class EvidenceRecord:
     jti: str  # the decision id (the token's jti)
     kind: str  # "sae" or "denial"
     token: str  # the JWS compact token, exactly as issued
-    token_hash: bytes  # SHA-256 of the token (the anchored leaf value)
+    token_hash: bytes  # the anchored value: SHA-256 of the token's JWS signing input (encoding.sae_hash)
     issued_at: int  # iat, seconds
     reason: str  # OK for an SAE, the reason code of a denial
     agent: str | None = None  # sub: the agent's SPIFFE ID (None: no identity was read)

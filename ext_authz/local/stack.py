@@ -72,6 +72,7 @@ class StackPorts:
     target: int = field(default_factory=free_port)
     pep: int = field(default_factory=free_port)
     sidecar: int = field(default_factory=free_port)
+    anchor_http: int = field(default_factory=free_port)  # `sealgate anchor --listen`: /healthz, /v1/proofs/<hash>
 
 
 class LocalStack:
@@ -277,6 +278,11 @@ class LocalStack:
                                             self.rule_from_spec(r))
             b.client.transact(b.deployer, fn)
         b.client.transact(b.deployer, b.approvers.functions.register(text_id(APPROVER), self.approver.raw_public))
+        # the SAE signing key in the SigningKeyRegistry: verifiers take it from the chain, not from our JWKS
+        from ext_authz.chain.keys import call_add_key
+
+        for jwk in published_jwks(self.sae_signer())["keys"]:
+            b.send(call_add_key(b.client, b.signing_keys.address, jwk, 0))
     @staticmethod
     def rule_from_spec(r: dict[str, Any]) -> tuple:
         return rule_tuple(r["max_amount"], r.get("approval_threshold", 0),
@@ -321,17 +327,23 @@ class LocalStack:
     def unpause_policy(self) -> int:
         return self.govern(self.gov.call_unpause()).blockNumber
 
+    def sae_signer(self) -> Signer:
+        """The authorizer's SAE key (made once: registered on-chain at deploy, used by the authorizer)."""
+        if getattr(self, "signer", None) is None:
+            if self.key_dir is not None:
+                if not (self.key_dir / "keyring.json").exists():
+                    init_keyring(self.key_dir, self.sae_alg)
+                self.signer: Signer = Keyring(self.key_dir).start()
+            elif self.hsm is None:
+                if not self.sae_key.exists():
+                    new_key_file(self.sae_key, self.sae_alg)
+                self.signer = load_file_signer(self.sae_key)
+            else:
+                self.signer = hsm_signer(self.hsm)
+        return self.signer
+
     def start_authorizer(self) -> None:
-        if self.key_dir is not None:
-            if not (self.key_dir / "keyring.json").exists():
-                init_keyring(self.key_dir, self.sae_alg)
-            self.signer: Signer = Keyring(self.key_dir).start()
-        elif self.hsm is None:
-            if not self.sae_key.exists():
-                new_key_file(self.sae_key, self.sae_alg)
-            self.signer = load_file_signer(self.sae_key)
-        else:
-            self.signer = hsm_signer(self.hsm)
+        self.signer = self.sae_signer()
         self.jwks = published_jwks(self.signer)  # a keyring's: live, as the authorizer's
         if "stapling" in self.config_raw:
             from ext_authz.pki.x509sign import public_key_of
@@ -343,7 +355,8 @@ class LocalStack:
         if self.endorse_period is not None:  # the keys are the authorizer process's own: what it publishes
             self.jwks = http_get_json(self.jwks_url)
         self._spawn("anchorer", [sys.executable, "-m", "ext_authz.cli", "anchor", "--config", str(self.workdir / "authorizer.json"),
-                                 "--manifest", str(self.workdir / "addresses.json")],
+                                 "--manifest", str(self.workdir / "addresses.json"),
+                                 "--listen", f"127.0.0.1:{self.ports.anchor_http}"],
                     env={"SEALGATE_ANCHORER_KEY": DEV_KEYS["anchorer"]})
 
     def spawn_authorizer(self, name: str, grpc: str, admin_port: int, allow_all: bool, anchor_db: Path,

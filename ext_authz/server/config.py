@@ -78,6 +78,28 @@ class AnchorConfig:
     db_path: str = "sealgate-anchor.sqlite3"
     batch_max_leaves: int = 512
     interval_seconds: float = 1.0
+    # `sealgate anchor` only (ext_authz/anchoring/anchorer.py AnchoringPolicy checks them at its start):
+    mode: str = "root"  # root | leaves (the batch's values in the anchoring calldata: custody on L2)
+    confirmations: int = 1
+    stuck_seconds: float = 30.0
+    fee_bump_percent: int = 25
+    degraded_after_seconds: float = 60.0
+    rpc_timeout_seconds: float = 10.0
+    max_fee_gwei: float = 1000.0  # fee bumps stop at this maxFeePerGas
+
+    def __post_init__(self) -> None:
+        if type(self.batch_max_leaves) is not int or not 1 <= self.batch_max_leaves <= 16384:
+            raise ConfigError(f"anchor.batch_max_leaves must be an integer 1-16384 (SaeAnchor.MAX_BATCH_LEAVES), "
+                              f"found {self.batch_max_leaves!r}")
+        if self.mode not in ("root", "leaves"):
+            raise ConfigError(f"anchor.mode must be root or leaves, found {self.mode!r}")
+        if type(self.confirmations) is not int or not 1 <= self.confirmations <= 1000:
+            raise ConfigError(f"anchor.confirmations must be an integer 1-1000, found {self.confirmations!r}")
+        if type(self.fee_bump_percent) is not int or not 11 <= self.fee_bump_percent <= 500:
+            raise ConfigError(f"anchor.fee_bump_percent must be an integer 11-500, found {self.fee_bump_percent!r}")
+        for name in ("interval_seconds", "stuck_seconds", "degraded_after_seconds", "rpc_timeout_seconds", "max_fee_gwei"):
+            if not isinstance(getattr(self, name), int | float) or getattr(self, name) <= 0:
+                raise ConfigError(f"anchor.{name} must be a positive number of seconds, found {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

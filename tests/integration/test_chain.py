@@ -122,7 +122,7 @@ def test_blocks_without_watched_events_keep_the_evm_and_advance_the_pin(chain_st
     evm_before, block_before = pinned._pinned.evm, pinned.block
     anchorer = Account.from_key(DEV_KEYS["anchorer"])
     root = MerkleTree.build([b"\xa1" * 32]).root
-    block = chain_stack.chain.transact(anchorer, chain_stack.anchor.functions.anchor(root, 1, 5000, 5000)).blockNumber
+    block = chain_stack.chain.transact(anchorer, chain_stack.anchor.functions.anchor(root, 1)).blockNumber
     assert pinned.refresh() == block > block_before
     assert pinned._pinned.evm is evm_before  # no re-fork for an unrelated contract's event
     v = pinned.evaluate(act(chain_stack, "procurement-01"))
@@ -207,9 +207,11 @@ def test_anchoring_batches_and_on_chain_inclusion(chain_stack, tmp_path):
     for h in hashes:
         proof = anchorer.store.proof_for(h)
         assert proof.status == "anchored" and proof.block and proof.tx_hash.startswith("0x")
-        assert anchor.functions.verifyInclusion(proof.root, leaf_hash(h), proof.proof).call()
-        assert not anchor.functions.verifyInclusion(proof.root, leaf_hash(bytes(32)), proof.proof).call()
-    assert anchorer.store.counts() == {"leaves": 9, "unbatched": 0, "batches_pending": 0, "batches_anchored": 3}
+        assert anchor.functions.verifyInclusion(proof.root, h, proof.proof).call()
+        assert not anchor.functions.verifyInclusion(proof.root, bytes(32), proof.proof).call()
+        assert not anchor.functions.verifyInclusion(proof.root, leaf_hash(h), proof.proof).call()  # a leaf is no value
+    assert anchorer.store.counts() == {"leaves": 9, "unbatched": 0, "batches_pending": 0, "batches_mined": 0,
+                                       "batches_anchored": 3}
 
 
 def test_restart_after_send_does_not_anchor_twice(chain_stack, tmp_path):
@@ -218,7 +220,7 @@ def test_restart_after_send_does_not_anchor_twice(chain_stack, tmp_path):
     root, first, last, values = anchorer.store.cut_batch(4)
     # crash after the transaction was mined but before the store recorded it
     receipt = chain_stack.chain.transact(Account.from_key(DEV_KEYS["anchorer"]),
-                                         chain_stack.anchor.functions.anchor(root, len(values), first, last))
+                                         chain_stack.anchor.functions.anchor(root, len(values)))
     count = chain_stack.anchor.functions.batchCount().call()
     restarted = _anchorer(chain_stack, tmp_path)
     assert restarted.anchor_pending() == 1
@@ -234,26 +236,3 @@ def test_anchor_failure_keeps_leaves_pending(chain_stack, tmp_path):
         anchorer.anchor_pending()
     assert anchorer.store.proof_for(b"\x07" * 32).status == "pending"
     assert anchorer.store.counts()["batches_pending"] == 1
-
-
-@pytest.mark.parametrize(
-    "args,error",
-    [
-        ((b"\x01" * 32, 0, 1, 0), "EmptyBatch()"),
-        ((b"\x01" * 32, 2, 5, 5), "InvalidSequenceRange(uint64,uint64,uint64)"),
-    ],
-)
-def test_anchor_contract_rejects_bad_batches(chain_stack, args, error):
-    anchorer = Account.from_key(DEV_KEYS["anchorer"])
-    with pytest.raises(ContractCustomError) as err:
-        chain_stack.anchor.functions.anchor(*args).call({"from": anchorer.address})
-    assert str(err.value.data).startswith("0x" + chain_stack.chain.w3.keccak(text=error)[:4].hex())
-
-
-def test_anchor_contract_rejects_duplicate_root(chain_stack):
-    anchorer = Account.from_key(DEV_KEYS["anchorer"])
-    root = MerkleTree.build([b"\xd0" * 32]).root
-    chain_stack.chain.transact(anchorer, chain_stack.anchor.functions.anchor(root, 1, 1000, 1000))
-    with pytest.raises(ContractCustomError) as err:
-        chain_stack.anchor.functions.anchor(root, 1, 1001, 1001).call({"from": anchorer.address})
-    assert str(err.value.data).startswith("0x" + chain_stack.chain.w3.keccak(text="RootAlreadyAnchored(bytes32)")[:4].hex())

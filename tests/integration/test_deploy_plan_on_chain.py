@@ -35,9 +35,13 @@ FINGERPRINT = bytes.fromhex("f910152c80be10ee2280a04cb011ce9131b993408adb19cf47f
 APPROVER_X = "30iuycB2yeCYqW6tLRRahiceevc8k6GTlxNBgQUzEEE"
 MODEL_SHA = "87776fd21ba9b0aecd90e9f3a5dc80998ec34570a4952c88ce67e8410cc283b8"
 ADMIN_ROLES = {"AgentRegistry": "REGISTRAR_ROLE", "ModelRegistry": "MODEL_ADMIN_ROLE", "RuleBasedPolicy": "POLICY_ADMIN_ROLE",
-               "PolicyRegistry": "POLICY_ADMIN_ROLE", "SaeAnchor": None, "ApproverRegistry": "APPROVER_ADMIN_ROLE"}
+               "PolicyRegistry": "POLICY_ADMIN_ROLE", "SaeAnchor": None, "ApproverRegistry": "APPROVER_ADMIN_ROLE",
+               "SigningKeyRegistry": "KEY_ADMIN_ROLE"}
 FIELDS = {"AgentRegistry": "registry", "ModelRegistry": "models", "RuleBasedPolicy": "policy",
-          "PolicyRegistry": "policy_registry", "SaeAnchor": "anchor", "ApproverRegistry": "approvers"}
+          "PolicyRegistry": "policy_registry", "SaeAnchor": "anchor", "ApproverRegistry": "approvers",
+          "SigningKeyRegistry": "signing_keys"}
+SAE_JWK = {"kty": "OKP", "crv": "Ed25519", "x": "oUAdWDv90wlIf1oKc225-68MaYY3muqYw7iEOIYXezg"}
+SAE_KID = "e6YJVKbZZCmIon7qrz2NIrusrs6T9hLx4FxLrGSYIG8"
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +104,7 @@ def write_plan(path: Path, keys: Keys, deployer_key: dict, **overrides) -> Path:
                    "max_amount": 1_000_000, "approval_threshold": 250_000, "data_classes": ["public", "internal"],
                    "max_risk": 50, "required_model": "payments-model-v1"}],
         "approvers": [{"name": "treasury-lead", "x": APPROVER_X}],
+        "signing_keys": [{"jwk": SAE_JWK, "valid_from": 1}],
         **overrides,
     }
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -185,7 +190,7 @@ def test_plan_deploy_sets_the_plans_safe_timelock_and_roles(chain, env_deploy):
     assert timelock.functions.hasRole(role_id("PROPOSER_ROLE"), m.safe).call()
     assert (m.owners, m.threshold, m.delay_seconds) == (tuple(o.address for o in keys.owners), 2, DELAY)
     assert (m.guardian, m.anchorer) == (keys.guardian.address, keys.anchorer.address)
-    for name in ("AgentRegistry", "ModelRegistry", "RuleBasedPolicy", "ApproverRegistry"):
+    for name in ("AgentRegistry", "ModelRegistry", "RuleBasedPolicy", "ApproverRegistry", "SigningKeyRegistry"):
         c = chain.contract(name, getattr(m, FIELDS[name]))
         assert c.functions.hasRole(role_id("GUARDIAN_ROLE"), keys.guardian.address).call(), name
     anchor = chain.contract("SaeAnchor", m.anchor)
@@ -229,6 +234,11 @@ def test_plan_deploy_seeds_agent_model_rule_and_approver(env_deploy):
     import base64
 
     assert pinned.approver_key("treasury-lead") == base64.urlsafe_b64decode(APPROVER_X + "=")
+    from ext_authz.chain.client import ChainClient
+    from ext_authz.chain.keys import SigningKeys
+
+    record = SigningKeys(ChainClient(m.rpc_url), m.signing_keys).record(SAE_KID)  # the SAE key, seeded by the plan
+    assert record is not None and record.jwk["x"] == SAE_JWK["x"] and (record.valid_from, record.revoked_at) == (1, 0)
 
 
 # ------------------------------------------------------------ (c) the same manifest is reused

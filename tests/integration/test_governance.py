@@ -188,7 +188,7 @@ def test_every_state_change_is_access_controlled(chain_stack):
         (s.policy.functions.unpause(), guardian),  # guardians pause; resuming is governed
         (s.policy_registry.functions.upgrade(pid, s.manifest.policy), guardian),
         (s.policy_registry.functions.deploy(text_id("other"), s.manifest.policy), outsider),
-        (s.anchor.functions.anchor(b"\x01" * 32, 1, 1, 1), guardian),
+        (s.anchor.functions.anchor(b"\x01" * 32, 1), guardian),
         (s.registry.functions.grantRole(role_id("GUARDIAN_ROLE"), outsider), guardian),
         (s.approvers.functions.register(text_id("eve"), b"\x01" * 32), guardian),  # guardians revoke; adding is governed
         (s.approvers.functions.revoke(text_id("treasury-lead")), outsider),

@@ -356,7 +356,6 @@ def test_anchoring_from_the_hsm_wallet_needs_the_governed_role_then_anchors(wall
     from eth_account import Account
 
     from ext_authz.anchoring.anchorer import Anchorer
-    from ext_authz.anchoring.merkle import leaf_hash
     from ext_authz.anchoring.queue import LeafQueue
     from ext_authz.anchoring.store import AnchorStore
     from ext_authz.chain.dev import DEV_KEYS
@@ -389,7 +388,7 @@ def test_anchoring_from_the_hsm_wallet_needs_the_governed_role_then_anchors(wall
     assert tx["from"] == address
     s = tx["s"] if isinstance(tx["s"], int) else int.from_bytes(tx["s"], "big")
     assert s <= SECP256K1_N // 2
-    assert chain_stack.anchor.functions.verifyInclusion(proof.root, leaf_hash(hashes[0]), proof.proof).call()
+    assert chain_stack.anchor.functions.verifyInclusion(proof.root, hashes[0], proof.proof).call()
 
     # the same through the command: `sealgate anchor --hsm-*` holds no key material itself
     late = bytes([0xC7]) * 32

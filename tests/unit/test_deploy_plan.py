@@ -154,6 +154,15 @@ INVALID = {
     "approver_name_uppercase": (plan(approvers__0__name="Treasury"), "name must be 1-64"),
     "approver_key_not_base64url": (plan(approvers__0__x="not a key"), "must be an Ed25519 public key"),
     "approver_key_zero": (plan(approvers__0__x="A" * 43), "all zeros"),
+    "signing_key_private_jwk": (plan(signing_keys=[{"jwk": {"kty": "OKP", "crv": "Ed25519", "x": "oUAdWDv90wlIf1oKc225-68"
+                                                                 "MaYY3muqYw7iEOIYXezg", "d": "secret"}}]), "PUBLIC JWK"),
+    "signing_key_kid_not_its_thumbprint": (plan(signing_keys=[{"jwk": {"kty": "OKP", "crv": "Ed25519", "x": "oUAdWDv90wl"
+                                                                        "If1oKc225-68MaYY3muqYw7iEOIYXezg", "kid": "x" * 43}}]),
+                                           "not its RFC 7638 thumbprint"),
+    "signing_key_rsa": (plan(signing_keys=[{"jwk": {"kty": "RSA", "n": "AQAB", "e": "AQAB"}}]), "Ed25519 (OKP) or P-256"),
+    "signing_key_empty_window": (plan(signing_keys=[{"jwk": {"kty": "OKP", "crv": "Ed25519", "x": "oUAdWDv90wlIf1oKc225-68"
+                                                                  "MaYY3muqYw7iEOIYXezg"}, "valid_from": 5, "valid_until": 5}]),
+                                 "valid_until must be in"),
     "models_not_a_list": (plan(models={"id": "m-1"}), "expected a list"),
     "plan_not_a_mapping": ([BASE], "expected a mapping"),
 }

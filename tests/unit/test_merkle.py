@@ -63,3 +63,17 @@ def test_merkle_vectors_match_openzeppelin_library(path):
     vec = json.loads(path.read_text())
     ref = oz_reference([bytes.fromhex(v[2:]) for v in vec["values"]])
     assert (vec["root"], vec["proofs"]) == (ref["root"], ref["proofs"])
+
+
+def test_hand_encoded_anchor_calldata_is_the_abi_encoding():
+    from web3 import Web3
+
+    from ext_authz.anchoring.anchorer import ANCHOR_SELECTOR, anchor_with_leaves_calldata
+    from ext_authz.chain.artifacts import artifact
+
+    c = Web3().eth.contract(abi=artifact("SaeAnchor")["abi"])
+    vals = values(5)
+    root = MerkleTree.build(vals).root
+    assert anchor_with_leaves_calldata(root, vals) == bytes.fromhex(
+        c.encode_abi("anchorWithLeaves", [root, vals])[2:])
+    assert ANCHOR_SELECTOR + root + (5).to_bytes(32, "big") == bytes.fromhex(c.encode_abi("anchor", [root, 5])[2:])

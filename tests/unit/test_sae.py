@@ -87,11 +87,19 @@ def test_a_noncanonical_token_is_refused_though_its_bytes_verify(respell):
     assert err.value.reason == "SAE_INVALID" and "canonical base64url" in err.value.message
 
 
-def test_sae_hash_is_sha256_of_compact_form():
+def test_anchored_value_is_sha256_of_signing_input_whatever_the_signature():
     import hashlib
 
     token = EnvelopeEncoder(SIGNER).encode(CLAIMS)
-    assert sae_hash(token) == hashlib.sha256(token.encode()).digest()
+    signing_input = token.rsplit(".", 1)[0]
+    assert sae_hash(token) == hashlib.sha256(signing_input.encode()).digest()
+    # another signature over the same bytes (ES256 (r, n-s), a re-signing) anchors the same value
+    assert sae_hash(signing_input + ".AAAA") == sae_hash(token)
+    # a changed payload does not
+    header, payload, sig = token.split(".")
+    assert sae_hash(f"{header}.{payload[:-1]}{'A' if payload[-1] != 'A' else 'B'}.{sig}") != sae_hash(token)
+    with pytest.raises(ValueError):
+        sae_hash("no-dots")
 
 
 def test_payload_is_compact_sorted_json_like_the_stdlib_encoder():
