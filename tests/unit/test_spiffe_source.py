@@ -24,7 +24,7 @@ AGENT = f"spiffe://{TD}/agent/procurement-01"
 
 class WorkloadApi(workload_pb2_grpc.SpiffeWorkloadAPIServicer):
     def __init__(self, ca):
-        self.ca, self.rotate = ca, threading.Event()
+        self.ca, self.rotate, self.closing = ca, threading.Event(), threading.Event()
 
     def _response(self):
         issued = self.ca.issue_agent(AGENT)
@@ -40,7 +40,7 @@ class WorkloadApi(workload_pb2_grpc.SpiffeWorkloadAPIServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "security header missing")
         response, self.serial = self._response()
         yield response
-        if self.rotate.wait(10):  # SPIRE pushes the rotated SVID on the open stream
+        if self.rotate.wait(10) and not self.closing.is_set():  # SPIRE pushes the rotated SVID on the open stream
             response, self.serial = self._response()
             yield response
         time.sleep(2)
@@ -56,8 +56,10 @@ def workload_api(tmp_path):
     server.add_insecure_port(f"unix:{socket}")
     server.start()
     yield servicer, f"unix:{socket}"
+    # a handler still waiting must not issue from a closed CA (it did, from grpc's thread: a segfault in sqlite)
+    servicer.closing.set()
     servicer.rotate.set()
-    server.stop(0)
+    server.stop(0).wait(10)
     ca.close()
 
 
