@@ -28,6 +28,7 @@ from ext_authz.errors import ChainError, InputRejected, SigningError, StateNotCa
 from ext_authz.evidence.store import EvidenceRecord, EvidenceUnavailable
 from ext_authz.server.config import AuthorizerConfig
 
+APPROVAL_HEADER = "x-sealgate-approval"
 Persist = Callable[[EvidenceRecord], "concurrent.futures.Future[None] | None"]
 
 log = logging.getLogger("sealgate.authz")
@@ -50,7 +51,8 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
         # a device signer (HSM) blocks for its round trip: decide on threads so the loop keeps accepting
         self._executor = (concurrent.futures.ThreadPoolExecutor(signing_threads, thread_name_prefix="sealgate-decide")
                           if signing_threads > 0 else None)
-        # state the pinned EVM has not cached is fetched on these threads, never on the event loop
+        # state the pinned EVM has not cached is fetched on these threads, never on the event loop (and requests
+        # carrying an approval are decided here: claiming it is a durable write)
         self._fetch_state = fetch_state
         self._fetch_timeout = config.policy_fetch_timeout_seconds
         self._fetcher = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="sealgate-fetch")
@@ -90,10 +92,14 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "caller is not an allowlisted mesh Envoy")
         loop = asyncio.get_running_loop()
         unavailable: str | None = None
+        # a request carrying an approval writes its use durably while deciding (single use): on a thread, so a
+        # slow disk never holds the loop; such requests are rare
+        executor = self._executor or (self._fetcher if APPROVAL_HEADER in request.attributes.request.http.headers
+                                      else None)
         for _ in range(self.MAX_FETCHES + 1):
             try:
-                if self._executor is not None:
-                    decided = await loop.run_in_executor(self._executor, self.decide_and_persist, request, unavailable)
+                if executor is not None:
+                    decided = await loop.run_in_executor(executor, self.decide_and_persist, request, unavailable)
                 else:
                     # on the event loop thread: a decision is ~0.3 ms of CPU, from state in memory
                     decided = self.decide_and_persist(request, unavailable)

@@ -254,3 +254,27 @@ def test_state_not_cached_is_fetched_then_decided_or_that_request_fails_closed(f
         assert resp.status.code == 0
     else:
         assert denial_reason(resp) == (expected, True)
+
+
+def test_a_request_carrying_an_approval_is_decided_off_the_event_loop():
+    """Claiming the approval is a durable write: a slow disk must hold a worker thread, never the loop."""
+    import asyncio
+    import threading
+
+    maker = DecisionMaker(CONFIG, EnvelopeEncoder(SIGNER), Policy(Verdict("ALLOW", "OK", bytes(32), 1)), 31337,
+                          "0xAnchor", JWKS)
+    svc = AuthorizationService(CONFIG, maker, lambda record: None)
+    ran_on = []
+    decide = svc.decide_and_persist
+    svc.decide_and_persist = lambda req, *a: (ran_on.append(threading.current_thread().name), decide(req, *a))[1]
+    with_approval = request()
+    with_approval.attributes.request.http.headers["x-sealgate-approval"] = "a.b.c"
+
+    async def both():
+        return await svc.Check(request(), None), await svc.Check(with_approval, None)
+
+    try:
+        asyncio.run(both())
+    finally:
+        svc.close()
+    assert ran_on[0] == threading.main_thread().name and ran_on[1].startswith("sealgate-fetch")
