@@ -16,7 +16,7 @@ CALLER = "0x" + "00" * 20
 
 
 def pinned_with(policy, state):
-    return _Pinned(policy._evm(10, 1_800_000_000, state), 10, threading.Lock(), time.monotonic(), 1_800_000_000, state)
+    return _Pinned(policy._evm(10, state), 10, threading.Lock(), time.monotonic(), 1_800_000_000, state)
 
 
 def test_a_read_of_state_not_inserted_is_a_miss_at_once_and_inserted_state_is_read():
