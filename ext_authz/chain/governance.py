@@ -108,6 +108,36 @@ class Governance:
         changes.append(self.call_upgrade_policy(impl))
         return changes
 
+    def upgrade_warnings(self, calls: Sequence[Call]) -> list[str]:
+        """What a (possibly hand-made) operation's PolicyRegistry.upgrade would lose: the timelock's or a guardian's
+        role on the new implementation, the registries the authorizer watches. For owners before approving and
+        for the guardian deciding whether to cancel."""
+        upgrade = self.policy_registry.functions.upgrade(self.policy_id, ZERO_ADDRESS)._encode_transaction_data()[:10]
+        grants = {(c.target.lower(), c.data_bytes[4:36], c.data_bytes[48:68].hex()) for c in calls
+                  if len(c.data_bytes) == 68 and c.data_bytes[:4] == keccak(text="grantRole(bytes32,address)")[:4]}
+        out = []
+        for c in calls:
+            if c.target.lower() != self.policy_registry.address.lower() or not c.data.lower().startswith(upgrade.lower()):
+                continue
+            impl = to_checksum_address(c.data_bytes[4 + 32 + 12:4 + 64])
+            v2 = self.client.contract("RuleBasedPolicy", impl)
+            need = [("POLICY_ADMIN_ROLE", self.timelock.address, "the timelock")] + [
+                ("GUARDIAN_ROLE", g, f"guardian {g}") for g in self.guardians()]
+            for role, who, what in need:
+                try:
+                    held = v2.functions.hasRole(role_id(role), who).call()
+                except Exception:  # web3 raises many types for a revert or missing code
+                    held = False
+                if not held and (impl.lower(), role_id(role), who.lower()[2:]) not in grants:
+                    out.append(f"the upgrade to {impl} leaves {what} without {role} on it")
+            try:
+                agents, models = v2.functions.registries().call()
+                if (agents.lower(), models.lower()) != (self.manifest.registry.lower(), self.manifest.models.lower()):
+                    out.append(f"the upgrade to {impl} reads registries {agents}, {models}, not the manifest's")
+            except Exception:  # web3 raises many types for a revert or missing code
+                out.append(f"the upgrade to {impl}: not a RuleBasedPolicy (no registries())")
+        return out
+
     GUARDED = (("registry", "AgentRegistry"), ("models", "ModelRegistry"), ("approvers", "ApproverRegistry"))
 
     def guardians(self) -> list[str]:

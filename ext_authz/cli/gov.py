@@ -232,6 +232,8 @@ def _print_verified(gov, proposal) -> None:
 
     if proposal.action == "schedule" and is_guardian_rotation(proposal.calls):
         print("  a guardian rotation: the guardian cannot cancel it")
+    for w in gov.upgrade_warnings(proposal.calls) if proposal.action == "schedule" else []:
+        print(f"  WARNING: {w}")
     print(f"  (the file's description, unverified: {proposal.description!r})")
 
 
@@ -432,6 +434,8 @@ def cmd_gov_pending(args: argparse.Namespace) -> int:
         print(f"  {'batch of ' + str(len(op['calls'])) + ' calls' if op['batch'] else 'one call'}:")
         for i, text in enumerate(op["decoded"], 1):
             print(f"    {i}. {text}")
+        for w in gov.upgrade_warnings(op["calls"]):
+            print(f"  WARNING: {w} (the guardian may cancel: sealgate gov guardian-cancel {op['operation_id']})")
     if not ops:
         print("no pending timelock operations")
     waiting = [p for p in proposals if not p.superseded_by and not gov.safe_executed(p)]

@@ -462,7 +462,7 @@ def test_deployment_leaves_the_deployer_no_timelock_role_and_the_safe_guarded(ch
     assert guard.functions.supportsInterface(bytes.fromhex("e6d7a83a")).call()  # Safe 1.4.1's Guard interface id
 
 
-def test_authorizer_watches_the_registries_the_new_implementation_reads(chain_stack):
+def test_authorizer_watches_the_registries_the_new_implementation_reads(chain_stack, tmp_path):
     s = chain_stack
     m, g = s.manifest, s.gov
     deployer = Account.from_key(DEV_KEYS["deployer"])
@@ -481,6 +481,10 @@ def test_authorizer_watches_the_registries_the_new_implementation_reads(chain_st
                           (v2.address, v2.functions.setRule(text_id("procurement"), text_id("payment.transfer"),
                                                             text_id("payments-api"), rule), "rule"),
                           g.call_upgrade_policy(v2.address)])
+    pending = gov_cli(s, tmp_path)("pending").stdout
+    assert f"WARNING: the upgrade to {v2.address} leaves guardian {s.guardian.address} without GUARDIAN_ROLE" in pending
+    assert f"WARNING: the upgrade to {v2.address} reads registries {other.address}" in pending
+    assert f"the upgrade to {v2.address} leaves the timelock" not in pending  # granted earlier in the same batch
     s.time_travel(m.delay_seconds + 1)
     g.execute(bypass, ATTACKER)
     pinned = PinnedPolicy(m.rpc_url, m.policy_registry, bytes.fromhex(m.policy_id[2:]), watch=(m.registry, m.models))
