@@ -146,6 +146,8 @@ class Authorizer:
             self._last_probe = now
             try:
                 self.signer.sign(b"sealgate health probe")
+                if self.stapler is not None:  # signing without a fresh staple is refused too
+                    self.stapler.current()
                 self.service.signing_error = error = None
             except SigningError as e:
                 self.service.signing_error = error = str(e)
