@@ -78,7 +78,7 @@ def _stapler(config: AuthorizerConfig, signer: Signer) -> Any:
     from ext_authz.pki.stapling import Stapler
 
     if hasattr(signer, "current"):
-        raise ConfigError("stapling needs one SAE key with one certificate: not a rotating key directory")
+        raise ConfigError("stapling needs one SAE key with one certificate: not a key directory or endorsed keys")
     try:
         chain = open(config.stapling.chain, "rb").read()
     except OSError as e:
