@@ -140,8 +140,9 @@ class Authorizer:
             self._last_probe = now
             try:
                 self.signer.sign(b"sealgate health probe")
-                if self.stapler is not None:  # signing without a fresh staple is refused too
-                    self.stapler.current()
+                stapler = getattr(self, "stapler", None)  # set by start()
+                if stapler is not None:  # signing without a fresh staple is refused too
+                    stapler.current()
                 self.service.signing_error = error = None
             except SigningError as e:
                 self.service.signing_error = error = str(e)
