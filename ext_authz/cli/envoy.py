@@ -44,8 +44,11 @@ def register(sub: Any) -> None:
     p.add_argument("--authorizer-san", metavar="URI", help="the authorizer certificate's URI SAN, pinned")
     p.add_argument("--upstream-port", type=port, required=True, metavar="PORT", help="the target's PEP on 127.0.0.1")
     p.add_argument("--ca", required=True, metavar="PEM", help="CA bundle that issues agent certificates")
-    p.add_argument("--cert", required=True, metavar="PEM", help="the sidecar's server certificate")
-    p.add_argument("--key", required=True, metavar="PEM", help="its private key")
+    p.add_argument("--cert", metavar="PEM", help="the sidecar's server certificate (or --cert-sds)")
+    p.add_argument("--key", metavar="PEM", help="its private key")
+    p.add_argument("--cert-sds", metavar="FILE",
+                   help="instead of --cert/--key: the SDS file `sealgate pki renew --server` keeps fresh (NAME.sds.json); "
+                        "Envoy picks up each renewal without a restart")
     p.add_argument("--trust-domain", default="sealgate.local", help="SPIFFE trust domain of the agents")
     p.add_argument("--max-body-bytes", type=int, default=64 * 1024, metavar="BYTES",
                    help="largest request body buffered for the authorizer (larger: 413)")
@@ -100,6 +103,17 @@ def _sidecar(args: argparse.Namespace) -> dict[str, Any]:
         if not all(tls_flags):
             raise UsageError("mutual TLS to the authorizer needs --mesh-cert, --mesh-key, --authorizer-ca and --authorizer-san")
         tls = AuthorizerTls(_read(args.mesh_cert), _read(args.mesh_key), _read(args.authorizer_ca), args.authorizer_san)
+    if bool(args.cert_sds) == bool(args.cert or args.key):
+        raise UsageError("give --cert and --key, or --cert-sds")
+    if args.cert_sds:
+        from ext_authz.mesh.configs import sds_from_file
+
+        name = Path(args.cert_sds).name.removesuffix(".sds.json")
+        return sidecar_config(SidecarPorts(args.listen, args.admin, args.authorizer, args.upstream_port),
+                              _read(args.ca), "", "", args.trust_domain, max_body_bytes=args.max_body_bytes,
+                              authorizer_tls=tls, cert_sds=sds_from_file(args.cert_sds, name))
+    if not (args.cert and args.key):
+        raise UsageError("--cert needs --key")
     return sidecar_config(SidecarPorts(args.listen, args.admin, args.authorizer, args.upstream_port),
                           _read(args.ca), _read(args.cert), _read(args.key), args.trust_domain,
                           max_body_bytes=args.max_body_bytes, authorizer_tls=tls)

@@ -273,19 +273,31 @@ class CertStatus:
         self._timeout = timeout
         self._clock = clock
         self._cache: dict[tuple[bytes, int], OcspAnswer] = {}
+        self._parsed_pems: dict[str, tuple[x509.Certificate, tuple[bytes, int]]] = {}
         self._lock = threading.Lock()
         self.fetches = 0
 
-    def check(self, certificate_pem: str) -> None:
-        """Returns if the certificate is good now; raises InputRejected otherwise."""
+    def _parsed(self, certificate_pem: str) -> tuple[x509.Certificate, tuple[bytes, int]]:
+        known = self._parsed_pems.get(certificate_pem)  # an agent presents the same certificate for hours
+        if known is not None:
+            return known
         try:
             cert = x509.load_pem_x509_certificate(urllib.parse.unquote(certificate_pem).encode("ascii"))
         except (ValueError, UnicodeEncodeError) as e:
             raise InputRejected(reasons.IDENTITY_INVALID, f"peer certificate unreadable: {e}") from e
         if cert.issuer != self.issuer.subject:
             raise InputRejected(reasons.IDENTITY_STATUS_UNKNOWN, "the certificate is not issued by the agent identity CA")
+        parsed = (cert, (cert.fingerprint(hashes.SHA256()), cert.serial_number))
+        with self._lock:
+            if len(self._parsed_pems) >= self.MAX_CACHED:
+                self._parsed_pems.clear()
+            self._parsed_pems[certificate_pem] = parsed
+        return parsed
+
+    def check(self, certificate_pem: str) -> None:
+        """Returns if the certificate is good now; raises InputRejected otherwise."""
+        cert, key = self._parsed(certificate_pem)
         now = dt.datetime.fromtimestamp(self._clock(), dt.UTC)
-        key = (cert.fingerprint(hashes.SHA256()), cert.serial_number)
         answer = self._cache.get(key)
         if answer is None or answer.next_update <= now:
             try:

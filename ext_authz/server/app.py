@@ -77,7 +77,7 @@ def _stapler(config: AuthorizerConfig, signer: Signer) -> Any:
     from ext_authz.pki.stapling import Stapler
 
     if hasattr(signer, "current"):
-        raise ConfigError("stapling needs one SAE key with one certificate: not a rotating key directory")
+        raise ConfigError("stapling needs one SAE key with one certificate: not a key directory or endorsed keys")
     try:
         chain = open(config.stapling.chain, "rb").read()
     except OSError as e:
@@ -145,6 +145,9 @@ class Authorizer:
             self._last_probe = now
             try:
                 self.signer.sign(b"sealgate health probe")
+                stapler = getattr(self, "stapler", None)  # set by start()
+                if stapler is not None:  # signing without a fresh staple is refused too
+                    stapler.current()
                 self.service.signing_error = error = None
             except SigningError as e:
                 self.service.signing_error = error = str(e)

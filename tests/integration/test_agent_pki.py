@@ -200,3 +200,5 @@ def test_with_no_fresh_staple_the_authorizer_signs_nothing(pki_stack):
 
     r = wait_until(unsigned, VALIDITY + 10, "the staple to expire")
     assert r.status == 403 and "x-sae-denial" not in r.headers
+    status = stack.status()  # and the authorizer says why, rather than report itself healthy
+    assert status["healthy"] is False and "OCSP" in status["signing_error"]

@@ -186,3 +186,24 @@ def _ca_pem():
     from ext_authz.local.pki import LocalCA
 
     return LocalCA().cert_pem
+
+
+def test_the_pep_verifier_refuses_everything_once_its_jwks_is_stale(tmp_path, jwks_server):
+    from ext_authz import reasons
+    from ext_authz.mesh.pep_verifier import PepVerifier
+    from ext_authz.sdk.redemption import SqliteRedemptions
+
+    handler, url = jwks_server
+    init_keyring(tmp_path / "ring", now=1000)
+    handler.doc = Keyring(tmp_path / "ring", clock=lambda: 1000).jwks
+    mono = [0.0]
+    remote = RemoteJwks(url, refresh_seconds=1, max_stale_seconds=10, clock=lambda: mono[0])
+    verifier = PepVerifier(remote, "a", SqliteRedemptions(str(tmp_path / "r.sqlite3")), issuer=ISSUER_FOR_PEP)
+    fresh = verifier.check("GET", "/x", "h", {"x-sae": "not-a-token"}, b"")
+    assert fresh.reason == reasons.SAE_INVALID  # keys usable: the token itself is judged
+    mono[0] = 11
+    stale = verifier.check("GET", "/x", "h", {"x-sae": "not-a-token"}, b"")
+    assert (stale.reason, stale.message) == (reasons.PEP_ERROR, "the authorizer's JWKS could not be refreshed")
+
+
+ISSUER_FOR_PEP = "spiffe://sealgate.local/sealgate/authorizer"

@@ -48,3 +48,23 @@ def test_keys_init_rotate_list_through_the_cli(tmp_path):
     assert state["current"] == first["next"] and state["retired"][0]["kid"] == first["current"]["kid"]
     too_soon = cli("keys", "rotate", "--key-dir", ring)  # the new next key was published just now
     assert too_soon.returncode == 2 and "may not have fetched it yet" in too_soon.stderr
+
+
+def test_envoy_sidecar_with_the_renewed_sds_file_validates(tmp_path):
+    pki, out = str(tmp_path / "pki"), str(tmp_path / "certs")
+    assert cli("pki", "init", "--dir", pki, "--file-keys").returncode == 0
+    renew = cli("pki", "renew", "--dir", pki, "--spiffe-id", "spiffe://sealgate.local/mesh/sidecar", "--server",
+                "--out", out, "--name", "sidecar")
+    assert renew.returncode == 0 and json.loads(renew.stdout)["renewed"] is True, renew.stderr
+    conf = tmp_path / "sidecar.json"
+    made = cli("envoy", "sidecar", "--listen", "15001", "--admin", f"unix:{tmp_path / 'admin.sock'}", "--authorizer",
+               f"unix:{tmp_path / 'authz.sock'}", "--upstream-port", "16001", "--ca", f"{pki}/root.crt",
+               "--cert-sds", f"{out}/sidecar.sds.json", "--out", str(conf))
+    assert made.returncode == 0, made.stderr  # envoy --mode validate accepted it
+    tls = json.loads(conf.read_text())["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"]
+    sds = tls["typed_config"]["common_tls_context"]["tls_certificate_sds_secret_configs"][0]
+    assert sds["name"] == "sidecar" and sds["sds_config"]["path_config_source"]["path"].endswith("sidecar.sds.json")
+    both = cli("envoy", "sidecar", "--listen", "15001", "--admin", f"unix:{tmp_path / 'admin.sock'}", "--authorizer",
+               f"unix:{tmp_path / 'authz.sock'}", "--upstream-port", "16001", "--ca", f"{pki}/root.crt",
+               "--cert-sds", f"{out}/sidecar.sds.json", "--cert", f"{out}/sidecar.crt", "--key", f"{out}/sidecar.key")
+    assert both.returncode == 2 and "--cert-sds" in both.stderr
