@@ -2,8 +2,8 @@
 
 Durability settings, chosen after measuring (DESIGN.md, "Storage and chain"; tests/integration/test_evidence_disk.py):
 WAL with `synchronous=FULL`, so every commit fsyncs the WAL before it returns. With `synchronous=NORMAL` an ext4
-error wiped committed transactions (and reused sequence numbers); with FULL none were lost. One transaction
-writes the tokens and their `leaves` rows, so the evidence and the anchor queue are one fsync
+error wiped committed transactions (and reused sequence numbers); with FULL none were lost. One statement
+writes the tokens and (by a trigger) their `leaves` rows, so the evidence and the anchor queue are one fsync
 (`ext_authz.evidence.commit` batches concurrent decisions into it).
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ext_authz.anchoring.store import INSERT_LEAF, connect
 from ext_authz.anchoring.store import SCHEMA as ANCHOR_SCHEMA
+from ext_authz.anchoring.store import connect
 from ext_authz.evidence.store import EvidenceQuery, EvidenceRecord, EvidenceUnavailable
 
 SCHEMA = """
@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS used_approvals (
     jti TEXT PRIMARY KEY,
     exp INTEGER NOT NULL
 );
+-- the anchor-queue row of each record, in the same statement (so one write stores both)
+CREATE TRIGGER IF NOT EXISTS evidence_leaf AFTER INSERT ON evidence BEGIN
+    INSERT OR IGNORE INTO leaves(hash, kind, decision_id, created) VALUES (NEW.hash, NEW.kind, NEW.jti, NEW.created);
+END;
 -- readiness: one row rewritten by probe(), a durable write that fails while the disk does
 CREATE TABLE IF NOT EXISTS probe (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -56,7 +60,9 @@ CREATE TABLE IF NOT EXISTS probe (
 
 log = logging.getLogger("sealgate.evidence")
 _COLUMNS = "jti, kind, hash, token, issued_at, reason, agent, target, session, parent"
-_INSERT = f"INSERT OR IGNORE INTO evidence({_COLUMNS}, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT = f"INSERT OR IGNORE INTO evidence({_COLUMNS}, created) VALUES "
+_ROW = "(?,?,?,?,?,?,?,?,?,?,?)"
+_ROWS_PER_STATEMENT = 512  # 11 parameters each, well under SQLite's 32766
 
 
 def _record(row: tuple[Any, ...]) -> EvidenceRecord:
@@ -109,18 +115,32 @@ class SqliteEvidenceStore:
             raise EvidenceUnavailable(f"{what} not persisted to {self.path}: {e}") from e
 
     def append(self, records: Sequence[EvidenceRecord]) -> None:
+        """One statement per up to 512 records, its own transaction when it is the only one: the trigger adds the
+        anchor-queue rows inside it. One sqlite3 call is one GIL hand-off: the writer thread otherwise waited for
+        the busy event loop at every statement of the transaction."""
         if not records:
             return
         now = time.time()
-        rows = [(r.jti, r.kind, r.token_hash, r.token, r.issued_at, r.reason, r.agent, r.target, r.session, r.parent,
-                 now) for r in records]
-        leaves = [(r.token_hash, r.kind, r.jti, now) for r in records]
+        params = [value for r in records for value in (r.jti, r.kind, r.token_hash, r.token, r.issued_at, r.reason,
+                                                        r.agent, r.target, r.session, r.parent, now)]
+        width = 11
+        chunks = [params[i:i + width * _ROWS_PER_STATEMENT] for i in range(0, len(params), width * _ROWS_PER_STATEMENT)]
 
-        def insert(conn: sqlite3.Connection) -> None:
-            conn.executemany(_INSERT, rows)
-            conn.executemany(INSERT_LEAF, leaves)
+        def insert(conn: sqlite3.Connection, chunk: list[Any]) -> None:
+            conn.execute(_INSERT + ",".join([_ROW] * (len(chunk) // width)), chunk)
 
-        self._write(f"{len(records)} evidence records", insert)
+        if len(chunks) == 1:  # autocommit: the statement is the transaction
+            try:
+                insert(self._conn(), chunks[0])
+            except sqlite3.Error as e:
+                self._drop()
+                raise EvidenceUnavailable(f"{len(records)} evidence records not persisted to {self.path}: {e}") from e
+            return
+        def insert_all(conn: sqlite3.Connection) -> None:
+            for chunk in chunks:
+                insert(conn, chunk)
+
+        self._write(f"{len(records)} evidence records", insert_all)
 
     def claim_approval(self, key: str, exp: int, now: float) -> bool:
         def claim(conn: sqlite3.Connection) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -63,13 +62,8 @@ class Authorizer:
     signer: Signer
     allow_all: bool = False
 
-    # The evidence writer must get the GIL as soon as its group is ready: with the default 5 ms switch interval it
-    # waited behind the busy event loop, and every answer with it (+6 ms p50 at 200 req/s, bench/evidence_bench.py)
-    SWITCH_INTERVAL_SECONDS = 0.0005
-
     def start(self, grpc_address: str, admin_address: tuple[str, int], tls: MeshTls | None = None) -> int:
         check_grpc_address(grpc_address, tls, self.config.mesh_clients)
-        sys.setswitchinterval(self.SWITCH_INTERVAL_SECONDS)
         self.jwks = jwks_of(self.signer)
         self.policy = PinnedPolicy(self.manifest.rpc_url, self.manifest.policy_registry,
                                    bytes.fromhex(self.manifest.policy_id.removeprefix("0x")),

@@ -119,3 +119,10 @@ def test_the_writer_applies_the_retention_setting_on_its_own(tmp_path):
     finally:
         writer.stop()
     assert store.get("j1") is None and store.get("j2") is not None  # older than the retention: its token dropped
+
+
+def test_a_group_larger_than_one_statement_is_still_one_transaction(tmp_path):
+    db = tmp_path / "e.sqlite3"
+    store = SqliteEvidenceStore(db)
+    store.append([record(i) for i in range(1, 1200)])  # three statements of at most 512 rows, one transaction
+    assert store.count() == 1199 and AnchorStore(db).counts()["unbatched"] == 1199
