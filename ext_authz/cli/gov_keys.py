@@ -78,7 +78,8 @@ def register_guardian(govsub: Any, env_help: str) -> None:
     p = command(govsub, "revoke-signing-key", "guardian: revoke an SAE signing key now, without the timelock; tokens it "
                 "signed that were not anchored before this block no longer verify",
                 "SEALGATE_GOV_KEY=0x... sealgate gov --manifest addresses.json revoke-signing-key --kid <kid>", env=env_help)
-    p.add_argument("--kid", required=True, metavar="KID", help="the key's kid (RFC 7638 thumbprint)")
+    p.add_argument("--kid", required=True, metavar="KID",
+                   help="the key's kid (RFC 7638 thumbprint); write --kid=KID: a kid may start with -")
     p.set_defaults(func=cmd_revoke_signing_key)
 
 

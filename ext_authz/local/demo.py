@@ -161,7 +161,9 @@ def kernel_step(stack: LocalStack, record: Record, details: list[str]) -> None:
         enforcer.sync_maps()
         enforcer.start_reader()
         proc = spawn_agent(config, "rogue-07", [sys.executable, "-c", ROGUE_PROBE, str(stack.ports.sidecar),
-                                                       str(stack.ports.pep)], user="nobody", stdout=subprocess.PIPE, text=True)
+                                                       str(stack.ports.pep)],
+                           allow_root=True,  # the demo runs as root (bpf); a deployment gives each agent its own uid
+                           stdout=subprocess.PIPE, text=True)
         via_mesh, direct = json.loads(proc.communicate(timeout=30)[0])
         wait_until(lambda: events, 5, "the kernel's block event")
         ev = events[0]

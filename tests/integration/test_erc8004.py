@@ -70,7 +70,7 @@ def test_a_forged_registration_naming_the_attackers_own_registry_is_refused_when
     publishes a registration naming it. Without a pin it resolves; pinned to the real registry it is refused."""
     stack, identity, _ = erc8004
     attacker = dev_account(9)
-    fake = stack.chain.deploy(attacker, "AgentRegistry", attacker.address)
+    fake = stack.chain.deploy(attacker, "AgentRegistry", attacker.address, stack.manifest.models)
     fake_registry = stack.chain.contract("AgentRegistry", fake)
     stack.chain.transact(attacker, fake_registry.functions.grantRole(fake_registry.functions.REGISTRAR_ROLE().call(),
                                                                      attacker.address))
