@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from ext_authz.anchoring.proofs import parse_value, proof_document
 from ext_authz.anchoring.store import AnchorStore
 from ext_authz.errors import InputRejected
+from ext_authz.httpd import QuietHandler, serve_in_thread
 
 PROOFS_PREFIX = "/v1/proofs/"
 
@@ -21,39 +20,26 @@ def serve_anchor_http(address: tuple[str, int], store: AnchorStore, health: Call
     /v1/proofs/<hash>: 200 with the value's proof, 404 when unknown, 400 for anything but 32 bytes of hex.
     Every other method is 405: nothing here writes."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server API)
             try:
                 if self.path == "/healthz":
                     doc = health()
-                    self._send(200 if doc["status"] == "ok" else 503, doc)
+                    self.send_json(200 if doc["status"] == "ok" else 503, doc)
                 elif self.path.startswith(PROOFS_PREFIX):
                     value = parse_value(self.path[len(PROOFS_PREFIX):])
                     found = proof_document(store, value, chain_id, anchor)
-                    self._send(404, {"error": "unknown value"}) if found is None else self._send(200, found)
+                    self.send_json(404, {"error": "unknown value"}) if found is None else self.send_json(200, found)
                 else:
-                    self._send(404, {"error": "not found"})
+                    self.send_json(404, {"error": "not found"})
             except InputRejected as e:
-                self._send(400, {"error": e.message, "reason_code": e.reason})
+                self.send_json(400, {"error": e.message, "reason_code": e.reason})
             except Exception as e:  # the store is unreadable: say so, never a traceback
-                self._send(503, {"error": f"store unavailable: {type(e).__name__}"})
+                self.send_json(503, {"error": f"store unavailable: {type(e).__name__}"})
 
         def _refuse(self) -> None:
-            self._send(405, {"error": "read-only"})
+            self.send_json(405, {"error": "read-only"})
 
         do_POST = do_PUT = do_DELETE = do_PATCH = _refuse  # noqa: N815
 
-        def _send(self, code: int, doc: Any) -> None:
-            body = json.dumps(doc, sort_keys=True).encode()
-            self.send_response(code)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(address, Handler)
-    threading.Thread(target=httpd.serve_forever, name="sealgate-anchor-http", daemon=True).start()
-    return httpd
+    return serve_in_thread(address, Handler, "sealgate-anchor-http")

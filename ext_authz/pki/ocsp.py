@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ext_authz import reasons
 from ext_authz.errors import ConfigError, InputRejected, SealgateError
+from ext_authz.httpd import QuietHandler, serve_in_thread
 
 log = logging.getLogger("sealgate.ocsp")
 MAX_OCSP_BYTES = 16 * 1024
@@ -119,7 +120,7 @@ def _name_hash(cert: x509.Certificate, algorithm: hashes.HashAlgorithm) -> bytes
 def serve_ocsp(address: tuple[str, int], responder: OcspResponder) -> ThreadingHTTPServer:
     """HTTP OCSP on `address` (RFC 6960 appendix A: POST, or GET with the base64 request in the path)."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:  # noqa: N802
             length = int(self.headers.get("content-length") or 0)
             if self.headers.get("content-type") != "application/ocsp-request" or not 0 < length <= MAX_OCSP_BYTES:
@@ -137,18 +138,9 @@ def serve_ocsp(address: tuple[str, int], responder: OcspResponder) -> ThreadingH
             self._send(200, responder.respond(request))
 
         def _send(self, code: int, body: bytes) -> None:
-            self.send_response(code)
-            self.send_header("content-type", "application/ocsp-response")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_body(code, body, "application/ocsp-response")
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(address, Handler)
-    threading.Thread(target=httpd.serve_forever, name="sealgate-ocsp", daemon=True).start()
-    return httpd
+    return serve_in_thread(address, Handler, "sealgate-ocsp")
 
 
 # ---------------------------------------------------------------------------------------------- client
