@@ -25,24 +25,16 @@ from ext_authz.evidence.replay import replay
 from ext_authz.evidence.sqlite import SqliteEvidenceStore
 from ext_authz.evidence.store import EvidenceQuery
 from ext_authz.local.net import free_port, wait_until
-from ext_authz.local.stack import APPROVER, LocalStack
+from ext_authz.local.stack import APPROVER
 from ext_authz.signing.base import jwks_of
-from ext_authz.signing.file_key import Ed25519Signer
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    stack = LocalStack(tmp_path_factory.mktemp("replay"))
-    try:
-        stack.make_pki()
-        stack.start_chain()
-        stack.signer = Ed25519Signer.from_file(stack.workdir / "keys" / "sae-ed25519.seed", create=True)
-        stack.jwks = jwks_of(stack.signer)
-        yield stack
-    finally:
-        stack.stop()
+def stack(chain_stack):
+    chain_stack.jwks = jwks_of(chain_stack.sae_signer())
+    return chain_stack
 
 
 class Client:

@@ -38,8 +38,7 @@ from ext_authz.authz.approvals import sign_approval
 from ext_authz.envelope.encoding import sae_hash
 from ext_authz.evidence.sqlite import SqliteEvidenceStore
 from ext_authz.local.net import free_port, wait_until
-from ext_authz.local.stack import APPROVER, LocalStack
-from ext_authz.signing.file_key import Ed25519Signer
+from ext_authz.local.stack import APPROVER
 
 pytestmark = pytest.mark.slow
 EXT4_IOC_SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32)
@@ -92,16 +91,9 @@ def disk(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """anvil with the contracts and the demo agents, rules and approver; authorizers are started per test."""
-    stack = LocalStack(tmp_path_factory.mktemp("evidence-disk"))
-    try:
-        stack.make_pki()
-        stack.start_chain()
-        stack.signer = Ed25519Signer.from_file(stack.workdir / "keys" / "sae-ed25519.seed", create=True)
-        yield stack
-    finally:
-        stack.stop()
+def stack(chain_stack):
+    """anvil with the contracts and the demo agents, rules and approver (the deploy made `stack.signer`); authorizers are started per test."""
+    return chain_stack
 
 
 class Authorizer:

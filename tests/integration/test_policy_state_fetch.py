@@ -20,22 +20,14 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
 
 from ext_authz import reasons
 from ext_authz.local.net import free_port
-from ext_authz.local.stack import LocalStack
-from ext_authz.signing.file_key import Ed25519Signer
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    stack = LocalStack(tmp_path_factory.mktemp("state-fetch"))
-    try:
-        stack.make_pki()
-        stack.start_chain()
-        stack.signer = Ed25519Signer.from_file(stack.workdir / "keys" / "sae-ed25519.seed", create=True)
-        yield stack
-    finally:
-        stack.stop()
+def stack(chain_stack):
+    """anvil with the contracts (the deploy made `stack.signer`); the authorizer is started by the test."""
+    return chain_stack
 
 
 def transfer(stack, agent, amount=500):
